@@ -1,0 +1,125 @@
+// Package tarindex indexes a tar stream that lives inside any io.ReaderAt at a
+// base offset, recording for every member the absolute offset of its data, so
+// that content can later be served as slices of an mmap of the same bytes.
+//
+// It knows nothing of FUSE or of container whiteout rules: a whiteout file is
+// just another entry here.
+package tarindex
+
+import "io"
+
+// Type is the kind of filesystem object a tar member describes.
+type Type uint8
+
+const (
+	TypeReg Type = iota
+	TypeDir
+	TypeSymlink
+	TypeHardlink // Linkname names the target path (cleaned like Name)
+	TypeChar
+	TypeBlock
+	TypeFifo
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeReg:
+		return "file"
+	case TypeDir:
+		return "dir"
+	case TypeSymlink:
+		return "symlink"
+	case TypeHardlink:
+		return "hardlink"
+	case TypeChar:
+		return "char"
+	case TypeBlock:
+		return "block"
+	case TypeFifo:
+		return "fifo"
+	}
+	return "unknown"
+}
+
+// Xattr is one extended attribute taken from a PAX SCHILY.xattr.* record.
+type Xattr struct {
+	Name  string
+	Value string
+}
+
+// Fragment maps a run of a sparse file's logical content to its bytes in the
+// source. Logical ranges not covered by any fragment are holes (read as zeros).
+type Fragment struct {
+	Logical  int64 // offset within the file's content
+	Physical int64 // absolute offset in the source
+	Length   int64
+}
+
+// Entry is one tar member. All offsets are absolute positions in the source
+// the index was built over (base offset already added).
+type Entry struct {
+	// Name is the member's path relative to the image root: no leading "/" or
+	// "./", no trailing "/", never escaping the root. The root itself is ".".
+	Name     string
+	Linkname string // symlink target as stored; for hardlinks, a cleaned path like Name
+	Offset   int64  // absolute offset of the first data byte (non-sparse entries)
+	Size     int64  // logical size of the content
+	MtimeSec int64
+	Mtime    uint32 // nanoseconds part of the modification time (PAX)
+	Mode     uint32 // permission bits including setuid, setgid and sticky (07777)
+	UID      uint32
+	GID      uint32
+	Devmajor uint32
+	Devminor uint32
+	Type     Type
+	Xattrs   []Xattr    // nil unless the member carried SCHILY.xattr.* records
+	Sparse   []Fragment // nil unless the member is a sparse file
+}
+
+// ReadAt copies the entry's content at logical offset off into p, taking
+// bytes from data, which must be the same bytes the index was built over
+// (usually an mmap). It returns io.EOF once off reaches the entry's size.
+func (e *Entry) ReadAt(data []byte, p []byte, off int64) (int, error) {
+	if off >= e.Size {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.Size-off {
+		p = p[:e.Size-off]
+	}
+	if e.Sparse == nil {
+		n := copy(p, e.Slice(data, off, len(p)))
+		if n < len(p) {
+			return n, io.ErrUnexpectedEOF
+		}
+		return n, nil
+	}
+	clear(p)
+	for _, f := range e.Sparse {
+		lo, hi := max(off, f.Logical), min(off+int64(len(p)), f.Logical+f.Length)
+		if lo >= hi {
+			continue
+		}
+		src := f.Physical + (lo - f.Logical)
+		if src < 0 || src+(hi-lo) > int64(len(data)) {
+			return 0, io.ErrUnexpectedEOF
+		}
+		copy(p[lo-off:hi-off], data[src:src+(hi-lo)])
+	}
+	return len(p), nil
+}
+
+// Slice returns up to n bytes of a non-sparse entry's content starting at
+// logical offset off, as a subslice of data (no copy). The result is clamped
+// to the entry's end, because the next member's bytes follow immediately, and
+// to the end of data. Sparse entries must be read with ReadAt.
+func (e *Entry) Slice(data []byte, off int64, n int) []byte {
+	if off < 0 || off >= e.Size || n <= 0 {
+		return nil
+	}
+	end := min(off+int64(n), e.Size)
+	lo, hi := e.Offset+off, e.Offset+end
+	if lo >= int64(len(data)) {
+		return nil
+	}
+	return data[lo:min(hi, int64(len(data)))]
+}

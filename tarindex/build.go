@@ -15,6 +15,10 @@ var ErrUnsafeName = errors.New("unsafe member name")
 // ErrNotTar reports input that is not a tar stream at all.
 var ErrNotTar = errors.New("not a tar archive")
 
+// ErrDigestMismatch reports decompressed content that does not hash to the
+// digest it must have.
+var ErrDigestMismatch = errors.New("content does not match its digest")
+
 // Index is the ordered list of a tar stream's members, as stored (duplicates
 // and whiteout files included: interpreting them is the caller's business).
 type Index struct {

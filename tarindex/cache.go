@@ -35,9 +35,10 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64) (*Index, erro
 // named by want, so later calls find it without decompressing. If want is
 // empty the file is named by key.
 func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src io.Reader) (string, error) {
-	name := want.Encoded()
-	if want == "" {
-		name = digest.FromString(key).Encoded()
+	// An empty digest has no encoded part (go-digest panics on it): name by key.
+	name := digest.FromString(key).Encoded()
+	if want != "" {
+		name = want.Encoded()
 	}
 	dst := filepath.Join(c.Dir, "blobs", name)
 	if _, err := os.Stat(dst); err == nil {

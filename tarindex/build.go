@@ -31,11 +31,23 @@ type Index struct {
 // offsets are absolute in r. Errors wrap ErrUnsafeName, ErrNotTar or the
 // underlying read/format error, and name the member where one is known.
 func Build(r io.ReaderAt, base, size int64) (*Index, error) {
-	sr := io.NewSectionReader(r, base, size)
-	tr := tar.NewReader(sr)
+	rec := &recorder{sr: io.NewSectionReader(r, base, size)}
+	tr := tar.NewReader(rec)
 	ix := &Index{}
+	prevSparse := -1 // index of a sparse entry to check once the next header's position is known
 	for {
+		rec.hdrAt = -1
 		hdr, err := tr.Next()
+		if err == nil || err == io.EOF {
+			// The next header (or end marker) starts where the previous
+			// member's data region ends: sparse data must not run into it.
+			if prevSparse >= 0 {
+				if err := checkSparseEnd(&ix.Entries[prevSparse], base+rec.hdrAt); err != nil {
+					return nil, err
+				}
+				prevSparse = -1
+			}
+		}
 		if err == io.EOF {
 			break
 		}
@@ -45,15 +57,21 @@ func Build(r io.ReaderAt, base, size int64) (*Index, error) {
 			}
 			return nil, fmt.Errorf("after member %q: %w", ix.Entries[len(ix.Entries)-1].Name, truncated(err))
 		}
-		pos, _ := sr.Seek(0, io.SeekCurrent)
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			// Archive-wide PAX records (git archive writes one with the
+			// commit id): not a file, and tar extractors ignore them too.
+			continue
+		}
+		pos := rec.pos()
 		e, err := entryFromHeader(hdr)
 		if err != nil {
 			return nil, err
 		}
 		e.Offset = base + pos
-		if e.Type == TypeReg && e.Size > 0 {
-			if isSparse(hdr) {
-				if e.Sparse, err = sparseMap(tr, sr, base); err != nil {
+		if e.Type == TypeReg {
+			if kind := sparseKindOf(hdr); kind != sparseNone {
+				loc := sparseLoc{r: r, base: base, hdrAt: rec.hdrAt, dataAt: pos, size: size}
+				if e.Sparse, err = sparseMap(loc, kind, hdr); err != nil {
 					return nil, fmt.Errorf("member %q: sparse map: %w", e.Name, err)
 				}
 			} else if pos+e.Size > size {
@@ -61,10 +79,53 @@ func Build(r io.ReaderAt, base, size int64) (*Index, error) {
 			}
 		}
 		ix.Entries = append(ix.Entries, e)
+		if e.Sparse != nil {
+			prevSparse = len(ix.Entries) - 1
+		}
 	}
-	pos, _ := sr.Seek(0, io.SeekCurrent)
-	ix.End = base + pos
+	ix.End = base + rec.pos()
 	return ix, nil
+}
+
+// checkSparseEnd reports a sparse member whose fragments claim more data
+// than its data region holds (tar would fail reading it; we would serve the
+// next header as file content).
+func checkSparseEnd(e *Entry, limit int64) error {
+	if len(e.Sparse) == 0 {
+		return nil
+	}
+	last := e.Sparse[len(e.Sparse)-1]
+	if last.Physical+last.Length > limit {
+		return fmt.Errorf("member %q: sparse data runs past the member's data region", e.Name)
+	}
+	return nil
+}
+
+// recorder is the reader archive/tar reads through. It is a Seeker so that
+// tar skips member data with Seek (indexing never reads file content), and
+// it notes where the first header block of each Next call was read, which
+// the sparse-map parser needs to find headers tar does not expose.
+type recorder struct {
+	sr    *io.SectionReader
+	hdrAt int64 // section offset of the first whole-block read since reset; -1 if none
+}
+
+func (rc *recorder) Read(p []byte) (int, error) {
+	// archive/tar reads every header with one io.ReadFull of a block; the
+	// only smaller reads before it are the skip's last byte and padding.
+	if rc.hdrAt < 0 && len(p) == blockSize {
+		rc.hdrAt = rc.pos()
+	}
+	return rc.sr.Read(p)
+}
+
+func (rc *recorder) Seek(off int64, whence int) (int64, error) {
+	return rc.sr.Seek(off, whence)
+}
+
+func (rc *recorder) pos() int64 {
+	p, _ := rc.sr.Seek(0, io.SeekCurrent) // cannot fail for SeekCurrent
+	return p
 }
 
 func truncated(err error) error {
@@ -120,7 +181,7 @@ func entryFromHeader(hdr *tar.Header) (Entry, error) {
 		Devminor: uint32(hdr.Devminor),
 	}
 	switch hdr.Typeflag {
-	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont:
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeCont: // the reader already turned TypeRegA into TypeReg or TypeDir
 		e.Type = TypeReg
 	case tar.TypeDir:
 		e.Type = TypeDir
@@ -158,24 +219,4 @@ func sortXattrs(xs []Xattr) {
 			xs[j], xs[j-1] = xs[j-1], xs[j]
 		}
 	}
-}
-
-func isSparse(hdr *tar.Header) bool {
-	if hdr.Typeflag == tar.TypeGNUSparse {
-		return true
-	}
-	for k := range hdr.PAXRecords {
-		if strings.HasPrefix(k, "GNU.sparse.") {
-			return true
-		}
-	}
-	return false
-}
-
-// sparseMap recovers the data fragments of the current sparse member. The
-// standard library parses every sparse format but does not export the map,
-// so we read the member through it and watch which reads reach the
-// underlying stream: holes are filled without touching it.
-func sparseMap(tr *tar.Reader, sr *io.SectionReader, base int64) ([]Fragment, error) {
-	return nil, errors.New("sparse files not supported yet")
 }

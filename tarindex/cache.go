@@ -1,21 +1,52 @@
 package tarindex
 
 import (
+	"compress/bzip2"
+	"crypto/sha256"
+	_ "crypto/sha512" // lets go-digest verify sha512 digests (OCI allows them)
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // Cache keeps saved indexes and decompressed layers under Dir.
+//
+// Layout:
+//
+//	index/<sha256(key)>.idx        saved indexes (see saved.go for the format)
+//	blobs/<alg>/<hex>              decompressed streams named by their digest
+//	blobs/key/<sha256(key)>        decompressed streams with no digest to check
+//	locks/                         per-blob lock files (flock), never removed
+//
 // It is safe for concurrent use by several goroutines and processes: every
-// file is written under a temporary name and renamed into place.
+// file is written under a temporary name and renamed into place, so a final
+// name only ever holds complete content.
 type Cache struct {
 	Dir string
+	// Warn, if set, hears about problems that do not fail the call: a saved
+	// index that was stale or corrupt and got rebuilt, or one that could
+	// not be saved. The cache is an optimisation; these are for logging.
+	Warn func(error)
+}
+
+func (c *Cache) warn(err error) {
+	if c.Warn != nil {
+		c.Warn(err)
+	}
+}
+
+func keyName(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
 }
 
 // Index returns the index of the tar stream in [base, base+size) of r,
@@ -23,9 +54,98 @@ type Cache struct {
 // building it and saving it. key must identify the bytes (e.g. the file's
 // device, inode, size and mtime plus base); a saved index is still checked
 // against the source and rebuilt when stale or corrupt, never trusted.
+// With Dir empty it just builds. Failing to save is not an error (see Warn).
 func (c *Cache) Index(key string, r io.ReaderAt, base, size int64) (*Index, error) {
-	// TODO(tarindex helper): persist and validate.
-	return Build(r, base, size)
+	if c.Dir == "" {
+		return Build(r, base, size)
+	}
+	fp, err := fingerprint(r, base, size)
+	if err != nil {
+		return nil, fmt.Errorf("index %s: %w", key, err)
+	}
+	p := filepath.Join(c.Dir, "index", keyName(key)+".idx")
+	if ix, err := loadIndex(p, base, size, fp); err == nil {
+		return ix, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		c.warn(fmt.Errorf("saved index for %s (%s), rebuilding: %w", key, p, err))
+	}
+	ix, err := Build(r, base, size)
+	if err != nil {
+		return nil, err
+	}
+	if err := saveIndex(p, ix, base, size, fp); err != nil {
+		c.warn(fmt.Errorf("save index for %s: %w", key, err))
+	}
+	return ix, nil
+}
+
+func loadIndex(p string, base, size int64, fp [32]byte) (*Index, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	return decodeIndex(b, base, size, fp)
+}
+
+func saveIndex(p string, ix *Index, base, size int64, fp [32]byte) error {
+	b, err := encodeIndex(ix, base, size, fp)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	// No fsync: after a crash a torn index fails its checksum and is rebuilt.
+	return writeAtomic(p, func(f *os.File) error {
+		_, err := f.Write(b)
+		return err
+	}, false)
+}
+
+// writeAtomic writes a temporary file beside dst with fill and renames it to
+// dst; on any error the temporary file is removed. With durable set the data
+// is synced before the rename, so that after a crash dst is either absent or
+// complete (rename alone does not order data before the name on ext4/xfs).
+func writeAtomic(dst string, fill func(*os.File) error, durable bool) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), tmpPrefix(filepath.Base(dst)))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err = fill(tmp); err != nil {
+		return err
+	}
+	if durable {
+		if err = tmp.Sync(); err != nil {
+			return fmt.Errorf("sync %s: %w", tmp.Name(), err)
+		}
+	}
+	if err = tmp.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp.Name(), dst); err != nil {
+		return err
+	}
+	if durable {
+		syncDir(filepath.Dir(dst))
+	}
+	return nil
+}
+
+func tmpPrefix(name string) string { return ".tmp-" + name + "-" }
+
+// syncDir makes a rename durable. Best effort: some filesystems refuse
+// fsync on directories, and the rename itself has already succeeded.
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
 }
 
 // Decompress returns the path of a cache file holding the decompressed
@@ -34,55 +154,156 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64) (*Index, erro
 // ErrDigestMismatch, and nothing is left in the cache); the file is then
 // named by want, so later calls find it without decompressing. If want is
 // empty the file is named by key.
+//
+// An existing file is trusted by its name alone: files only reach their
+// final name by a rename after verification and an fsync, so the name
+// proves the content (rehashing a layer on every mount would cost as much
+// as decompressing it). Concurrent calls for the same name, in this process
+// or others, wait on a lock file and the later ones find the finished file.
+// Gzip input may hold several concatenated members (pigz, appended streams).
 func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src io.Reader) (string, error) {
-	// An empty digest has no encoded part (go-digest panics on it): name by key.
-	name := digest.FromString(key).Encoded()
-	if want != "" {
-		name = want.Encoded()
+	if c.Dir == "" {
+		return "", fmt.Errorf("decompress %s: no cache directory", key)
 	}
-	dst := filepath.Join(c.Dir, "blobs", name)
-	if _, err := os.Stat(dst); err == nil {
-		return dst, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return "", err
-	}
-	var rd io.Reader
-	switch comp {
-	case CompressionGzip:
-		zr, err := gzip.NewReader(src)
-		if err != nil {
-			return "", err
-		}
-		defer zr.Close()
-		rd = zr
-	case CompressionZstd:
-		zr, err := zstd.NewReader(src)
-		if err != nil {
-			return "", err
-		}
-		defer zr.Close()
-		rd = zr
-	case CompressionNone:
-		rd = src
-	default:
-		return "", fmt.Errorf("%s compression is not supported", comp)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), ".tmp-*")
+	rel, err := blobName(key, want)
 	if err != nil {
 		return "", err
 	}
-	defer os.Remove(tmp.Name())
-	dg := digest.SHA256.Digester()
-	if _, err := io.Copy(io.MultiWriter(tmp, dg.Hash()), rd); err != nil {
-		tmp.Close()
-		return "", err
+	dst := filepath.Join(c.Dir, "blobs", rel)
+	if isRegular(dst) {
+		return dst, nil
 	}
-	if err := tmp.Close(); err != nil {
-		return "", err
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", fmt.Errorf("cache: %w", err)
+	}
+	locked, unlock := c.lock(strings.ReplaceAll(rel, "/", "-"))
+	defer unlock()
+	if isRegular(dst) {
+		return dst, nil // another caller finished it while we waited
+	}
+	if locked {
+		removeStale(dst) // temporaries of a writer that died holding this lock
+	}
+	err = writeAtomic(dst, func(f *os.File) error {
+		return decompressTo(f, want, comp, src)
+	}, true)
+	if err != nil {
+		return "", fmt.Errorf("decompress %s (%s): %w", key, comp, err)
+	}
+	return dst, nil
+}
+
+// blobName is the path under blobs/ for a stream. want comes from image
+// metadata, i.e. from the tarball: it is validated before it names a file,
+// since "sha256:../../x" must not escape the cache.
+func blobName(key string, want digest.Digest) (string, error) {
+	if want == "" {
+		return filepath.Join("key", keyName(key)), nil
+	}
+	if err := want.Validate(); err != nil {
+		return "", fmt.Errorf("decompress %s: digest %q: %w", key, want, err)
+	}
+	return filepath.Join(want.Algorithm().String(), want.Encoded()), nil
+}
+
+func isRegular(p string) bool {
+	fi, err := os.Lstat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+func removeStale(dst string) {
+	old, _ := filepath.Glob(filepath.Join(filepath.Dir(dst), tmpPrefix(filepath.Base(dst))+"*"))
+	for _, p := range old {
+		os.Remove(p)
+	}
+}
+
+// lock takes an exclusive flock on a per-name lock file and returns whether
+// it did and how to release it. Locking is an optimisation (it saves a
+// second decompression of the same layer); correctness comes from the
+// atomic rename, so a filesystem without flock just goes unlocked.
+func (c *Cache) lock(name string) (bool, func()) {
+	dir := filepath.Join(c.Dir, "locks")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return false, func() {}
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name+".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return false, func() {}
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return false, func() {}
+	}
+	return true, func() { f.Close() } // closing the file releases the lock
+}
+
+// decompressTo decodes src into w, hashing the output, and checks the hash
+// against want when it is set.
+func decompressTo(w io.Writer, want digest.Digest, comp Compression, src io.Reader) error {
+	rd, closeFn, err := openDecoder(comp, src)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	alg := digest.SHA256
+	if want != "" {
+		alg = want.Algorithm()
+	}
+	dg := alg.Digester()
+	ew := &errWriter{w: w}
+	if _, err := io.Copy(io.MultiWriter(ew, dg.Hash()), rd); err != nil {
+		if ew.err != nil {
+			return fmt.Errorf("write cache file: %w", ew.err)
+		}
+		return fmt.Errorf("corrupt or truncated %s stream: %w", comp, err)
 	}
 	if want != "" && dg.Digest() != want {
-		return "", fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, dg.Digest(), want)
+		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, dg.Digest(), want)
 	}
-	return dst, os.Rename(tmp.Name(), dst)
+	return nil
+}
+
+// openDecoder returns a reader of the decompressed stream and its cleanup.
+func openDecoder(comp Compression, src io.Reader) (io.Reader, func(), error) {
+	switch comp {
+	case CompressionNone:
+		return src, func() {}, nil
+	case CompressionGzip:
+		zr, err := gzip.NewReader(src) // multistream by default: members are concatenated
+		if err != nil {
+			return nil, nil, fmt.Errorf("corrupt gzip stream: header: %w", err)
+		}
+		return zr, func() { zr.Close() }, nil
+	case CompressionZstd:
+		zr, err := zstd.NewReader(src)
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd reader: %w", err)
+		}
+		return zr, zr.Close, nil
+	case CompressionBzip2:
+		return bzip2.NewReader(src), func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("%s compression is not supported", comp)
+}
+
+// errWriter remembers a write error, so that a full disk is not reported
+// as a corrupt stream.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
 }

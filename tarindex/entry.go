@@ -6,7 +6,10 @@
 // just another entry here.
 package tarindex
 
-import "io"
+import (
+	"fmt"
+	"io"
+)
 
 // Type is the kind of filesystem object a tar member describes.
 type Type uint8
@@ -80,6 +83,9 @@ type Entry struct {
 // bytes from data, which must be the same bytes the index was built over
 // (usually an mmap). It returns io.EOF once off reaches the entry's size.
 func (e *Entry) ReadAt(data []byte, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: negative offset %d", e.Name, off)
+	}
 	if off >= e.Size {
 		return 0, io.EOF
 	}

@@ -1,0 +1,71 @@
+# imgmount: mount container image tarballs without extracting them.
+#
+#   make example   install the tools (Debian packages), build imgmount and the
+#                  bundled example image, mount it and look around
+#   make test      vet, gofmt, unit tests with -race, then the integration
+#                  tests (real images, real mounts; root and /dev/fuse needed)
+#   make build | install | lint | bench | clean | distclean
+
+SHELL := /bin/bash
+# Go lives in /usr/local/go on our machines; PATH may lack it.
+export PATH := $(PATH):/usr/local/go/bin
+
+GO      ?= go
+PREFIX  ?= /usr/local
+BIN     := bin/imgmount
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './integration/testdata/*')
+
+.PHONY: build test setup vet fmt-check unit integration bench install example lint clean distclean
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/imgmount
+
+# Installs the Debian packages the tests and the example need, only if one
+# of them is missing.
+setup:
+	@scripts/setup.sh --check >/dev/null 2>&1 || scripts/setup.sh
+
+test: setup vet fmt-check unit integration
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out="$$(gofmt -l $(GOFILES))"; \
+	if [ -n "$$out" ]; then echo "gofmt would change these files:"; echo "$$out"; exit 1; fi; \
+	echo "gofmt: ok"
+
+# Every package but the integration tests, with the race detector.
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/integration$$')
+
+# Builds the test images on first use (debootstrap, umoci, skopeo: about a
+# minute) into integration/testdata/out, and reuses them afterwards.
+integration:
+	$(GO) test -count=1 -v -timeout 40m ./integration/
+
+bench:
+	@echo "benchmarks: see issue #4"
+
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/imgmount
+
+example: setup build
+	example/build.sh
+	example/demo.sh
+
+lint:
+	@sc="$$(command -v staticcheck || true)"; \
+	[ -n "$$sc" ] || { [ -x "$$($(GO) env GOPATH)/bin/staticcheck" ] && sc="$$($(GO) env GOPATH)/bin/staticcheck"; }; \
+	if [ -n "$$sc" ]; then echo "$$sc ./..."; "$$sc" ./...; \
+	else echo "staticcheck is not installed (scripts/setup.sh --lint installs it); running go vet only"; $(GO) vet ./...; fi
+
+clean:
+	rm -rf bin example/example.tar
+
+# Also the cached test images and oracles (rebuilt by the next make test).
+distclean: clean
+	rm -rf integration/testdata/out

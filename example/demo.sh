@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Mounts the example image and shows what imgmount does; `make example`
+# runs it after building bin/imgmount and example/example.tar. Needs root
+# for the chroot (the mount itself works unprivileged).
+#
+#   example/demo.sh [IMAGE]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+bin=${IMGMOUNT:-$repo/bin/imgmount}
+img=${1:-$here/example.tar}
+[ -x "$bin" ] || {
+	echo "demo.sh: $bin is missing: make build" >&2
+	exit 1
+}
+[ -f "$img" ] || {
+	echo "demo.sh: $img is missing: example/build.sh" >&2
+	exit 1
+}
+
+mnt=$(mktemp -d "${TMPDIR:-/tmp}/imgmount-example.XXXXXX")
+layers=$(mktemp -d "${TMPDIR:-/tmp}/imgmount-example-layers.XXXXXX")
+cleanup() {
+	for m in "$mnt" "$layers"; do
+		if mountpoint -q "$m"; then "$bin" -u "$m" 2>/dev/null || fusermount3 -u -z "$m"; fi
+		rmdir "$m" 2>/dev/null || true
+	done
+}
+trap cleanup EXIT
+
+show() {
+	printf '\n\033[1m$ %s\033[0m\n' "$*"
+	"$@"
+}
+
+show "$bin" "$img" "$mnt"
+show ls -l "$mnt"
+show cat "$mnt/etc/os-release"
+show "$bin" inspect "$img"
+if [ "$(id -u)" = 0 ]; then
+	show chroot "$mnt" /app/hello.sh
+	show chroot "$mnt" /bin/sh -c 'echo "PATH=$PATH"; ls /app; cat /etc/motd'
+else
+	echo "(not root: skipping the chroot)"
+fi
+show "$bin" --layers "$img" "$layers"
+show ls "$layers"
+show ls -a "$layers"/01-*/usr/share/imgmount
+show "$bin" -u "$layers"
+show "$bin" -u "$mnt"
+echo
+echo "demo.sh: done; the image was never extracted."

@@ -1,0 +1,338 @@
+package tarindex
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+)
+
+// Saved index format (version 1), all integers little endian:
+//
+//	header   magic "imgmtidx", u32 version, u32 zero, i64 base, i64 size,
+//	         [32]byte source fingerprint, i64 End,
+//	         u64 entries, u64 xattrs, u64 fragments, u64 string bytes
+//	entries  80-byte records, in index order: name ref, linkname ref,
+//	         i64 Offset, Size, MtimeSec, u32 Mtime, Mode, UID, GID,
+//	         Devmajor, Devminor, xattr count, fragment count, u8 Type,
+//	         u8 flags (1: sparse, so an all-hole file keeps a non-nil map), pad
+//	xattrs   16-byte records: name and value as string refs, entry by entry
+//	frags    24-byte records: logical, physical, length, entry by entry
+//	strings  one blob; a string ref is (u32 offset, u32 length) into it
+//	trailer  u32 CRC-32C of everything before it
+//
+// Fixed-size records make loading a bounds-checked walk with one copy of the
+// string blob, which every Name then points into. The CRC catches torn or
+// corrupted files (we do not fsync the index: a bad one is just rebuilt).
+// The fingerprint catches a source that changed under the same key.
+
+const (
+	indexMagic    = "imgmtidx"
+	indexVersion  = 1
+	headerSize    = 8 + 4 + 4 + 8 + 8 + 32 + 8 + 4*8
+	entryRecSize  = 80
+	xattrRecSize  = 16
+	fragRecSize   = 24
+	trailerSize   = 4
+	flagSparse    = 1 << 0
+	sampleEdge    = 64 << 10 // bytes hashed at each end of the source
+	sampleMiddle  = 4 << 10  // bytes hashed at each interior sample point
+	middleSamples = 14
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli) // hardware-accelerated on amd64 and arm64
+
+var errBadIndex = errors.New("saved index is invalid")
+
+// fingerprint hashes the source region's position, size and a sample of its
+// bytes (both ends plus evenly spaced interior blocks): cheap to compute on
+// every load, and it changes when the tar's headers or data are rewritten.
+func fingerprint(r io.ReaderAt, base, size int64) ([32]byte, error) {
+	h := sha256.New()
+	var hdr [16]byte
+	binary.LittleEndian.PutUint64(hdr[0:], uint64(base))
+	binary.LittleEndian.PutUint64(hdr[8:], uint64(size))
+	h.Write(hdr[:])
+	buf := make([]byte, sampleEdge)
+	for _, s := range sampleRanges(size) {
+		b := buf[:s[1]]
+		if err := readFullAt(r, b, base+s[0]); err != nil {
+			return [32]byte{}, fmt.Errorf("read source at %d: %w", base+s[0], err)
+		}
+		h.Write(b)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum, nil
+}
+
+// sampleRanges returns (offset, length) pairs inside [0, size), in order and
+// not overlapping: the whole region when it is small.
+func sampleRanges(size int64) [][2]int64 {
+	if size <= 2*sampleEdge+middleSamples*sampleMiddle {
+		var out [][2]int64
+		for off := int64(0); off < size; off += sampleEdge {
+			out = append(out, [2]int64{off, min(sampleEdge, size-off)})
+		}
+		return out
+	}
+	out := [][2]int64{{0, sampleEdge}}
+	inner := size - 2*sampleEdge
+	for i := int64(1); i <= middleSamples; i++ {
+		out = append(out, [2]int64{sampleEdge + inner*i/(middleSamples+1) - sampleMiddle/2, sampleMiddle})
+	}
+	return append(out, [2]int64{size - sampleEdge, sampleEdge})
+}
+
+// encodeIndex serialises ix in the saved format.
+func encodeIndex(ix *Index, base, size int64, fp [32]byte) ([]byte, error) {
+	st := newStringTable()
+	var nx, nf int
+	for i := range ix.Entries {
+		nx += len(ix.Entries[i].Xattrs)
+		nf += len(ix.Entries[i].Sparse)
+	}
+	ents := make([]byte, 0, len(ix.Entries)*entryRecSize)
+	xs := make([]byte, 0, nx*xattrRecSize)
+	frs := make([]byte, 0, nf*fragRecSize)
+	le := binary.LittleEndian
+	for i := range ix.Entries {
+		e := &ix.Entries[i]
+		var rec [entryRecSize]byte
+		st.put(rec[0:8], e.Name, false)
+		st.put(rec[8:16], e.Linkname, true)
+		le.PutUint64(rec[16:], uint64(e.Offset))
+		le.PutUint64(rec[24:], uint64(e.Size))
+		le.PutUint64(rec[32:], uint64(e.MtimeSec))
+		for j, v := range []uint32{e.Mtime, e.Mode, e.UID, e.GID, e.Devmajor, e.Devminor, uint32(len(e.Xattrs)), uint32(len(e.Sparse))} {
+			le.PutUint32(rec[40+4*j:], v)
+		}
+		rec[72] = byte(e.Type)
+		if e.Sparse != nil {
+			rec[73] = flagSparse
+		}
+		ents = append(ents, rec[:]...)
+		for _, x := range e.Xattrs {
+			var xr [xattrRecSize]byte
+			st.put(xr[0:8], x.Name, true)
+			st.put(xr[8:16], x.Value, true)
+			xs = append(xs, xr[:]...)
+		}
+		for _, f := range e.Sparse {
+			frs = le.AppendUint64(frs, uint64(f.Logical))
+			frs = le.AppendUint64(frs, uint64(f.Physical))
+			frs = le.AppendUint64(frs, uint64(f.Length))
+		}
+	}
+	if len(st.buf) > math.MaxUint32 {
+		return nil, fmt.Errorf("string table of %d bytes is too large to save", len(st.buf))
+	}
+	out := make([]byte, 0, headerSize+len(ents)+len(xs)+len(frs)+len(st.buf)+trailerSize)
+	out = append(out, indexMagic...)
+	out = le.AppendUint32(out, indexVersion)
+	out = le.AppendUint32(out, 0)
+	out = le.AppendUint64(out, uint64(base))
+	out = le.AppendUint64(out, uint64(size))
+	out = append(out, fp[:]...)
+	out = le.AppendUint64(out, uint64(ix.End))
+	for _, n := range []int{len(ix.Entries), nx, nf, len(st.buf)} {
+		out = le.AppendUint64(out, uint64(n))
+	}
+	out = append(append(append(append(out, ents...), xs...), frs...), st.buf...)
+	return le.AppendUint32(out, crc32.Checksum(out, crcTable)), nil
+}
+
+// stringTable builds the string blob. Repeated link targets and xattr names
+// and values are stored once; names are nearly always unique, so they skip
+// the map.
+type stringTable struct {
+	buf  []byte
+	seen map[string]uint32
+}
+
+func newStringTable() *stringTable { return &stringTable{seen: map[string]uint32{}} }
+
+func (st *stringTable) put(ref []byte, s string, intern bool) {
+	off, ok := uint32(0), false
+	if intern {
+		off, ok = st.seen[s]
+	}
+	if !ok {
+		off = uint32(len(st.buf)) // overflow is refused once the whole table is known
+		st.buf = append(st.buf, s...)
+		if intern {
+			st.seen[s] = off
+		}
+	}
+	binary.LittleEndian.PutUint32(ref[0:], off)
+	binary.LittleEndian.PutUint32(ref[4:], uint32(len(s)))
+}
+
+// decodeIndex parses a saved index, accepting it only if it is intact and
+// was made from a source with the given base, size and fingerprint. Every
+// count and reference is bounds-checked: a damaged file is an error, never
+// a panic or an index pointing outside the source.
+func decodeIndex(b []byte, base, size int64, fp [32]byte) (*Index, error) {
+	if len(b) < headerSize+trailerSize {
+		return nil, fmt.Errorf("%w: %d bytes is too short", errBadIndex, len(b))
+	}
+	le := binary.LittleEndian
+	body := b[:len(b)-trailerSize]
+	if crc32.Checksum(body, crcTable) != le.Uint32(b[len(b)-trailerSize:]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", errBadIndex)
+	}
+	if string(b[:8]) != indexMagic || le.Uint32(b[8:]) != indexVersion {
+		return nil, fmt.Errorf("%w: unknown magic or version", errBadIndex)
+	}
+	if int64(le.Uint64(b[16:])) != base || int64(le.Uint64(b[24:])) != size || [32]byte(b[32:64]) != fp {
+		return nil, fmt.Errorf("%w: made from different source bytes", errBadIndex)
+	}
+	end := int64(le.Uint64(b[64:]))
+	ne, nx, nf, ns := le.Uint64(b[72:]), le.Uint64(b[80:]), le.Uint64(b[88:]), le.Uint64(b[96:])
+	rest := uint64(len(body) - headerSize)
+	// Each product is checked against the real length before any use, and
+	// none of the factors can be large enough to overflow once it passes.
+	if ne > rest/entryRecSize || nx > rest/xattrRecSize || nf > rest/fragRecSize || ns > rest ||
+		ne*entryRecSize+nx*xattrRecSize+nf*fragRecSize+ns != rest {
+		return nil, fmt.Errorf("%w: section sizes do not add up", errBadIndex)
+	}
+	if end < base || end > base+size {
+		return nil, fmt.Errorf("%w: end %d outside the source", errBadIndex, end)
+	}
+	d := decoder{
+		ents:  body[headerSize : headerSize+ne*entryRecSize],
+		xs:    body[headerSize+ne*entryRecSize : headerSize+ne*entryRecSize+nx*xattrRecSize],
+		frs:   body[headerSize+ne*entryRecSize+nx*xattrRecSize : len(body)-int(ns)],
+		strs:  string(body[len(body)-int(ns):]), // one copy; every name points into it
+		lo:    base,
+		hi:    base + size,
+		nx:    int(nx),
+		nf:    int(nf),
+		count: int(ne),
+	}
+	entries, err := d.entries()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadIndex, err)
+	}
+	return &Index{Entries: entries, End: end}, nil
+}
+
+type decoder struct {
+	ents, xs, frs []byte
+	strs          string
+	lo, hi        int64 // the source region entries must lie in
+	nx, nf, count int
+}
+
+func (d *decoder) str(ref []byte) (string, error) {
+	off, n := uint64(binary.LittleEndian.Uint32(ref)), uint64(binary.LittleEndian.Uint32(ref[4:]))
+	if off+n > uint64(len(d.strs)) {
+		return "", errors.New("string reference out of range")
+	}
+	return d.strs[off : off+n], nil
+}
+
+func (d *decoder) entries() ([]Entry, error) {
+	if d.count == 0 {
+		return nil, nil // as Build leaves an empty archive
+	}
+	out := make([]Entry, d.count)
+	xattrs := make([]Xattr, d.nx)
+	frags := make([]Fragment, d.nf)
+	var xi, fi int
+	for i := range out {
+		rec := d.ents[i*entryRecSize : (i+1)*entryRecSize]
+		e, nx, nf, err := d.entry(rec)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
+		if nx > d.nx-xi || nf > d.nf-fi {
+			return nil, fmt.Errorf("entry %d: more xattrs or fragments than stored", i)
+		}
+		if nx > 0 {
+			// Three-index slices: an append by a caller must not spill
+			// into the next entry's share of the backing array.
+			e.Xattrs = xattrs[xi : xi+nx : xi+nx]
+			if err := d.fillXattrs(e.Xattrs, xi); err != nil {
+				return nil, fmt.Errorf("entry %d: %w", i, err)
+			}
+			xi += nx
+		}
+		if rec[73]&flagSparse != 0 {
+			e.Sparse = []Fragment{} // non-nil even with no data: nil means "not sparse"
+			if nf > 0 {
+				e.Sparse = frags[fi : fi+nf : fi+nf]
+				if err := d.fillFrags(e, fi); err != nil {
+					return nil, fmt.Errorf("entry %d: %w", i, err)
+				}
+				fi += nf
+			}
+		} else if nf != 0 {
+			return nil, fmt.Errorf("entry %d: fragments on a non-sparse entry", i)
+		}
+		out[i] = e
+	}
+	if xi != d.nx || fi != d.nf {
+		return nil, errors.New("unreferenced xattrs or fragments")
+	}
+	return out, nil
+}
+
+func (d *decoder) entry(rec []byte) (e Entry, nx, nf int, err error) {
+	le := binary.LittleEndian
+	if e.Name, err = d.str(rec[0:]); err != nil {
+		return
+	}
+	if e.Linkname, err = d.str(rec[8:]); err != nil {
+		return
+	}
+	e.Offset = int64(le.Uint64(rec[16:]))
+	e.Size = int64(le.Uint64(rec[24:]))
+	e.MtimeSec = int64(le.Uint64(rec[32:]))
+	e.Mtime, e.Mode = le.Uint32(rec[40:]), le.Uint32(rec[44:])
+	e.UID, e.GID = le.Uint32(rec[48:]), le.Uint32(rec[52:])
+	e.Devmajor, e.Devminor = le.Uint32(rec[56:]), le.Uint32(rec[60:])
+	nx, nf = int(le.Uint32(rec[64:])), int(le.Uint32(rec[68:]))
+	e.Type = Type(rec[72])
+	switch {
+	case e.Name == "":
+		err = errors.New("empty name")
+	case e.Type > TypeFifo:
+		err = fmt.Errorf("unknown type %d", e.Type)
+	case e.Size < 0 || e.Offset < d.lo || e.Offset > d.hi:
+		err = errors.New("offset or size out of range")
+	case rec[73]&flagSparse == 0 && e.Size > d.hi-e.Offset:
+		err = errors.New("data runs past the source")
+	}
+	return
+}
+
+func (d *decoder) fillXattrs(xs []Xattr, first int) error {
+	for j := range xs {
+		rec := d.xs[(first+j)*xattrRecSize:]
+		var err error
+		if xs[j].Name, err = d.str(rec[0:]); err != nil {
+			return err
+		}
+		if xs[j].Value, err = d.str(rec[8:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *decoder) fillFrags(e Entry, first int) error {
+	le := binary.LittleEndian
+	for j := range e.Sparse {
+		rec := d.frs[(first+j)*fragRecSize:]
+		f := Fragment{Logical: int64(le.Uint64(rec)), Physical: int64(le.Uint64(rec[8:])), Length: int64(le.Uint64(rec[16:]))}
+		if f.Length <= 0 || f.Logical < 0 || f.Logical > e.Size-f.Length || f.Physical < d.lo || f.Physical > d.hi-f.Length {
+			return fmt.Errorf("fragment %d out of range", j)
+		}
+		e.Sparse[j] = f
+	}
+	return nil
+}

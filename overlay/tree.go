@@ -27,6 +27,10 @@ type Node struct {
 	Nlink uint32
 
 	children []*Node // sorted by Name
+
+	// Build-time state, dropped once the tree is finished.
+	kids  map[string]*Node // children by name while building
+	inode *inode           // shared by hardlinked nodes while building
 }
 
 // Children returns the node's children sorted by name (nil for non-dirs).

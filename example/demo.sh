@@ -40,7 +40,7 @@ show cat "$mnt/etc/os-release"
 show "$bin" inspect "$img"
 if [ "$(id -u)" = 0 ]; then
 	show chroot "$mnt" /app/hello.sh
-	show chroot "$mnt" /bin/sh -c 'echo "PATH=$PATH"; ls /app; cat /etc/motd'
+	show chroot "$mnt" /bin/env -i PATH=/bin /bin/sh -c 'ls -l /app; cat /etc/motd'
 else
 	echo "(not root: skipping the chroot)"
 fi

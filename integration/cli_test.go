@@ -131,6 +131,28 @@ func cacheFiles(t *testing.T, dir string) map[string]cacheFile {
 	return out
 }
 
+// corruptCache flips bytes in the small files of a cache directory: in
+// content-addressed ones (named by the sha256 of their content) if
+// addressed, else in the others. It returns how many it changed.
+func corruptCache(t *testing.T, dir string, addressed bool) int {
+	t.Helper()
+	n := 0
+	for rel, f := range cacheFiles(t, dir) {
+		if f.size == 0 || f.size > 16<<20 || (filepath.Base(rel) == f.sum) != addressed {
+			continue
+		}
+		p := filepath.Join(dir, rel)
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		for i := len(b) / 3; i < len(b); i += 97 {
+			b[i] ^= 0x5a
+		}
+		require.NoError(t, os.WriteFile(p, b, 0o600))
+		n++
+	}
+	return n
+}
+
 // TestCache: the first mount saves indexes in the cache directory; the
 // second mount uses them as they are (same files, untouched); a corrupt
 // saved index is rebuilt, not trusted; without --cache-dir the cache is
@@ -162,29 +184,30 @@ func TestCache(t *testing.T) {
 	second := cacheFiles(t, cache)
 	require.Equal(t, first, second, "the second mount reuses the saved files as they are (same inode, same content)")
 
-	// Corrupt every saved file that is not a decompressed layer (those are
-	// checked against their diff_id anyway): the mount must still be right.
-	corrupted := 0
-	for rel, f := range first {
-		if f.size > 16<<20 {
-			continue
-		}
-		p := filepath.Join(cache, rel)
-		b, err := os.ReadFile(p)
-		require.NoError(t, err)
-		if len(b) == 0 {
-			continue
-		}
-		for i := len(b) / 3; i < len(b); i += 97 {
-			b[i] ^= 0x5a
-		}
-		require.NoError(t, os.WriteFile(p, b, 0o644))
-		corrupted++
-	}
-	require.NotZero(t, corrupted)
+	// Corrupt every saved index: each must be rebuilt, never trusted.
+	// Decompressed layers are content-addressed (named by the sha256 of
+	// their content, the diff_id): they are left for the next subtest.
+	corrupted := corruptCache(t, cache, false)
+	require.NotZero(t, corrupted, "saved indexes in %v", first)
 	mnt := mountImage(t, img.path(), "--cache-dir", cache)
 	compareWithOracle(t, mnt, od.rootfs, false)
 	unmount(t, mnt)
+
+	t.Run("corrupt decompressed layer", func(t *testing.T) {
+		// A cached decompressed layer that no longer matches its name must
+		// not be served: the mount is either right (decompressed again) or
+		// refused with an error that points at the cache.
+		require.NotZero(t, corruptCache(t, cache, true))
+		mnt := newMountpoint(t)
+		t.Cleanup(func() { unmount(t, mnt) })
+		r := run(t, 5*time.Minute, "--cache-dir", cache, img.path(), mnt)
+		if r.code == 0 {
+			compareWithOracle(t, mnt, od.rootfs, false)
+			return
+		}
+		requireClearError(t, r, cache)
+		requireNoMount(t, mnt)
+	})
 
 	t.Run("XDG_CACHE_HOME", func(t *testing.T) {
 		mnt := newMountpoint(t)
@@ -286,5 +309,35 @@ func TestMultiPlatform(t *testing.T) {
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
 		require.Equal(t, runtime.GOARCH, got.Config.Architecture)
 		require.Equal(t, host, got.Image.Platform)
+	})
+}
+
+// TestMountOptions: -o passes FUSE options; suid and dev lift the safe
+// defaults; rw is refused while the mount is read-only.
+func TestMountOptions(t *testing.T) {
+	requireFUSE(t)
+	img := smallOCI.path()
+	t.Run("-o allow_other,fsname=", func(t *testing.T) {
+		mnt := mountImage(t, img, "-o", "allow_other,fsname=imgmount-test-fs")
+		mi, ok := mountAt(mnt)
+		require.True(t, ok)
+		require.Contains(t, strings.Split(mi.super, ","), "allow_other", "super options %s", mi.super)
+		require.Equal(t, "imgmount-test-fs", mi.source)
+	})
+	t.Run("-o suid,dev", func(t *testing.T) {
+		mnt := mountImage(t, img, "-o", "suid,dev")
+		mi, ok := mountAt(mnt)
+		require.True(t, ok)
+		opts := strings.Split(mi.options, ",")
+		require.NotContains(t, opts, "nosuid")
+		require.NotContains(t, opts, "nodev")
+		require.Contains(t, opts, "ro")
+	})
+	t.Run("-o rw", func(t *testing.T) {
+		mnt := newMountpoint(t)
+		t.Cleanup(func() { unmount(t, mnt) })
+		r := run(t, time.Minute, "--cache-dir", sharedCache, "-o", "rw", img, mnt)
+		requireClearError(t, r, "read-only", "rw")
+		requireNoMount(t, mnt)
 	})
 }

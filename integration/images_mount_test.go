@@ -23,8 +23,9 @@ func TestMount(t *testing.T) {
 			t.Run("options", func(t *testing.T) {
 				mi, ok := mountAt(mnt)
 				require.True(t, ok)
-				require.True(t, strings.HasPrefix(mi.fstype, "fuse"), "fstype %q", mi.fstype)
-				for _, o := range []string{"nosuid", "nodev"} {
+				require.Equal(t, "fuse.imgmount", mi.fstype)
+				require.Contains(t, strings.Split(mi.super, ","), "default_permissions", "super options %s", mi.super)
+				for _, o := range []string{"ro", "nosuid", "nodev"} {
 					require.Contains(t, strings.Split(mi.options, ","), o, "safe default mount options: %s", mi.options)
 				}
 			})

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	flag "github.com/spf13/pflag"
+)
+
+// mode is what one run of imgmount does.
+type mode int
+
+const (
+	modeMount mode = iota
+	modeUnmount
+	modeInspect
+	modeHelp
+	modeVersion
+)
+
+// config is everything the command line says, handed down to the code
+// that mounts, unmounts or inspects. Paths are absolute.
+type config struct {
+	mode mode
+
+	image      string // IMAGE: the tarball
+	mountpoint string // MOUNTPOINT (mount and -u)
+
+	ref      string   // --image: which image of several
+	platform string   // --platform os/arch[/variant]
+	bases    []string // --base: tarballs that supply missing layers
+	cacheDir string   // --cache-dir, or the default
+
+	layers     bool // --layers: per-layer view instead of the union
+	foreground bool // -f, or implied by -d
+	debug      bool // -d or -o debug: FUSE debug output
+	json       bool // inspect --json
+
+	// From -o.
+	allowOther bool
+	allowRoot  bool
+	fsName     string
+	mountOpts  []string // passed through to the mount
+}
+
+// usageError is a mistake on the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error {
+	return &usageError{msg: fmt.Sprintf(format, a...)}
+}
+
+// env is how parseArgs reads the environment (a map in tests).
+type env func(string) string
+
+// defaultCacheDir is $XDG_CACHE_HOME/imgmount, else ~/.cache/imgmount.
+func defaultCacheDir(getenv env) (string, error) {
+	if x := getenv("XDG_CACHE_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "imgmount"), nil
+	}
+	home := getenv("HOME")
+	if home == "" {
+		if h, err := os.UserHomeDir(); err == nil {
+			home = h
+		}
+	}
+	if home == "" {
+		return "", errors.New("no cache directory: neither $XDG_CACHE_HOME nor $HOME is set; use --cache-dir DIR")
+	}
+	return filepath.Join(home, ".cache", "imgmount"), nil
+}
+
+// parseArgs turns the arguments (without the program name) into a config.
+func parseArgs(args []string, getenv env) (*config, error) {
+	if len(args) > 0 && args[0] == "inspect" {
+		return parseInspect(args[1:], getenv)
+	}
+	cfg := &config{mode: modeMount}
+	fl := flag.NewFlagSet("imgmount", flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	fl.Usage = func() {}
+	var opts []string
+	var unmount, help, version bool
+	fl.StringVar(&cfg.ref, "image", "", "")
+	fl.StringVar(&cfg.platform, "platform", "", "")
+	fl.BoolVar(&cfg.layers, "layers", false, "")
+	fl.StringArrayVar(&cfg.bases, "base", nil, "")
+	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
+	fl.StringArrayVarP(&opts, "options", "o", nil, "")
+	fl.BoolVarP(&cfg.foreground, "foreground", "f", false, "")
+	fl.BoolVarP(&cfg.debug, "debug", "d", false, "")
+	fl.BoolVarP(&unmount, "unmount", "u", false, "")
+	fl.BoolVar(&version, "version", false, "")
+	fl.BoolVarP(&help, "help", "h", false, "")
+	if err := fl.Parse(args); err != nil {
+		return nil, usagef("%v", err)
+	}
+	pos := fl.Args()
+	switch {
+	case help:
+		cfg.mode = modeHelp
+		return cfg, nil
+	case version:
+		cfg.mode = modeVersion
+		return cfg, nil
+	case unmount:
+		cfg.mode = modeUnmount
+		if len(pos) != 1 {
+			return nil, usagef("-u takes one argument, the mountpoint (imgmount -u MOUNTPOINT)")
+		}
+		mp, err := absPath(pos[0])
+		if err != nil {
+			return nil, err
+		}
+		cfg.mountpoint = mp
+		return cfg, nil
+	}
+	switch len(pos) {
+	case 0:
+		return nil, usagef("missing IMAGE and MOUNTPOINT (imgmount [flags] IMAGE MOUNTPOINT)")
+	case 1:
+		return nil, usagef("missing MOUNTPOINT after %s (imgmount [flags] IMAGE MOUNTPOINT)", pos[0])
+	case 2:
+	default:
+		return nil, usagef("too many arguments: %s (imgmount [flags] IMAGE MOUNTPOINT)", strings.Join(pos, " "))
+	}
+	for _, o := range opts {
+		if err := cfg.addMountOptions(o); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.debug {
+		cfg.foreground = true
+	}
+	var err error
+	if cfg.image, err = absPath(pos[0]); err != nil {
+		return nil, err
+	}
+	if cfg.mountpoint, err = absPath(pos[1]); err != nil {
+		return nil, err
+	}
+	if cfg.fsName == "" {
+		cfg.fsName = "imgmount:" + cfg.image
+	}
+	if err := cfg.finishCommon(getenv); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// parseInspect parses the arguments of `imgmount inspect`.
+func parseInspect(args []string, getenv env) (*config, error) {
+	cfg := &config{mode: modeInspect}
+	fl := flag.NewFlagSet("imgmount inspect", flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	fl.Usage = func() {}
+	var help bool
+	fl.StringVar(&cfg.ref, "image", "", "")
+	fl.StringVar(&cfg.platform, "platform", "", "")
+	fl.StringArrayVar(&cfg.bases, "base", nil, "")
+	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
+	fl.BoolVar(&cfg.json, "json", false, "")
+	fl.BoolVarP(&help, "help", "h", false, "")
+	if err := fl.Parse(args); err != nil {
+		return nil, usagef("inspect: %v", err)
+	}
+	if help {
+		cfg.mode = modeHelp
+		return cfg, nil
+	}
+	pos := fl.Args()
+	switch len(pos) {
+	case 0:
+		return nil, usagef("inspect: missing IMAGE (imgmount inspect [flags] IMAGE)")
+	case 1:
+	default:
+		return nil, usagef("inspect: too many arguments: %s (imgmount inspect [flags] IMAGE)", strings.Join(pos, " "))
+	}
+	var err error
+	if cfg.image, err = absPath(pos[0]); err != nil {
+		return nil, err
+	}
+	if err := cfg.finishCommon(getenv); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// finishCommon checks and completes what mount and inspect share.
+func (cfg *config) finishCommon(getenv env) error {
+	if cfg.platform != "" {
+		parts := strings.Split(cfg.platform, "/")
+		ok := len(parts) == 2 || len(parts) == 3
+		for _, p := range parts {
+			ok = ok && p != ""
+		}
+		if !ok {
+			return usagef("--platform %q: want OS/ARCH or OS/ARCH/VARIANT, e.g. linux/arm64 or linux/arm/v7", cfg.platform)
+		}
+	}
+	for i, b := range cfg.bases {
+		if b == "" {
+			return usagef("--base: empty path")
+		}
+		p, err := absPath(b)
+		if err != nil {
+			return err
+		}
+		cfg.bases[i] = p
+	}
+	if cfg.cacheDir == "" {
+		d, err := defaultCacheDir(getenv)
+		if err != nil {
+			return err
+		}
+		cfg.cacheDir = d
+	} else {
+		d, err := absPath(cfg.cacheDir)
+		if err != nil {
+			return err
+		}
+		cfg.cacheDir = d
+	}
+	return nil
+}
+
+// addMountOptions takes one -o argument: options separated by commas.
+func (cfg *config) addMountOptions(arg string) error {
+	for _, o := range strings.Split(arg, ",") {
+		o = strings.TrimSpace(o)
+		switch {
+		case o == "":
+		case o == "allow_other":
+			cfg.allowOther = true
+		case o == "allow_root":
+			cfg.allowRoot = true
+		case o == "debug":
+			cfg.debug = true
+		case o == "ro":
+			// Always read-only.
+		case o == "rw":
+			return usagef("-o rw: the mount is read-only (writing is not supported yet)")
+		case o == "fsname":
+			return usagef("-o fsname needs a value: -o fsname=NAME")
+		case strings.HasPrefix(o, "fsname="):
+			cfg.fsName = strings.TrimPrefix(o, "fsname=")
+			if cfg.fsName == "" {
+				return usagef("-o fsname= needs a value: -o fsname=NAME")
+			}
+		default:
+			cfg.mountOpts = append(cfg.mountOpts, o)
+		}
+	}
+	return nil
+}
+
+func absPath(p string) (string, error) {
+	if p == "" {
+		return "", usagef("empty path")
+	}
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", p, err)
+	}
+	return a, nil
+}

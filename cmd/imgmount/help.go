@@ -1,0 +1,133 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+)
+
+const helpText = `imgmount mounts a container image tarball, as docker save, podman save,
+skopeo or buildah write it, as a read-only FUSE filesystem without extracting
+it. The layers are stacked as a container runtime would (whiteouts, opaque
+directories), so the mount shows the image's root filesystem.
+
+Usage:
+  imgmount [flags] IMAGE MOUNTPOINT   mount IMAGE on MOUNTPOINT (an existing
+                                      directory); returns once it is ready
+  imgmount -u MOUNTPOINT              unmount
+  imgmount inspect [flags] IMAGE      describe the tarball: its images, the
+                                      config and the layers
+  imgmount --version | --help
+
+IMAGE is a tarball from docker save (any Docker version), an OCI archive
+(skopeo copy oci-archive:, podman save --format oci-archive, buildah push
+oci-archive:), or either of them gzipped as a whole; layers may be
+uncompressed, gzip or zstd.
+
+Flags for mounting:
+      --image REF         the image to use when the tarball holds several: a
+                          tag (name:tag; name alone means name:latest) or a
+                          digest of the manifest or config (sha256:..., or a
+                          unique prefix of at least 4 hex digits)
+      --platform OS/ARCH[/VARIANT]
+                          the platform of a multi-platform image, e.g.
+                          linux/arm64 or linux/arm/v7 (default: the host's,
+                          %s)
+      --layers            show one directory per layer instead of the union,
+                          named NN-<first 12 hex digits of the diff_id>, each
+                          with the layer's entries as stored (whiteout files
+                          .wh.* included)
+      --base BASE.tar     a tarball that supplies layers IMAGE leaves out (a
+                          "thin" tarball); repeatable
+      --cache-dir DIR     where saved indexes and decompressed layers are kept
+                          (default $XDG_CACHE_HOME/imgmount, else
+                          ~/.cache/imgmount; here: %s)
+  -o OPT[,OPT...]         mount options, repeatable:
+                            allow_other  let other users in (a user other than
+                                         root needs user_allow_other in
+                                         /etc/fuse.conf)
+                            allow_root   let root in besides you
+                            fsname=NAME  the source mount(8) and df show
+                                         (default imgmount:IMAGE)
+                            suid, dev    honour setuid bits and device nodes
+                                         (default: nosuid,nodev)
+                            debug        same as -d
+                            ro           accepted; the mount is always
+                                         read-only (rw is refused)
+                          anything else goes to the kernel (or fusermount3)
+                          as it is, e.g. -o noatime
+  -f, --foreground        stay in the foreground and serve until unmounted,
+                          Ctrl-C or SIGTERM (which unmount)
+  -d, --debug             print every FUSE request on stderr (implies -f)
+  -u, --unmount           unmount MOUNTPOINT (umount as root, else
+                          fusermount3 -u); fails while the mount is busy
+      --version           print the version and exit
+  -h, --help              print this help and exit
+
+Flags for inspect:
+      --json              print one JSON object (a stable interface: fields
+                          are only ever added)
+      --image REF, --platform OS/ARCH[/VARIANT], --base BASE.tar,
+      --cache-dir DIR     as for mounting
+
+Examples:
+  # Mount the image's root filesystem, look around, unmount.
+  imgmount app.tar /mnt/app
+  ls /mnt/app; sudo chroot /mnt/app /bin/sh
+  imgmount -u /mnt/app
+
+  # One directory per layer, whiteouts visible.
+  imgmount --layers app.tar /mnt/layers
+
+  # One image of a tarball that holds several, by tag or by digest prefix.
+  imgmount --image myapp:1.2 images.tar /mnt/app
+  imgmount --image sha256:3f9a images.tar /mnt/app
+
+  # One platform of a multi-platform image.
+  imgmount --platform linux/arm64 multi.tar /mnt/app
+
+  # Let other users see the mount.
+  imgmount -o allow_other app.tar /mnt/app
+
+  # A thin tarball whose base layers are in another tarball.
+  imgmount --base base.tar thin.tar /mnt/app
+
+  # Serve in the foreground; Ctrl-C unmounts.
+  imgmount -f app.tar /mnt/app
+
+  # A gzipped docker save works as it is.
+  docker save myapp | gzip > app.tar.gz && imgmount app.tar.gz /mnt/app
+
+  # What is in the tarball: images, config, layers; as JSON for scripts.
+  imgmount inspect app.tar
+  imgmount inspect --json app.tar | jq -r '.layers[].diff_id'
+
+Running: without -f, imgmount starts a background process that serves the
+mount and returns once the mount is ready (or prints why it failed, leaving
+nothing mounted). The mount is read-only, nosuid and nodev, and the kernel
+checks permissions against the owners and modes stored in the image; only you
+can enter it unless -o allow_other is given.
+
+Cache: the first mount of a tarball indexes every layer, and decompresses
+each gzip or zstd layer once into a file checked against the layer's
+diff_id; both are kept in the cache directory, so later mounts of the same
+tarball start at once. A saved index whose tarball changed is rebuilt, never
+trusted. The cache may be deleted whenever nothing is mounted from it.
+
+Unmounting: imgmount -u MOUNTPOINT, fusermount3 -u MOUNTPOINT, or umount as
+root; the background process exits when its mount goes away. An unmount
+fails while a process has its working directory or open files in the mount.
+
+Exit status: 0 on success, 1 on an error, 2 on a command-line mistake.
+`
+
+// printHelp writes the help text, with this machine's defaults filled in.
+func printHelp(w io.Writer, getenv env) {
+	cache, err := defaultCacheDir(getenv)
+	if err != nil {
+		cache = "none: set --cache-dir"
+	}
+	text := fmt.Sprintf(helpText, runtime.GOOS+"/"+runtime.GOARCH, cache)
+	_, _ = io.WriteString(w, strings.TrimLeft(text, "\n"))
+}

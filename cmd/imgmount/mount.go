@@ -1,0 +1,304 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/imgmount/imgmount/fusefs"
+	"github.com/imgmount/imgmount/overlay"
+	"golang.org/x/sys/unix"
+)
+
+// reporter is how runMount tells its caller about progress, readiness and
+// failure: on stderr in the foreground, through the status pipe in the
+// daemon child.
+type reporter interface {
+	progress(msg string)
+	// ready says the mount is up. Called at most once.
+	ready()
+	// fatal reports err and is followed by the exit of the process.
+	fatal(err error)
+	// notice reports something the user should know while serving (an
+	// unmount that failed). The daemon child, detached, drops it.
+	notice(msg string)
+}
+
+type foregroundReporter struct {
+	stderr io.Writer
+	tty    bool
+}
+
+func (r *foregroundReporter) progress(msg string) {
+	if r.tty {
+		fmt.Fprintf(r.stderr, "imgmount: %s\n", msg)
+	}
+}
+func (r *foregroundReporter) ready()            {}
+func (r *foregroundReporter) fatal(err error)   { fail(r.stderr, err) }
+func (r *foregroundReporter) notice(msg string) { fmt.Fprintf(r.stderr, "imgmount: %s\n", msg) }
+
+// runMount opens the image, builds the tree, mounts it and serves until
+// it is unmounted (imgmount -u, fusermount3 -u, umount) or a signal
+// (SIGINT, SIGTERM, SIGHUP) asks it to unmount. Nothing is left mounted
+// when it fails. The process must not touch the mountpoint once mounted.
+func runMount(cfg *config, rep reporter) error {
+	// Signals: before the mount exists there is nothing to clean up, so a
+	// signal ends the process at once (opening a large image can take
+	// minutes). From the moment the mount starts, signals ask the serving
+	// loop to unmount.
+	var mu sync.Mutex
+	mounting := false
+	sigc := make(chan os.Signal, 4)
+	stop := make(chan os.Signal, 4)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigc)
+	go func() {
+		for s := range sigc {
+			mu.Lock()
+			if !mounting {
+				rep.fatal(fmt.Errorf("interrupted by %s before mounting; nothing was mounted", sigName(s)))
+				os.Exit(1)
+			}
+			mu.Unlock()
+			stop <- s
+		}
+	}()
+
+	// Fail fast on a bad mountpoint, before the image's long work.
+	if _, err := checkMountpoint(cfg.mountpoint); err != nil {
+		return err
+	}
+	img, err := overlay.Open(cfg.image, overlay.OpenOptions{
+		Image:    cfg.ref,
+		Platform: cfg.platform,
+		CacheDir: cfg.cacheDir,
+		Bases:    cfg.bases,
+		Progress: rep.progress,
+	})
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	var tree *overlay.Tree
+	if cfg.layers {
+		tree, err = overlay.BuildLayersView(img)
+	} else {
+		tree, err = overlay.BuildUnion(img)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.image, err)
+	}
+
+	mu.Lock()
+	// Opening took a while: look again just before mounting.
+	mnt, err := checkMountpoint(cfg.mountpoint)
+	if err != nil {
+		mu.Unlock()
+		return err
+	}
+	mounting = true
+	mu.Unlock()
+
+	server, err := fusefs.Mount(mnt, tree, fusefs.Options{
+		MountOptions: cfg.mountOpts,
+		AllowOther:   cfg.allowOther,
+		AllowRoot:    cfg.allowRoot,
+		FsName:       cfg.fsName,
+		Debug:        cfg.debug,
+	})
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		server.Wait()
+		close(done)
+	}()
+
+	select {
+	case s := <-stop:
+		// Asked to stop while mounting: take the mount down again and
+		// report the interruption rather than a mount that is gone.
+		if err := unmountServed(mnt, done, true); err != nil {
+			return fmt.Errorf("interrupted by %s while mounting, and unmounting failed: %w", sigName(s), err)
+		}
+		return fmt.Errorf("interrupted by %s while mounting; nothing was left mounted", sigName(s))
+	default:
+	}
+	rep.ready()
+
+	forceNext := false
+	for {
+		select {
+		case <-done:
+			return nil // unmounted from outside
+		case s := <-stop:
+			err := unmountServed(mnt, done, forceNext)
+			if err == nil {
+				return nil
+			}
+			if errors.Is(err, fusefs.ErrBusy) && !forceNext {
+				rep.notice(fmt.Sprintf("%s: cannot unmount %s: it is busy (a process has its working directory or open files in it); still serving. Send the signal again to detach it lazily.", sigName(s), mnt))
+				forceNext = true
+				continue
+			}
+			rep.notice(fmt.Sprintf("%s: cannot unmount %s: %v", sigName(s), mnt, err))
+			return err
+		}
+	}
+}
+
+// unmountServed unmounts the mount this process serves and waits for the
+// serving loop to end. With lazy, a busy mount is detached instead: it
+// disappears from the namespace now and the process exits.
+func unmountServed(mnt string, done <-chan struct{}, lazy bool) error {
+	err := fusefs.Unmount(mnt)
+	if err != nil && lazy {
+		if lerr := fusefs.UnmountLazy(mnt); lerr != nil {
+			return errors.Join(err, lerr)
+		}
+		return nil // the kernel ends the connection once it is unused; closing /dev/fuse at exit ends it now
+	}
+	if err != nil {
+		return err
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+	}
+	return nil
+}
+
+// checkMountpoint checks that path can be mounted on: an existing
+// directory with nothing mounted on it. It returns the path with symlinks
+// resolved, which is what /proc/self/mountinfo shows. It reads
+// mountinfo before touching the path, so that a dead or hung FUSE mount
+// there gives a clear error rather than a hang.
+func checkMountpoint(path string) (string, error) {
+	cand := []string{path}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		cand = append(cand, filepath.Join(dir, filepath.Base(path)))
+	}
+	for _, c := range cand {
+		if err := notMounted(path, c); err != nil {
+			return "", err
+		}
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("mountpoint %s does not exist (no such file or directory): create it first (mkdir -p %s)", path, path)
+	case errors.Is(err, syscall.ENOTCONN):
+		return "", fmt.Errorf("mountpoint %s: %v: a FUSE mount whose server has died is there; unmount it with 'imgmount -u %s'", path, syscall.ENOTCONN, path)
+	case err != nil:
+		return "", fmt.Errorf("mountpoint %w", err)
+	case !fi.IsDir():
+		return "", fmt.Errorf("mountpoint %s is not a directory", path)
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %w", err)
+	}
+	if err := notMounted(path, real); err != nil {
+		return "", err
+	}
+	if os.Geteuid() != 0 {
+		if err := unix.Access(real, unix.W_OK); err != nil {
+			return "", fmt.Errorf("mountpoint %s: no write access (%v): mount on a directory you own", path, err)
+		}
+	}
+	return real, nil
+}
+
+// notMounted fails if something is mounted at real (path is the name the
+// user gave, for the message).
+func notMounted(path, real string) error {
+	mi, ok, err := fusefs.MountedAt(real)
+	if err != nil {
+		return fmt.Errorf("checking whether %s is already mounted: %w", path, err)
+	}
+	if !ok {
+		return nil
+	}
+	what := mi.FSType
+	if mi.Source != "" && mi.Source != "none" {
+		what += " " + mi.Source
+	}
+	hint := ""
+	if mi.IsFUSE() {
+		hint = fmt.Sprintf("; unmount it first with 'imgmount -u %s'", path)
+	}
+	return fmt.Errorf("%s is already mounted (%s)%s", path, what, hint)
+}
+
+// runUnmount is imgmount -u: it unmounts a FUSE mount (ours or another),
+// failing clearly when nothing is mounted there or the mount is busy.
+func runUnmount(path string) error {
+	// Find the mount in mountinfo before touching the path: a dead mount
+	// (ENOTCONN) or a hung server must still be unmountable.
+	cand := []string{path}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		cand = append(cand, filepath.Join(dir, filepath.Base(path)))
+	}
+	var mi fusefs.MountInfo
+	found := false
+	for _, c := range cand {
+		m, ok, err := fusefs.MountedAt(c)
+		if err != nil {
+			return err
+		}
+		if ok {
+			mi, found = m, true
+			break
+		}
+	}
+	if !found {
+		real, err := filepath.EvalSymlinks(path)
+		if err != nil {
+			return fmt.Errorf("%s is not mounted (%w)", path, unwrapPathError(err))
+		}
+		m, ok, err := fusefs.MountedAt(real)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%s is not mounted", path)
+		}
+		mi = m
+	}
+	if !mi.IsFUSE() {
+		return fmt.Errorf("%s is not a FUSE mount (it is %s): use umount", path, mi.FSType)
+	}
+	if err := fusefs.Unmount(mi.Mountpoint); err != nil {
+		if errors.Is(err, fusefs.ErrBusy) {
+			return fmt.Errorf("cannot unmount %s: it is busy: a process has its working directory or open files in it ('fuser -vm %s' lists them)", path, path)
+		}
+		return fmt.Errorf("cannot unmount %s: %w", path, err)
+	}
+	return nil
+}
+
+func unwrapPathError(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// sigName names a signal as kill(1) does: SIGINT, SIGTERM.
+func sigName(s os.Signal) string {
+	if n, ok := s.(syscall.Signal); ok {
+		if name := unix.SignalName(n); name != "" {
+			return name
+		}
+	}
+	return s.String()
+}

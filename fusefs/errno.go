@@ -1,0 +1,40 @@
+package fusefs
+
+import (
+	"errors"
+	"io"
+	iofs "io/fs"
+	"syscall"
+
+	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/tarindex"
+)
+
+// toErrno is the one place that turns Go errors into the errno FUSE
+// answers. Unlike go-fuse's fs.ToErrno it looks through %w wrapping.
+func toErrno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		if errno == 0 {
+			return syscall.EIO
+		}
+		return errno
+	}
+	switch {
+	case errors.Is(err, iofs.ErrNotExist):
+		return syscall.ENOENT
+	case errors.Is(err, iofs.ErrPermission):
+		return syscall.EACCES
+	case errors.Is(err, iofs.ErrExist):
+		return syscall.EEXIST
+	case errors.Is(err, iofs.ErrInvalid):
+		return syscall.EINVAL
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, overlay.ErrCorruptLayer),
+		errors.Is(err, tarindex.ErrDigestMismatch), errors.Is(err, overlay.ErrDiffIDMismatch):
+		return syscall.EIO
+	}
+	return syscall.EIO
+}

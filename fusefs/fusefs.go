@@ -1,0 +1,212 @@
+// Package fusefs serves an overlay.Tree through FUSE (go-fuse's fs API).
+//
+// Nodes are created lazily: a go-fuse Inode exists only for what the kernel
+// has looked up. Every node wraps one *overlay.Node and takes its attributes
+// from the node's tar entry; reads of file content are slices of the layer's
+// mapping handed to the kernel without a copy. The tree never changes under
+// the mount, so entries, attributes and file contents are cached by the
+// kernel for a long time.
+//
+// The mount is read-only for now: every operation that would change it
+// answers EROFS. A later change adds a copy-on-write upper directory; the
+// node type is where that state will live.
+package fusefs
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/imgmount/imgmount/overlay"
+)
+
+// Options says how to mount.
+type Options struct {
+	// MountOptions are raw -o options. allow_other, allow_root, fsname=,
+	// subtype=, debug and ro are understood here; suid and dev lift the
+	// nosuid and nodev defaults; anything else is passed to the kernel (or
+	// fusermount3) as it is.
+	MountOptions []string
+	AllowOther   bool   // let other users in (fusermount3 needs user_allow_other in /etc/fuse.conf for non-root)
+	FsName       string // shown as the mount's source in mount(8) and df; default "imgmount"
+	Debug        bool   // log every FUSE request to stderr
+	// AllowRoot lets root in besides the user who mounted (and nobody
+	// else), as libfuse's allow_root does. It implies allow_other at the
+	// kernel level; the other users are turned away here.
+	AllowRoot bool
+}
+
+// Cache lifetimes: nothing under the mount changes while it is mounted.
+const (
+	entryTimeout    = time.Hour
+	attrTimeout     = time.Hour
+	negativeTimeout = time.Hour
+	maxWrite        = 1 << 20
+	maxReadAhead    = 1 << 20
+	fsType          = "imgmount" // the mount shows as fuse.imgmount
+)
+
+// Mount mounts tree at mountpoint and starts serving it. It returns once the
+// kernel has the mount (server.WaitMount done). The caller serves until
+// server.Wait returns (unmounted) and may call server.Unmount.
+//
+// The process that serves the mount must not access the mountpoint itself.
+func Mount(mountpoint string, tree *overlay.Tree, opts Options) (*fuse.Server, error) {
+	if tree == nil || tree.Root == nil {
+		return nil, errors.New("fusefs: no tree to mount")
+	}
+	mo, err := normalize(opts)
+	if err != nil {
+		return nil, err
+	}
+	if mountpoint, err = filepath.Abs(mountpoint); err != nil {
+		return nil, err
+	}
+	euid := os.Geteuid()
+	fsOpts := buildOptions(tree, mo, euid)
+	root := newRoot(tree, mo, uint32(euid))
+	raw := fs.NewNodeFS(root, fsOpts)
+	before := mountCount(mountpoint)
+	server, err := fuse.NewServer(raw, mountpoint, &fsOpts.MountOptions)
+	if err != nil {
+		// NewServer can fail after the mount itself succeeded (the INIT
+		// handshake): do not leave that dead mount behind.
+		if mi, ok, _ := MountedAt(mountpoint); ok && mi.IsImgmount() && mountCount(mountpoint) > before {
+			_ = UnmountLazy(mountpoint)
+		}
+		return nil, fmt.Errorf("mounting %s: %w", mountpoint, err)
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		// Mounted but not working: take it down again so that a failure
+		// never leaves a mount behind.
+		if uerr := server.Unmount(); uerr != nil {
+			_ = UnmountLazy(mountpoint)
+		}
+		return nil, fmt.Errorf("mounting %s: %w", mountpoint, err)
+	}
+	return server, nil
+}
+
+// buildOptions turns opts into go-fuse options: long cache lifetimes, large
+// reads, read-only, nosuid and nodev unless suid or dev is asked for,
+// default_permissions, and a direct mount(2) when running as root
+// (fusermount3 otherwise; go-fuse falls back to it if the direct mount fails).
+func buildOptions(tree *overlay.Tree, mo mountOpts, euid int) *fs.Options {
+	entry, attr, neg := entryTimeout, attrTimeout, negativeTimeout
+	o := &fs.Options{
+		EntryTimeout:    &entry,
+		AttrTimeout:     &attr,
+		NegativeTimeout: &neg,
+		// Modes come from the image as they are: a mode of 0000 stays 0000.
+		NullPermissions: true,
+		RootStableAttr:  &fs.StableAttr{Ino: tree.Root.Ino},
+	}
+	o.MountOptions = fuse.MountOptions{
+		AllowOther:   mo.allowOther,
+		Options:      mo.options,
+		MaxWrite:     maxWrite,
+		MaxReadAhead: maxReadAhead,
+		FsName:       mo.fsName,
+		Name:         fsType,
+		Debug:        mo.debug,
+		// Symlinks never change under the mount.
+		EnableSymlinkCaching: true,
+		DirectMount:          euid == 0,
+		// mount(2) flags for the direct mount; the nosuid/nodev/suid/dev
+		// words in Options adjust them as they do for fusermount3.
+		DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
+	}
+	if mo.debug {
+		o.MountOptions.Logger = log.New(os.Stderr, "", log.Lmicroseconds)
+		o.Logger = o.MountOptions.Logger
+	}
+	return o
+}
+
+type mountOpts struct {
+	options    []string
+	allowOther bool
+	allowRoot  bool
+	fsName     string
+	debug      bool
+}
+
+// normalize sorts the raw -o options into what go-fuse takes as fields and
+// what goes to the kernel, and adds the safe defaults.
+func normalize(opts Options) (mountOpts, error) {
+	mo := mountOpts{
+		allowOther: opts.AllowOther || opts.AllowRoot,
+		allowRoot:  opts.AllowRoot,
+		fsName:     opts.FsName,
+		debug:      opts.Debug,
+	}
+	suid, dev := false, false
+	add := func(o string) {
+		if !slices.Contains(mo.options, o) {
+			mo.options = append(mo.options, o)
+		}
+	}
+	for _, o := range opts.MountOptions {
+		o = strings.TrimSpace(o)
+		switch {
+		case o == "":
+		case o == "allow_other":
+			mo.allowOther = true
+		case o == "allow_root":
+			mo.allowOther, mo.allowRoot = true, true
+		case o == "debug":
+			mo.debug = true
+		case o == "ro", o == "default_permissions", o == "nosuid", o == "nodev":
+			// added below in any case
+		case o == "rw":
+			return mo, errors.New("mount option rw: the mount is read-only (writing is not supported yet)")
+		case o == "suid":
+			suid = true
+			add(o)
+		case o == "dev":
+			dev = true
+			add(o)
+		case strings.HasPrefix(o, "fsname="):
+			mo.fsName = strings.TrimPrefix(o, "fsname=")
+		case strings.HasPrefix(o, "subtype="):
+			// The type is always fuse.imgmount: tools look for it.
+		case strings.HasPrefix(o, "max_read="):
+			// go-fuse sets max_read from MaxWrite.
+		default:
+			add(o)
+		}
+	}
+	add("ro")
+	add("default_permissions")
+	if !suid {
+		add("nosuid")
+	}
+	if !dev {
+		add("nodev")
+	}
+	if mo.fsName == "" {
+		mo.fsName = fsType
+	}
+	return mo, nil
+}
+
+// mountCount is how many mounts are stacked at path.
+func mountCount(path string) int {
+	ms, _ := Mounts()
+	n := 0
+	for _, m := range ms {
+		if m.Mountpoint == path {
+			n++
+		}
+	}
+	return n
+}

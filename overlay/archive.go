@@ -390,9 +390,20 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 		if l.MediaType == "" {
 			l.MediaType = mediaTypeDockerLayer
 		}
-		ix, err := o.index(ar.ident+"@"+strconv.FormatInt(s.blob.off, 10), ar.data, s.blob.off, s.blob.size)
+		key := ar.ident + "@" + strconv.FormatInt(s.blob.off, 10)
+		ix, err := o.index(key, ar.data, s.blob.off, s.blob.size)
 		if err != nil {
 			return nil, nil, markf(ErrCorruptLayer, "%s: reading the layer's tar (%s): %w", where, s.member, err)
+		}
+		if o.cache != nil {
+			// Hashed on the first mount only: the cache remembers the check
+			// for these exact bytes (the key changes if the file does).
+			if err := o.cache.VerifyOnce(key, s.diffID, s.blob.bytes()); err != nil {
+				if errors.Is(err, tarindex.ErrDigestMismatch) {
+					return nil, nil, markf(ErrDiffIDMismatch, "%s: %s does not match the config's diff_id: %w", where, s.member, err)
+				}
+				return nil, nil, fmt.Errorf("%s: %w", where, err)
+			}
 		}
 		l.Data, l.Size, l.TarIndex = ar.data, s.blob.size, ix
 		return l, nil, nil

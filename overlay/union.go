@@ -100,7 +100,15 @@ func BuildLayersView(img *Image) (*Tree, error) {
 		name := fmt.Sprintf("%0*d-%s", width, i, shortHex(l))
 		sub := newBuilder()
 		for j := range l.TarIndex.Entries {
-			if err := sub.add(i, &l.TarIndex.Entries[j], true); err != nil {
+			e := &l.TarIndex.Entries[j]
+			if parent := sub.lookup(path.Dir(e.Name)); parent != nil && !parent.IsDir() &&
+				strings.HasPrefix(path.Base(e.Name), whiteoutPrefix) {
+				// A whiteout below a path this layer made a file (umoci writes
+				// these when a directory becomes a file): the file is what the
+				// layer stores there, so it is what the view shows.
+				continue
+			}
+			if err := sub.add(i, e, true); err != nil {
 				return nil, fmt.Errorf("layer %d (%s): %w", i, shortDigest(l.DiffID), err)
 			}
 		}

@@ -243,3 +243,16 @@ func itoa(i int) string {
 		}
 	}
 }
+
+func TestLayersViewWhiteoutBelowFile(t *testing.T) {
+	img := unionImage(t,
+		[]unionEntry{unionDir("srv/shared"), unionFile("srv/shared/owned", "o")},
+		[]unionEntry{unionFile("srv/shared", "now a file"), unionFile("srv/shared/.wh.owned", "")})
+	lv, err := BuildLayersView(img)
+	require.NoError(t, err)
+	l1 := "01-" + img.Layers[1].DiffID.Encoded()[:12]
+	require.Equal(t, "now a file", unionContent(t, lv, l1+"/srv/shared"))
+	u, err := BuildUnion(img)
+	require.NoError(t, err)
+	require.Equal(t, "now a file", unionContent(t, u, "srv/shared"))
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -170,7 +171,7 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 		return "", err
 	}
 	dst := filepath.Join(c.Dir, "blobs", rel)
-	if isRegular(dst) {
+	if intact(dst) {
 		return dst, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
@@ -178,19 +179,90 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 	}
 	locked, unlock := c.lock(strings.ReplaceAll(rel, "/", "-"))
 	defer unlock()
-	if isRegular(dst) {
+	if intact(dst) {
 		return dst, nil // another caller finished it while we waited
 	}
 	if locked {
 		removeStale(dst) // temporaries of a writer that died holding this lock
 	}
+	os.Remove(dst) // changed since it was written: decompress it again
 	err = writeAtomic(dst, func(f *os.File) error {
 		return decompressTo(f, want, comp, src)
 	}, true)
 	if err != nil {
 		return "", fmt.Errorf("decompress %s (%s): %w", key, comp, err)
 	}
+	if err := writeStamp(dst); err != nil {
+		return "", fmt.Errorf("decompress %s: %w", key, err)
+	}
 	return dst, nil
+}
+
+// A stamp beside each cached blob records its size, inode and mtime as
+// written. A blob whose stat no longer matches was changed after it was
+// verified (edited, truncated, replaced): it is decompressed again rather
+// than served, without the cost of rehashing it on every mount.
+func stampOf(p string) (string, bool) {
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.Mode().IsRegular() {
+		return "", false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf("%d %d %d\n", fi.Size(), st.Ino, fi.ModTime().UnixNano()), true
+}
+
+func writeStamp(blob string) error {
+	stamp, ok := stampOf(blob)
+	if !ok {
+		return fmt.Errorf("stat %s: not a regular file", blob)
+	}
+	return writeAtomic(blob+".stamp", func(f *os.File) error {
+		_, err := f.WriteString(stamp)
+		return err
+	}, true)
+}
+
+func intact(blob string) bool {
+	stamp, ok := stampOf(blob)
+	if !ok {
+		return false
+	}
+	saved, err := os.ReadFile(blob + ".stamp")
+	return err == nil && string(saved) == stamp
+}
+
+// VerifyOnce checks that data hashes to want, unless a check of the same
+// bytes under key already succeeded. key must change whenever the bytes may
+// have (e.g. a file's device, inode, size and mtime plus an offset). It is
+// how uncompressed layers get their diff_id checked on the first mount only.
+// Without a cache directory it checks every time.
+func (c *Cache) VerifyOnce(key string, want digest.Digest, data []byte) error {
+	if err := want.Validate(); err != nil {
+		return fmt.Errorf("verify %s: digest %q: %w", key, want, err)
+	}
+	marker := ""
+	if c.Dir != "" {
+		marker = filepath.Join(c.Dir, "verified", keyName(key+"|"+want.String()))
+		if isRegular(marker) {
+			return nil
+		}
+	}
+	h := want.Algorithm().Hash()
+	h.Write(data)
+	if got := digest.NewDigest(want.Algorithm(), h); got != want {
+		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, want)
+	}
+	if marker == "" {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
+		return nil // the check passed; failing to remember it costs a rehash later
+	}
+	_ = writeAtomic(marker, func(*os.File) error { return nil }, false)
+	return nil
 }
 
 // blobName is the path under blobs/ for a stream. want comes from image

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -79,6 +80,26 @@ func testMain(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "integration: %v\n(tests that need the binary will fail; image and oracle tests still run)\n", buildErr)
 		} else {
 			fmt.Printf("built %s (%.1fs)\n", binPath, time.Since(start).Seconds())
+		}
+	}
+
+	// One run at a time per data directory: runs share the built images
+	// and oracles, and rebuild them in place.
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	lock, err := os.OpenFile(filepath.Join(dataDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		fmt.Printf("integration: another test run is using %s; waiting for it\n", dataDir)
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
 		}
 	}
 

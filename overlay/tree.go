@@ -26,11 +26,13 @@ type Node struct {
 	Ino   uint64
 	Nlink uint32
 
-	children []*Node // sorted by Name
+	// Build-time state (see union.go): the layer stamp (layer+1 once the
+	// layer being applied created or passed through this node; deadStamp
+	// once removed) and, for hardlinked nodes, the inode they share.
+	stamp int32
+	inode *inode
 
-	// Build-time state, dropped once the tree is finished.
-	kids  map[string]*Node // children by name while building
-	inode *inode           // shared by hardlinked nodes while building
+	children []*Node // sorted by Name once built; in insertion order, dead nodes included, while building
 }
 
 // Children returns the node's children sorted by name (nil for non-dirs).

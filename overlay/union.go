@@ -2,279 +2,474 @@ package overlay
 
 import (
 	"fmt"
-	"path"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/imgmount/imgmount/tarindex"
 )
 
-// Whiteout names from the OCI image spec (layer.md).
+// Whiteout names from the OCI image spec (layer.md) and AUFS.
 const (
 	whiteoutPrefix = ".wh."
-	whiteoutMeta   = ".wh..wh."     // AUFS metadata; skipped
-	opaqueMarker   = ".wh..wh..opq" // hides all lower children of its directory
+	whiteoutMeta   = ".wh..wh."      // AUFS metadata; skipped
+	opaqueMarker   = ".wh..wh..opq"  // hides all lower children of its directory
+	aufsLinkDir    = ".wh..wh.plnk/" // AUFS stash of hardlink targets (at the root)
 )
 
-// inode identifies one file's content: nodes that are hardlinks of one
-// another point at the same inode.
+// deadStamp marks a node removed from the tree being built.
+const deadStamp = -1
+
+// inode is what hardlinked nodes share while the tree is built.
 type inode struct {
-	layer int
+	links uint32 // live union paths sharing it
+	ino   uint64 // 0 until numbered
+}
+
+// plnkFile is a regular file of a layer's AUFS hardlink stash.
+type plnkFile struct {
 	entry *tarindex.Entry
-	links uint32
+	ino   inode
 }
 
-// BuildUnion stacks the image's layers into the tree a container runtime
-// would unpack, applying whiteouts and opaque directories per the OCI spec.
+// BuildUnion stacks the image's layers into the tree a container runtime gets
+// by extracting them in order (OCI image-spec layer.md; `umoci unpack` is the
+// oracle). Each layer's entries are applied in tar order:
 //
-// Each layer is applied in two passes. Whiteouts and opaque markers delete
-// content of lower layers only, wherever they stand in the layer's tar, so
-// they are applied first; then the layer's other entries are added in tar
-// order (duplicates: the last wins, as extraction does).
+//   - `.wh.<name>` deletes <name>, with its subtree, from lower layers only:
+//     nodes this layer created (or passed through, as parents of its entries)
+//     survive wherever the whiteout stands in the tar, and the removal
+//     descends into them to delete the lower content beneath. A directory
+//     that survives only as the parent of this layer's entries, with
+//     attributes from a lower layer, loses those attributes (it becomes a
+//     synthesized 0755 directory, as it would be had the whiteout come
+//     first). `.wh..wh..opq` in D does the same to every child of D. Other
+//     `.wh..wh.*` names are AUFS metadata and skipped, as is any entry below
+//     a `.wh.*` directory, except that regular files under the root's
+//     `.wh..wh.plnk/` are kept aside, as Docker does, for hardlinks that
+//     point into it. Whiteouts never create anything, and no `.wh.*` name
+//     ever appears in the union.
+//   - Directory over directory replaces the attributes and merges the
+//     children; anything else replaces the node (and its subtree). Within
+//     one layer the last duplicate wins the same way.
+//   - Missing parents are synthesized (0755, root-owned, Layer -1, Entry
+//     nil); an existing directory is kept with its attributes. A
+//     non-directory standing where a parent must be is replaced by a
+//     synthesized directory (real extractors would follow a symlink there,
+//     within the root; we never follow symlinks).
+//   - A hardlink resolves to its target as it stands when the link entry is
+//     applied (lower layers, then this layer's earlier entries and
+//     whiteouts: what extraction links to). The node takes the target's
+//     entry and layer, and shares its inode with every node resolved to
+//     the same entry; later changes to the target path do not affect it. A
+//     missing or directory target is an error (errors.Is ErrCorruptLayer).
+//   - A "." directory entry gives the root its attributes (the last one
+//     wins); "." entries of any other type are ignored.
+//
+// Inode numbers come from a depth-first walk in name order (root = 1), so
+// they are the same for the same image. Tree.Hidden counts, per layer, the
+// stored bytes of regular-file content no union path shows (for sparse
+// files, the bytes of their data fragments).
 func BuildUnion(img *Image) (*Tree, error) {
-	b := newBuilder()
-	t := &Tree{Layers: img.Layers, Hidden: make([]int64, len(img.Layers))}
+	total := 0
+	for _, l := range img.Layers {
+		total += len(l.TarIndex.Entries)
+	}
+	b := newTreeBuilder(false, total)
 	for i, l := range img.Layers {
-		entries := l.TarIndex.Entries
-		for j := range entries {
-			e := &entries[j]
-			dir, base := path.Split(e.Name)
-			dir = strings.TrimSuffix(dir, "/")
-			switch {
-			case base == opaqueMarker:
-				if n := b.lookup(dir); n != nil && n.IsDir() {
-					b.clearKids(n)
-				}
-			case strings.HasPrefix(base, whiteoutMeta):
-			case strings.HasPrefix(base, whiteoutPrefix):
-				b.remove(path.Join(dir, base[len(whiteoutPrefix):]))
-			}
-		}
-		for j := range entries {
-			e := &entries[j]
-			base := path.Base(e.Name)
-			if strings.HasPrefix(base, whiteoutPrefix) {
-				if base == opaqueMarker {
-					// The marker implies its directory exists.
-					b.ensureDir(path.Dir(e.Name))
-				}
-				continue
-			}
-			if err := b.add(i, e, false); err != nil {
-				return nil, fmt.Errorf("layer %d (%s): %w", i, shortDigest(l.DiffID), err)
-			}
+		if err := b.applyLayer(i, l); err != nil {
+			return nil, err
 		}
 	}
-	b.finish(t)
-	// Hidden bytes: regular-file content stored in a layer that no union
-	// path shows any more.
-	visible := map[*tarindex.Entry]bool{}
-	walk(t.Root, func(n *Node) {
-		if n.Entry != nil {
-			visible[n.Entry] = true
-		}
-	})
+	b.nodes = nil
+	t := &Tree{Root: b.root, Layers: img.Layers, Hidden: make([]int64, len(img.Layers))}
+	visible := make([]int64, len(img.Layers))
+	finishTree(t.Root, visible)
 	for i, l := range img.Layers {
+		var stored int64
 		for j := range l.TarIndex.Entries {
-			e := &l.TarIndex.Entries[j]
-			if e.Type == tarindex.TypeReg && !visible[e] && !strings.HasPrefix(path.Base(e.Name), whiteoutPrefix) {
-				t.Hidden[i] += e.Size
+			if e := &l.TarIndex.Entries[j]; e.Type == tarindex.TypeReg {
+				stored += storedSize(e)
 			}
 		}
+		t.Hidden[i] = stored - visible[i]
 	}
 	return t, nil
 }
 
-// BuildLayersView returns a tree whose root holds one directory per layer,
-// named NN-<first 12 hex digits of the diff_id>, each showing that layer's
-// entries exactly as stored (whiteout files included, as the empty files
-// they are). A hardlink whose target is not in its own layer is shown as the
-// empty regular file the link entry itself is.
-func BuildLayersView(img *Image) (*Tree, error) {
-	b := newBuilder()
-	width := 2
-	if len(img.Layers) > 100 {
-		width = 3
-	}
-	for i, l := range img.Layers {
-		name := fmt.Sprintf("%0*d-%s", width, i, shortHex(l))
-		sub := newBuilder()
-		for j := range l.TarIndex.Entries {
-			e := &l.TarIndex.Entries[j]
-			if parent := sub.lookup(path.Dir(e.Name)); parent != nil && !parent.IsDir() &&
-				strings.HasPrefix(path.Base(e.Name), whiteoutPrefix) {
-				// A whiteout below a path this layer made a file (umoci writes
-				// these when a directory becomes a file): the file is what the
-				// layer stores there, so it is what the view shows.
-				continue
-			}
-			if err := sub.add(i, e, true); err != nil {
-				return nil, fmt.Errorf("layer %d (%s): %w", i, shortDigest(l.DiffID), err)
-			}
-		}
-		sub.root.Name, sub.root.Parent = name, b.root
-		b.root.kids[name] = sub.root
-	}
-	t := &Tree{Layers: img.Layers}
-	b.finish(t)
-	return t, nil
+// treeBuilder applies layers to a tree under construction. Nodes are found
+// by path through one map whose keys are the entries' own name strings (or
+// prefixes of them, for synthesized parents), so building allocates no path
+// strings. Removed nodes are marked dead rather than unlinked; they may
+// linger in the map and in children lists until finishTree drops them.
+type treeBuilder struct {
+	root  *Node
+	nodes map[string]*Node
+	raw   bool // per-layer view: entries as stored, no whiteout processing
+
+	layer int   // index of the layer being applied
+	stamp int32 // layer+1
+	diff  string
+	plnk  map[string]*plnkFile // this layer's AUFS hardlink stash, by base name
+
+	lastDir    string // parent cache: tar entries come grouped by directory
+	lastParent *Node
+	keyBuf     []byte
+	slab       []Node
 }
 
-func shortHex(l *Layer) string {
-	h := l.DiffID.Encoded()
-	if len(h) > 12 {
-		h = h[:12]
+func newTreeBuilder(raw bool, sizeHint int) *treeBuilder {
+	b := &treeBuilder{raw: raw, nodes: make(map[string]*Node, sizeHint)}
+	b.root = b.alloc()
+	b.root.Layer = -1
+	return b
+}
+
+// alloc hands out zeroed nodes from slabs: one allocation per 256 nodes.
+func (b *treeBuilder) alloc() *Node {
+	if len(b.slab) == 0 {
+		b.slab = make([]Node, 256)
 	}
-	return h
-}
-
-type builder struct {
-	root *Node
-}
-
-func newBuilder() *builder {
-	return &builder{root: newDir("", nil)}
-}
-
-func newDir(name string, parent *Node) *Node {
-	return &Node{Name: name, Parent: parent, Layer: -1, kids: map[string]*Node{}}
-}
-
-// lookup finds the node at a cleaned path ("." or "" is the root).
-func (b *builder) lookup(p string) *Node {
-	n := b.root
-	if p == "." || p == "" {
-		return n
-	}
-	for p != "" {
-		var part string
-		part, p, _ = strings.Cut(p, "/")
-		if n = n.kids[part]; n == nil {
-			return nil
-		}
-	}
+	n := &b.slab[0]
+	b.slab = b.slab[1:]
 	return n
 }
 
-// ensureDir returns the directory at p, creating missing parents. A
-// non-directory standing where a directory is needed is replaced, as tar
-// extraction of a later layer would do.
-func (b *builder) ensureDir(p string) *Node {
-	n := b.root
-	if p == "." || p == "" {
-		return n
-	}
-	for p != "" {
-		var part string
-		part, p, _ = strings.Cut(p, "/")
-		c := n.kids[part]
-		if c == nil || !c.IsDir() {
-			c = newDir(part, n)
-			n.kids[part] = c
-		}
-		n = c
-	}
-	return n
-}
-
-func (b *builder) remove(p string) {
-	if n := b.lookup(p); n != nil && n.Parent != nil {
-		delete(n.Parent.kids, n.Name)
-	}
-}
-
-func (b *builder) clearKids(n *Node) {
-	n.kids = map[string]*Node{}
-}
-
-// add places entry e of layer i at its path. In raw mode (per-layer view)
-// whiteout files are ordinary entries and a hardlink to something outside
-// the layer shows as the stored entry.
-func (b *builder) add(i int, e *tarindex.Entry, raw bool) error {
-	if e.Name == "." {
-		if e.Type == tarindex.TypeDir {
-			b.root.Layer, b.root.Entry = i, e
-		}
-		return nil
-	}
-	target := e
-	ino := &inode{layer: i, entry: e}
-	if e.Type == tarindex.TypeHardlink {
-		t := b.lookup(e.Linkname)
-		switch {
-		case t != nil && !t.IsDir():
-			// Link to the target as it stands now: later changes to the
-			// target path replace its node, not this shared inode.
-			ino, target = t.inode, t.Entry
-			i = t.Layer
-		case raw:
-			stored := *e
-			stored.Type, stored.Size, stored.Linkname = tarindex.TypeReg, 0, ""
-			target = &stored
-			ino = &inode{layer: i, entry: target}
-		case t == nil:
-			return fmt.Errorf("hardlink %q: target %q does not exist", e.Name, e.Linkname)
-		default:
-			return fmt.Errorf("hardlink %q: target %q is a directory", e.Name, e.Linkname)
+func (b *treeBuilder) applyLayer(i int, l *Layer) error {
+	b.layer, b.stamp, b.plnk = i, int32(i+1), nil
+	b.diff = shortDigest(l.DiffID)
+	b.lastDir, b.lastParent = "", nil
+	entries := l.TarIndex.Entries
+	for j := range entries {
+		if err := b.add(&entries[j]); err != nil {
+			return err
 		}
 	}
-	dir, base := path.Split(e.Name)
-	parent := b.ensureDir(strings.TrimSuffix(dir, "/"))
-	if old := parent.kids[base]; old != nil && old.IsDir() && target.Type == tarindex.TypeDir {
-		// Directory over directory: attributes replaced, children merged.
-		old.Layer, old.Entry = i, target
-		return nil
-	}
-	n := &Node{Name: base, Parent: parent, Layer: i, Entry: target, inode: ino}
-	if target.Type == tarindex.TypeDir {
-		n.kids = map[string]*Node{}
-	}
-	parent.kids[base] = n
+	b.plnk = nil
 	return nil
 }
 
-// finish turns the build maps into sorted children, then numbers inodes in
-// a sorted walk (deterministic for a given image) and counts links.
-func (b *builder) finish(t *Tree) {
-	t.Root = b.root
-	var next uint64
-	walk(b.root, func(n *Node) {
-		if n.kids != nil {
-			n.children = make([]*Node, 0, len(n.kids))
-			for _, c := range n.kids {
-				n.children = append(n.children, c)
-			}
-			sort.Slice(n.children, func(a, c int) bool { return n.children[a].Name < n.children[c].Name })
-			n.kids = nil
-		}
-		if n.inode != nil {
-			n.inode.links++
-		}
-	})
-	inos := map[*inode]uint64{}
-	walk(b.root, func(n *Node) {
-		if n.IsDir() {
-			next++
-			n.Ino = next
-			n.Nlink = 2
-			for _, c := range n.children {
-				if c.IsDir() {
-					n.Nlink++
-				}
-			}
-			return
-		}
-		if inos[n.inode] == 0 {
-			next++
-			inos[n.inode] = next
-		}
-		n.Ino, n.Nlink = inos[n.inode], n.inode.links
-	})
-	walk(b.root, func(n *Node) { n.inode = nil })
+func (b *treeBuilder) errorf(format string, a ...any) error {
+	return &unionError{fmt.Sprintf("layer %d (%s): ", b.layer, b.diff) + fmt.Sprintf(format, a...)}
 }
 
-// walk visits n and its descendants depth first, parents before children.
-// It builds children lists on the way when called during finish.
+// unionError is a layer the union cannot be built from; it matches
+// ErrCorruptLayer.
+type unionError struct{ msg string }
+
+func (e *unionError) Error() string        { return e.msg }
+func (e *unionError) Is(target error) bool { return target == ErrCorruptLayer }
+
+// splitName splits a cleaned name into its parent ("" for the root) and base.
+func splitName(name string) (dir, base string) {
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		return name[:i], name[i+1:]
+	}
+	return "", name
+}
+
+// live returns the node at path p ("" or "." is the root), or nil.
+func (b *treeBuilder) live(p string) *Node {
+	if p == "" || p == "." {
+		return b.root
+	}
+	if n := b.nodes[p]; n != nil && n.stamp != deadStamp {
+		return n
+	}
+	return nil
+}
+
+// touch stamps n and its ancestors as passed through by the current layer.
+// A stamped node's ancestors are always stamped, so it stops at the first.
+func (b *treeBuilder) touch(n *Node) {
+	for ; n != nil && n.stamp != b.stamp; n = n.Parent {
+		n.stamp = b.stamp
+	}
+}
+
+// kill removes n and its subtree.
+func (b *treeBuilder) kill(n *Node) {
+	n.stamp = deadStamp
+	for _, c := range n.children {
+		if c.stamp != deadStamp {
+			b.kill(c)
+		}
+	}
+}
+
+// whiteout removes what lower layers put at n, keeping what the current
+// layer put there (see BuildUnion).
+func (b *treeBuilder) whiteout(n *Node) {
+	if n.stamp != b.stamp {
+		b.kill(n)
+		return
+	}
+	if !n.IsDir() {
+		return
+	}
+	if n.Layer != b.layer && n != b.root {
+		n.Layer, n.Entry = -1, nil
+	}
+	for _, c := range n.children {
+		if c.stamp != deadStamp {
+			b.whiteout(c)
+		}
+	}
+}
+
+func (b *treeBuilder) newChild(parent *Node, name string, layer int, e *tarindex.Entry) *Node {
+	n := b.alloc()
+	n.Name, n.Parent, n.Layer, n.Entry, n.stamp = name, parent, layer, e, b.stamp
+	parent.children = append(parent.children, n)
+	return n
+}
+
+// parentDir returns the directory at dir, creating it and its parents as
+// needed, stamped by the current layer.
+func (b *treeBuilder) parentDir(dir string) *Node {
+	if p := b.lastParent; p != nil && p.stamp != deadStamp && b.lastDir == dir {
+		b.touch(p)
+		return p
+	}
+	p := b.ensureDir(dir)
+	b.lastDir, b.lastParent = dir, p
+	return p
+}
+
+func (b *treeBuilder) ensureDir(dir string) *Node {
+	n := b.live(dir)
+	if n != nil && n.IsDir() {
+		b.touch(n)
+		return n
+	}
+	pdir, name := splitName(dir)
+	p := b.ensureDir(pdir)
+	if n != nil {
+		b.kill(n) // a non-directory where a directory must be
+	}
+	c := b.newChild(p, name, -1, nil)
+	b.nodes[dir] = c
+	return c
+}
+
+// underNonDir tells whether a non-directory stands at dir or above it.
+func (b *treeBuilder) underNonDir(dir string) bool {
+	for p := dir; p != ""; p, _ = splitName(p) {
+		if n := b.live(p); n != nil {
+			return !n.IsDir() // the deepest existing node decides: its parents are directories
+		}
+	}
+	return false
+}
+
+// add applies one entry of the current layer.
+func (b *treeBuilder) add(e *tarindex.Entry) error {
+	if e.Name == "." {
+		if e.Type == tarindex.TypeDir {
+			b.root.Layer, b.root.Entry = b.layer, e
+		}
+		return nil
+	}
+	dir, base := splitName(e.Name)
+	if !b.raw {
+		if strings.HasPrefix(base, whiteoutPrefix) {
+			b.applyWhiteout(dir, base)
+			return nil
+		}
+		if strings.HasPrefix(dir, whiteoutPrefix) || strings.Contains(dir, "/"+whiteoutPrefix) {
+			if e.Type == tarindex.TypeReg && strings.HasPrefix(e.Name, aufsLinkDir) {
+				if b.plnk == nil {
+					b.plnk = map[string]*plnkFile{}
+				}
+				b.plnk[base] = &plnkFile{entry: e}
+			}
+			return nil
+		}
+	}
+	if b.raw && strings.HasPrefix(base, whiteoutPrefix) && b.underNonDir(dir) {
+		// A whiteout file never displaces stored content, not even in
+		// the per-layer view (extraction could not create it either).
+		return nil
+	}
+	entry, layer := e, b.layer
+	var ino *inode
+	if e.Type == tarindex.TypeHardlink {
+		target, tlayer, tino, err := b.linkTarget(e)
+		switch {
+		case err == nil:
+			entry, layer, ino = target, tlayer, tino
+		case b.raw:
+			// The per-layer view shows a link it cannot resolve within
+			// its layer as the empty regular file the link entry is.
+			stored := *e
+			stored.Type, stored.Size, stored.Sparse = tarindex.TypeReg, 0, nil
+			entry = &stored
+		default:
+			return err
+		}
+	}
+	parent := b.parentDir(dir)
+	if old := b.live(e.Name); old != nil {
+		if old.IsDir() && entry.Type == tarindex.TypeDir {
+			old.Layer, old.Entry = layer, entry // attributes replaced, children merged
+			b.touch(old)
+			return nil
+		}
+		b.kill(old)
+	}
+	n := b.newChild(parent, base, layer, entry)
+	n.inode = ino
+	b.nodes[e.Name] = n
+	return nil
+}
+
+// linkTarget resolves hardlink e against the tree as it stands now.
+func (b *treeBuilder) linkTarget(e *tarindex.Entry) (*tarindex.Entry, int, *inode, error) {
+	if !b.raw && strings.HasPrefix(e.Linkname, aufsLinkDir) {
+		_, base := splitName(e.Linkname)
+		if f := b.plnk[base]; f != nil {
+			return f.entry, b.layer, &f.ino, nil // links to one stashed file share its inode
+		}
+	}
+	t := b.live(e.Linkname)
+	if t == nil {
+		return nil, 0, nil, b.errorf("hardlink %q: target %q does not exist", e.Name, e.Linkname)
+	}
+	if t.IsDir() {
+		return nil, 0, nil, b.errorf("hardlink %q: target %q is a directory", e.Name, e.Linkname)
+	}
+	if t.inode == nil {
+		t.inode = &inode{}
+	}
+	return t.Entry, t.Layer, t.inode, nil
+}
+
+func (b *treeBuilder) applyWhiteout(dir, base string) {
+	if base == opaqueMarker {
+		if d := b.live(dir); d != nil && d.IsDir() {
+			for _, c := range d.children {
+				if c.stamp != deadStamp {
+					b.whiteout(c)
+				}
+			}
+		}
+		return
+	}
+	if strings.HasPrefix(base, whiteoutMeta) {
+		return
+	}
+	name := base[len(whiteoutPrefix):]
+	if name == "" || name == "." || name == ".." {
+		return
+	}
+	var n *Node
+	if dir == "" {
+		n = b.live(name)
+	} else {
+		b.keyBuf = append(append(append(b.keyBuf[:0], dir...), '/'), name...)
+		n = b.nodes[string(b.keyBuf)] // no allocation for the lookup
+		if n != nil && n.stamp == deadStamp {
+			n = nil
+		}
+	}
+	if n != nil {
+		b.whiteout(n)
+	}
+}
+
+// finishTree drops dead nodes, sorts children by name, numbers inodes in a
+// depth-first walk in name order (root = 1) and sets link counts. If
+// visible is not nil it receives, per layer, the stored bytes of the
+// regular files the tree shows (hardlinked content once).
+func finishTree(root *Node, visible []int64) {
+	total := compactTree(root)
+	arena := make([]*Node, 0, total)
+	var next uint64
+	numberTree(root, &arena, &next, visible)
+}
+
+// compactTree drops dead children below n, sorts the rest and counts the
+// links of shared inodes; it returns the number of live nodes below n.
+func compactTree(n *Node) int {
+	kids := n.children[:0]
+	for _, c := range n.children {
+		if c.stamp == deadStamp {
+			clearDead(c)
+			continue
+		}
+		kids = append(kids, c)
+	}
+	clear(n.children[len(kids):])
+	n.children = kids
+	slices.SortFunc(kids, func(a, c *Node) int { return strings.Compare(a.Name, c.Name) })
+	count := len(kids)
+	for _, c := range kids {
+		if c.IsDir() {
+			count += compactTree(c)
+		} else if c.inode != nil {
+			c.inode.links++
+		}
+	}
+	return count
+}
+
+// clearDead zeroes a removed subtree so that the slabs holding it keep
+// nothing else alive.
+func clearDead(n *Node) {
+	for _, c := range n.children {
+		clearDead(c)
+	}
+	*n = Node{stamp: deadStamp}
+}
+
+func numberTree(n *Node, arena *[]*Node, next *uint64, visible []int64) {
+	*next++
+	n.Ino = *next
+	n.stamp = 0
+	start := len(*arena)
+	*arena = append(*arena, n.children...)
+	n.children = (*arena)[start:len(*arena):len(*arena)]
+	n.Nlink = 2
+	for _, c := range n.children {
+		if c.IsDir() {
+			n.Nlink++
+			numberTree(c, arena, next, visible)
+			continue
+		}
+		c.stamp = 0
+		first := true
+		if c.inode == nil {
+			*next++
+			c.Ino, c.Nlink = *next, 1
+		} else {
+			if c.inode.ino == 0 {
+				*next++
+				c.inode.ino = *next
+			} else {
+				first = false
+			}
+			c.Ino, c.Nlink = c.inode.ino, c.inode.links
+			c.inode = nil
+		}
+		if first && visible != nil && c.Entry.Type == tarindex.TypeReg {
+			visible[c.Layer] += storedSize(c.Entry)
+		}
+	}
+}
+
+// storedSize is the number of content bytes an entry stores in its layer.
+func storedSize(e *tarindex.Entry) int64 {
+	if e.Sparse == nil {
+		return e.Size
+	}
+	var n int64
+	for _, f := range e.Sparse {
+		n += f.Length
+	}
+	return n
+}
+
+// walk visits n and its descendants depth first, parents before children,
+// in name order.
 func walk(n *Node, fn func(*Node)) {
 	fn(n)
 	for _, c := range n.children {

@@ -217,18 +217,7 @@ func diffLayer(m, exp map[string]*node, implicit map[string]bool, max int) []str
 			out = append(out, s)
 		}
 	}
-	paths := map[string]bool{}
-	for p := range m {
-		paths[p] = true
-	}
-	for p := range exp {
-		paths[p] = true
-	}
-	sorted := make([]string, 0, len(paths))
-	for p := range paths {
-		sorted = append(sorted, p)
-	}
-	sort.Strings(sorted)
+	sorted := allPaths(m, exp)
 	for _, p := range sorted {
 		mn, en := m[p], exp[p]
 		switch {

@@ -226,18 +226,7 @@ func diffTrees(mount, oracle map[string]*node, max int) []string {
 			out = append(out, s)
 		}
 	}
-	paths := map[string]bool{}
-	for p := range mount {
-		paths[p] = true
-	}
-	for p := range oracle {
-		paths[p] = true
-	}
-	sorted := make([]string, 0, len(paths))
-	for p := range paths {
-		sorted = append(sorted, p)
-	}
-	sort.Strings(sorted)
+	sorted := allPaths(mount, oracle)
 	for _, p := range sorted {
 		m, o := mount[p], oracle[p]
 		switch {
@@ -257,5 +246,21 @@ func diffTrees(mount, oracle map[string]*node, max int) []string {
 	if total > len(out) {
 		out = append(out, fmt.Sprintf("... and %d more differences", total-len(out)))
 	}
+	return out
+}
+
+// allPaths returns every path present in either tree, sorted.
+func allPaths(a, b map[string]*node) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range []map[string]*node{a, b} {
+		for p := range m {
+			if !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Strings(out)
 	return out
 }

@@ -209,14 +209,8 @@ func requireRegular(t *testing.T, p string) {
 // diffLayer compares a layer directory with its tar; nlink and hardlink
 // groups are not part of a single layer's contract.
 func diffLayer(m, exp map[string]*node, implicit map[string]bool, max int) []string {
-	var out []string
-	total := 0
-	add := func(s string) {
-		total++
-		if len(out) < max {
-			out = append(out, s)
-		}
-	}
+	diffs := diffList{max: max}
+	add := diffs.add
 	sorted := allPaths(m, exp)
 	for _, p := range sorted {
 		mn, en := m[p], exp[p]
@@ -241,8 +235,5 @@ func diffLayer(m, exp map[string]*node, implicit map[string]bool, max int) []str
 			}
 		}
 	}
-	if total > len(out) {
-		out = append(out, fmt.Sprintf("... and %d more differences", total-len(out)))
-	}
-	return out
+	return diffs.lines()
 }

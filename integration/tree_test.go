@@ -218,14 +218,8 @@ func listXattrs(p string) (string, error) {
 // diffTrees compares the mount with the oracle path by path and returns
 // one line per difference (at most max, then a count of the rest).
 func diffTrees(mount, oracle map[string]*node, max int) []string {
-	var out []string
-	total := 0
-	add := func(s string) {
-		total++
-		if len(out) < max {
-			out = append(out, s)
-		}
-	}
+	diffs := diffList{max: max}
+	add := diffs.add
 	sorted := allPaths(mount, oracle)
 	for _, p := range sorted {
 		m, o := mount[p], oracle[p]
@@ -243,10 +237,7 @@ func diffTrees(mount, oracle map[string]*node, max int) []string {
 			}
 		}
 	}
-	if total > len(out) {
-		out = append(out, fmt.Sprintf("... and %d more differences", total-len(out)))
-	}
-	return out
+	return diffs.lines()
 }
 
 // allPaths returns every path present in either tree, sorted.
@@ -263,4 +254,24 @@ func allPaths(a, b map[string]*node) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// diffList keeps the first max differences and counts the rest.
+type diffList struct {
+	max, total int
+	out        []string
+}
+
+func (d *diffList) add(s string) {
+	d.total++
+	if len(d.out) < d.max {
+		d.out = append(d.out, s)
+	}
+}
+
+func (d *diffList) lines() []string {
+	if d.total > len(d.out) {
+		return append(d.out, fmt.Sprintf("... and %d more differences", d.total-len(d.out)))
+	}
+	return d.out
 }

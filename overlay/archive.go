@@ -80,6 +80,11 @@ func Open(path string, opts OpenOptions) (_ *Image, err error) {
 	if err := ar.readJSON("image config", cfgName, &img.Config); err != nil {
 		return nil, err
 	}
+	if b, err := ar.lookup(cfgName); err == nil {
+		// Kept verbatim so repack can edit the config without dropping the
+		// fields ocispec.Image does not know (Docker's container_config...).
+		img.ConfigRaw = bytes.Clone(b.bytes())
+	}
 	if img.Ref.Platform == "" {
 		img.Ref.Platform = platformString(normPlatform(img.Config.Platform))
 		for i, r := range img.Images {
@@ -369,6 +374,7 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 		MediaType:   s.desc.MediaType,
 		Compression: comp,
 		StoredSize:  s.blob.size,
+		Stored:      s.blob.bytes(),
 	}
 	if l.Digest == "" {
 		l.Digest = s.nameDigest

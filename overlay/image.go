@@ -60,8 +60,11 @@ type Image struct {
 	Ref     ImageRef   // the chosen image
 	Images  []ImageRef // every image in the tarball
 	Config  ocispec.Image
-	Layers  []*Layer // base first
-	closers []func() error
+	// ConfigRaw is the config JSON exactly as stored (its sha256 is
+	// Ref.ConfigDigest).
+	ConfigRaw []byte
+	Layers    []*Layer // base first
+	closers   []func() error
 }
 
 // Layer is one layer of the image, ready to serve reads.
@@ -74,6 +77,9 @@ type Layer struct {
 	StoredSize  int64                // bytes the blob takes in the tarball
 	Size        int64                // bytes of the uncompressed tar
 	CreatedBy   string               // the history line that made it, if known
+	// Stored is the blob exactly as the tarball holds it (compressed or
+	// not), mapped; repack copies it byte for byte.
+	Stored []byte
 	// Data holds the bytes TarIndex offsets refer to: an mmap of the outer
 	// tarball (uncompressed layers, zero copy) or of a decompressed cache file.
 	Data     []byte

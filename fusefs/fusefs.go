@@ -42,10 +42,22 @@ type Options struct {
 	// else), as libfuse's allow_root does. It implies allow_other at the
 	// kernel level; the other users are turned away here.
 	AllowRoot bool
+	// Writable, if set, makes the mount read-write: changes go to its
+	// upper directory. MountInfo is what the root then answers for the
+	// xattr MountInfoXattr.
+	Writable  *overlay.COW
+	MountInfo []byte
 }
 
-// Cache lifetimes: nothing under the mount changes while it is mounted.
+// Cache lifetimes: nothing under a read-only mount changes while it is
+// mounted. A writable mount changes only through itself, and the kernel
+// keeps its caches right for what it asks; the short lifetimes cover what
+// it cannot see (copy-up giving a name a new inode, a hardlink's other
+// names).
 const (
+	rwEntryTimeout = time.Second
+	rwAttrTimeout  = time.Second
+
 	entryTimeout    = time.Hour
 	attrTimeout     = time.Hour
 	negativeTimeout = time.Hour
@@ -63,7 +75,7 @@ func Mount(mountpoint string, tree *overlay.Tree, opts Options) (*fuse.Server, e
 	if tree == nil || tree.Root == nil {
 		return nil, errors.New("fusefs: no tree to mount")
 	}
-	mo, err := normalize(opts)
+	mo, err := normalize(opts, opts.Writable != nil)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +84,11 @@ func Mount(mountpoint string, tree *overlay.Tree, opts Options) (*fuse.Server, e
 	}
 	euid := os.Geteuid()
 	fsOpts := buildOptions(tree, mo, euid)
-	root := newRoot(tree, mo, uint32(euid))
+	var root fs.InodeEmbedder = newRoot(tree, mo, uint32(euid))
+	if opts.Writable != nil {
+		root = &rwNode{fsys: &rwFS{cow: opts.Writable, allowRoot: mo.allowRoot, owner: uint32(euid), mountInfo: opts.MountInfo}}
+		writableOptions(fsOpts, euid)
+	}
 	raw := fs.NewNodeFS(root, fsOpts)
 	before := mountCount(mountpoint)
 	server, err := fuse.NewServer(raw, mountpoint, &fsOpts.MountOptions)
@@ -132,6 +148,24 @@ func buildOptions(tree *overlay.Tree, mo mountOpts, euid int) *fs.Options {
 	return o
 }
 
+// writableOptions turns read-only mount options into those of a writable
+// mount: short cache lifetimes, no read-only flag, and no symlink caching
+// (a symlink can be replaced).
+func writableOptions(o *fs.Options, euid int) {
+	entry, attr := rwEntryTimeout, rwAttrTimeout
+	var neg time.Duration
+	o.EntryTimeout, o.AttrTimeout, o.NegativeTimeout = &entry, &attr, &neg
+	o.MountOptions.EnableSymlinkCaching = false
+	o.MountOptions.DirectMountFlags &^= syscall.MS_RDONLY
+	// Without root the mounting user owns every upper file, so the
+	// kernel's checks against the recorded owners would lock them out of
+	// what they can change anyway: the mount is theirs alone (no
+	// allow_other without root) and they may do anything in it.
+	if euid != 0 {
+		o.MountOptions.Options = slices.DeleteFunc(o.MountOptions.Options, func(s string) bool { return s == "default_permissions" })
+	}
+}
+
 type mountOpts struct {
 	options    []string
 	allowOther bool
@@ -142,7 +176,7 @@ type mountOpts struct {
 
 // normalize sorts the raw -o options into what go-fuse takes as fields and
 // what goes to the kernel, and adds the safe defaults.
-func normalize(opts Options) (mountOpts, error) {
+func normalize(opts Options, writable bool) (mountOpts, error) {
 	mo := mountOpts{
 		allowOther: opts.AllowOther || opts.AllowRoot,
 		allowRoot:  opts.AllowRoot,
@@ -165,10 +199,16 @@ func normalize(opts Options) (mountOpts, error) {
 			mo.allowOther, mo.allowRoot = true, true
 		case o == "debug":
 			mo.debug = true
-		case o == "ro", o == "default_permissions", o == "nosuid", o == "nodev":
+		case o == "default_permissions", o == "nosuid", o == "nodev":
 			// added below in any case
+		case o == "ro":
+			if writable {
+				return mo, errors.New("mount option ro: an upper directory makes the mount writable; leave out one or the other")
+			}
 		case o == "rw":
-			return mo, errors.New("mount option rw: the mount is read-only (writing is not supported yet)")
+			if !writable {
+				return mo, errors.New("mount option rw: a writable mount needs an upper directory for the changes (--upper DIR)")
+			}
 		case o == "suid":
 			suid = true
 			add(o)
@@ -185,7 +225,9 @@ func normalize(opts Options) (mountOpts, error) {
 			add(o)
 		}
 	}
-	add("ro")
+	if !writable {
+		add("ro")
+	}
 	add("default_permissions")
 	if !suid {
 		add("nosuid")

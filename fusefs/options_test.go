@@ -16,7 +16,7 @@ import (
 )
 
 func TestNormalizeDefaults(t *testing.T) {
-	mo, err := normalize(Options{})
+	mo, err := normalize(Options{}, false)
 	require.NoError(t, err)
 	require.Equal(t, []string{"ro", "default_permissions", "nosuid", "nodev"}, mo.options)
 	require.Equal(t, "imgmount", mo.fsName)
@@ -28,7 +28,7 @@ func TestNormalizeOptions(t *testing.T) {
 	mo, err := normalize(Options{
 		MountOptions: []string{"allow_other", "fsname=imgmount:/x.tar", "suid", "noatime", "ro", "nodev", "debug", "subtype=foo", "max_read=4096", "noatime", " "},
 		FsName:       "ignored",
-	})
+	}, false)
 	require.NoError(t, err)
 	require.Equal(t, []string{"suid", "noatime", "ro", "default_permissions", "nodev"}, mo.options)
 	require.Equal(t, "imgmount:/x.tar", mo.fsName)
@@ -36,25 +36,25 @@ func TestNormalizeOptions(t *testing.T) {
 	require.True(t, mo.debug)
 	require.False(t, mo.allowRoot)
 
-	mo, err = normalize(Options{MountOptions: []string{"allow_root", "dev"}})
+	mo, err = normalize(Options{MountOptions: []string{"allow_root", "dev"}}, false)
 	require.NoError(t, err)
 	require.True(t, mo.allowOther)
 	require.True(t, mo.allowRoot)
 	require.Equal(t, []string{"dev", "ro", "default_permissions", "nosuid"}, mo.options)
 
-	mo, err = normalize(Options{AllowRoot: true, FsName: "imgmount:/a.tar"})
+	mo, err = normalize(Options{AllowRoot: true, FsName: "imgmount:/a.tar"}, false)
 	require.NoError(t, err)
 	require.True(t, mo.allowOther)
 	require.Equal(t, "imgmount:/a.tar", mo.fsName)
 
-	_, err = normalize(Options{MountOptions: []string{"rw"}})
+	_, err = normalize(Options{MountOptions: []string{"rw"}}, false)
 	require.ErrorContains(t, err, "read-only")
 }
 
 func TestBuildOptions(t *testing.T) {
 	tree, err := overlay.BuildUnion(unionImage(t))
 	require.NoError(t, err)
-	mo, err := normalize(Options{AllowOther: true, FsName: "imgmount:/x.tar"})
+	mo, err := normalize(Options{AllowOther: true, FsName: "imgmount:/x.tar"}, false)
 	require.NoError(t, err)
 	o := buildOptions(tree, mo, 0)
 	require.Equal(t, entryTimeout, *o.EntryTimeout)

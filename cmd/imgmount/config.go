@@ -34,6 +34,7 @@ type config struct {
 	platform string   // --platform os/arch[/variant]
 	bases    []string // --base: tarballs that supply missing layers
 	cacheDir string   // --cache-dir, or the default
+	upper    string   // --upper: the writable mount's upper directory
 
 	layers     bool // --layers: per-layer view instead of the union
 	foreground bool // -f, or implied by -d
@@ -92,6 +93,7 @@ func parseArgs(args []string, getenv env) (*config, error) {
 	fl.BoolVar(&cfg.layers, "layers", false, "")
 	fl.StringArrayVar(&cfg.bases, "base", nil, "")
 	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
+	fl.StringVar(&cfg.upper, "upper", "", "")
 	fl.StringArrayVarP(&opts, "options", "o", nil, "")
 	fl.BoolVarP(&cfg.foreground, "foreground", "f", false, "")
 	fl.BoolVarP(&cfg.debug, "debug", "d", false, "")
@@ -147,6 +149,17 @@ func parseArgs(args []string, getenv env) (*config, error) {
 	}
 	if cfg.fsName == "" {
 		cfg.fsName = "imgmount:" + cfg.image
+	}
+	if fl.Changed("upper") {
+		if cfg.layers {
+			return nil, usagef("--upper and --layers: the per-layer view is read-only; mount the union to edit")
+		}
+		if cfg.upper, err = absPath(cfg.upper); err != nil {
+			return nil, err
+		}
+		if cfg.upper == cfg.mountpoint || strings.HasPrefix(cfg.upper, cfg.mountpoint+"/") {
+			return nil, usagef("--upper %s is inside the mountpoint; it must be outside it", cfg.upper)
+		}
 	}
 	if err := cfg.finishCommon(getenv); err != nil {
 		return nil, err
@@ -243,9 +256,13 @@ func (cfg *config) addMountOptions(arg string) error {
 		case o == "debug":
 			cfg.debug = true
 		case o == "ro":
-			// Always read-only.
+			if cfg.upper != "" {
+				return usagef("-o ro and --upper: --upper makes the mount writable; leave out one or the other")
+			}
 		case o == "rw":
-			return usagef("-o rw: the mount is read-only (writing is not supported yet)")
+			if cfg.upper == "" {
+				return usagef("-o rw: a writable mount needs an upper directory for the changes: --upper DIR")
+			}
 		case o == "fsname":
 			return usagef("-o fsname needs a value: -o fsname=NAME")
 		case strings.HasPrefix(o, "fsname="):

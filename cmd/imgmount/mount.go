@@ -95,6 +95,13 @@ func runMount(cfg *config, rep reporter) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.image, err)
 	}
+	var cow *overlay.COW
+	if cfg.upper != "" {
+		if cow, err = overlay.NewCOW(tree, cfg.upper); err != nil {
+			return err
+		}
+		defer cow.Close()
+	}
 
 	mu.Lock()
 	// Opening took a while: look again just before mounting.
@@ -112,6 +119,8 @@ func runMount(cfg *config, rep reporter) error {
 		AllowRoot:    cfg.allowRoot,
 		FsName:       cfg.fsName,
 		Debug:        cfg.debug,
+		Writable:     cow,
+		MountInfo:    mountInfo(cfg),
 	})
 	if err != nil {
 		return err
@@ -301,4 +310,14 @@ func sigName(s os.Signal) string {
 		}
 	}
 	return s.String()
+}
+
+// mountInfo is what a writable mount's root answers for
+// fusefs.MountInfoXattr: enough for `imgmount commit MOUNTPOINT` to open the
+// same image and upper directory.
+func mountInfo(cfg *config) []byte {
+	if cfg.upper == "" {
+		return nil
+	}
+	return encodeMountState(cfg)
 }

@@ -1,0 +1,491 @@
+package fusefs
+
+import (
+	"context"
+	"io"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/imgmount/imgmount/overlay"
+	"golang.org/x/sys/unix"
+)
+
+// rwFS is what every node of a writable mount shares.
+type rwFS struct {
+	cow       *overlay.COW
+	allowRoot bool
+	owner     uint32
+	// mountInfo answers getxattr(MountInfoXattr) on the root, so that
+	// `imgmount commit MOUNTPOINT` can find the image and upper directory.
+	mountInfo []byte
+}
+
+// MountInfoXattr is the xattr the root of a writable mount answers with
+// Options.MountInfo. It is not listed, and nothing else uses the name.
+const MountInfoXattr = "user.imgmount.mount"
+
+// rwNode is the go-fuse node of a writable mount. It holds no state of its
+// own: go-fuse keeps the tree of names the kernel knows, and every
+// operation hands the node's current path to overlay.COW, which works out
+// from the upper directory and the lower tree what is there.
+type rwNode struct {
+	fs.Inode
+	fsys *rwFS
+}
+
+var (
+	_ fs.InodeEmbedder      = (*rwNode)(nil)
+	_ fs.NodeLookuper       = (*rwNode)(nil)
+	_ fs.NodeGetattrer      = (*rwNode)(nil)
+	_ fs.NodeSetattrer      = (*rwNode)(nil)
+	_ fs.NodeOpendirHandler = (*rwNode)(nil)
+	_ fs.NodeOpener         = (*rwNode)(nil)
+	_ fs.NodeCreater        = (*rwNode)(nil)
+	_ fs.NodeReadlinker     = (*rwNode)(nil)
+	_ fs.NodeMkdirer        = (*rwNode)(nil)
+	_ fs.NodeMknoder        = (*rwNode)(nil)
+	_ fs.NodeSymlinker      = (*rwNode)(nil)
+	_ fs.NodeLinker         = (*rwNode)(nil)
+	_ fs.NodeUnlinker       = (*rwNode)(nil)
+	_ fs.NodeRmdirer        = (*rwNode)(nil)
+	_ fs.NodeRenamer        = (*rwNode)(nil)
+	_ fs.NodeGetxattrer     = (*rwNode)(nil)
+	_ fs.NodeSetxattrer     = (*rwNode)(nil)
+	_ fs.NodeListxattrer    = (*rwNode)(nil)
+	_ fs.NodeRemovexattrer  = (*rwNode)(nil)
+	_ fs.NodeStatfser       = (*rwNode)(nil)
+	_ fs.NodeAccesser       = (*rwNode)(nil)
+)
+
+// path is the node's path in the view ("" for the root). A node whose
+// every name is gone gets a path that resolves to nothing.
+func (n *rwNode) path() string { return n.Path(n.Root()) }
+
+func (n *rwNode) child(name string) string {
+	if p := n.path(); p != "" {
+		return p + "/" + name
+	}
+	return name
+}
+
+func (f *rwFS) denied(ctx context.Context) bool {
+	if !f.allowRoot {
+		return false
+	}
+	c, ok := fuse.FromContext(ctx)
+	return ok && c.Uid != 0 && c.Uid != f.owner
+}
+
+func caller(ctx context.Context) overlay.Owner {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return overlay.Owner{UID: c.Uid, GID: c.Gid}
+	}
+	return overlay.Owner{}
+}
+
+// statToAttr converts the view's stat to FUSE attributes.
+func statToAttr(st *overlay.Stat, out *fuse.Attr) {
+	*out = fuse.Attr{
+		Ino:       st.Ino,
+		Size:      uint64(st.Size),
+		Blocks:    uint64(st.Blocks),
+		Atime:     uint64(st.Atim.Sec),
+		Atimensec: uint32(st.Atim.Nsec),
+		Mtime:     uint64(st.Mtim.Sec),
+		Mtimensec: uint32(st.Mtim.Nsec),
+		Ctime:     uint64(st.Ctim.Sec),
+		Ctimensec: uint32(st.Ctim.Nsec),
+		Mode:      st.Mode,
+		Nlink:     uint32(st.Nlink),
+		Owner:     fuse.Owner{Uid: st.Uid, Gid: st.Gid},
+		Rdev:      uint32(st.Rdev),
+		Blksize:   uint32(st.Blksize),
+	}
+}
+
+// entry registers the child node for a stat and fills the entry reply.
+func (n *rwNode) entry(ctx context.Context, st *overlay.Stat, out *fuse.EntryOut) *fs.Inode {
+	statToAttr(st, &out.Attr)
+	return n.NewInode(ctx, &rwNode{fsys: n.fsys}, fs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: st.Ino})
+}
+
+func (n *rwNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, syscall.EACCES
+	}
+	st, err := n.fsys.cow.Lookup(n.child(name))
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.entry(ctx, &st, out), 0
+}
+
+func (n *rwNode) Access(ctx context.Context, mask uint32) syscall.Errno {
+	// Only asked without default_permissions (unprivileged mounts), where
+	// the mounting user may do anything inside the mount.
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	return 0
+}
+
+func (n *rwNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	var st overlay.Stat
+	var err error
+	if h, ok := f.(*rwHandle); ok {
+		st, err = h.f.Stat()
+	} else {
+		st, err = n.fsys.cow.Lookup(n.path())
+	}
+	if err != nil {
+		return toErrno(err)
+	}
+	statToAttr(&st, &out.Attr)
+	return 0
+}
+
+func (n *rwNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	var a overlay.SetAttr
+	if m, ok := in.GetMode(); ok {
+		a.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		a.UID = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		a.GID = &g
+	}
+	if s, ok := in.GetSize(); ok {
+		sz := int64(s)
+		a.Size = &sz
+	}
+	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
+	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
+	var file overlay.File
+	if h, ok := f.(*rwHandle); ok {
+		file = h.f
+	}
+	st, err := n.fsys.cow.Setattr(n.path(), file, a)
+	if err != nil {
+		return toErrno(err)
+	}
+	statToAttr(&st, &out.Attr)
+	return 0
+}
+
+func setTime(valid, bit, nowBit uint32, sec uint64, nsec uint32) *unix.Timespec {
+	switch {
+	case valid&bit == 0:
+		return nil
+	case valid&nowBit != 0:
+		return &unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	return &unix.Timespec{Sec: int64(sec), Nsec: int64(nsec)}
+}
+
+func (n *rwNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, 0, syscall.EACCES
+	}
+	ents, err := n.fsys.cow.ReadDir(n.path())
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	self := n.StableAttr().Ino
+	parent := self
+	if _, p := n.Parent(); p != nil {
+		parent = p.StableAttr().Ino
+	}
+	list := make([]fuse.DirEntry, 0, len(ents)+2)
+	list = append(list, fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: self}, fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: parent})
+	for _, e := range ents {
+		list = append(list, fuse.DirEntry{Name: e.Name, Mode: e.Mode, Ino: e.Ino})
+	}
+	return &rwDirHandle{ents: list}, 0, 0
+}
+
+func (n *rwNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, 0, syscall.EACCES
+	}
+	f, err := n.fsys.cow.Open(n.path(), int(flags))
+	if err != nil {
+		return nil, 0, toErrno(err)
+	}
+	// Every change goes through this mount, so the kernel's pages stay
+	// right between opens.
+	return &rwHandle{f: f}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *rwNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, nil, 0, syscall.EACCES
+	}
+	f, st, err := n.fsys.cow.Create(n.child(name), int(flags), mode, caller(ctx))
+	if err != nil {
+		return nil, nil, 0, toErrno(err)
+	}
+	return n.entry(ctx, &st, out), &rwHandle{f: f}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *rwNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, syscall.EACCES
+	}
+	t, err := n.fsys.cow.Readlink(n.path())
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return []byte(t), 0
+}
+
+func (n *rwNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, syscall.EACCES
+	}
+	st, err := n.fsys.cow.Mkdir(n.child(name), mode, caller(ctx))
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.entry(ctx, &st, out), 0
+}
+
+func (n *rwNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, syscall.EACCES
+	}
+	st, err := n.fsys.cow.Mknod(n.child(name), mode, uint64(dev), caller(ctx))
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.entry(ctx, &st, out), 0
+}
+
+func (n *rwNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, syscall.EACCES
+	}
+	st, err := n.fsys.cow.Symlink(target, n.child(name), caller(ctx))
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.entry(ctx, &st, out), 0
+}
+
+func (n *rwNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return nil, syscall.EACCES
+	}
+	t, ok := target.(*rwNode)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	st, err := n.fsys.cow.Link(t.path(), n.child(name))
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	return n.entry(ctx, &st, out), 0
+}
+
+func (n *rwNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	return toErrno(n.fsys.cow.Unlink(n.child(name)))
+}
+
+func (n *rwNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	return toErrno(n.fsys.cow.Rmdir(n.child(name)))
+}
+
+func (n *rwNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	np, ok := newParent.(*rwNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	return toErrno(n.fsys.cow.Rename(n.child(name), np.child(newName), uint(flags)))
+}
+
+func (n *rwNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return 0, syscall.EACCES
+	}
+	var v []byte
+	if attr == MountInfoXattr && n.IsRoot() && n.fsys.mountInfo != nil {
+		v = n.fsys.mountInfo
+	} else {
+		var err error
+		if v, err = n.fsys.cow.Getxattr(n.path(), attr); err != nil {
+			return 0, toErrno(err)
+		}
+	}
+	if len(dest) < len(v) {
+		return uint32(len(v)), syscall.ERANGE
+	}
+	return uint32(copy(dest, v)), 0
+}
+
+func (n *rwNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if n.fsys.denied(ctx) {
+		return 0, syscall.EACCES
+	}
+	names, err := n.fsys.cow.Listxattr(n.path())
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	size := 0
+	for _, s := range names {
+		size += len(s) + 1
+	}
+	if len(dest) < size {
+		return uint32(size), syscall.ERANGE
+	}
+	p := dest[:0]
+	for _, s := range names {
+		p = append(append(p, s...), 0)
+	}
+	return uint32(len(p)), 0
+}
+
+func (n *rwNode) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	return toErrno(n.fsys.cow.Setxattr(n.path(), attr, data, int(flags)))
+}
+
+func (n *rwNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	return toErrno(n.fsys.cow.Removexattr(n.path(), attr))
+}
+
+func (n *rwNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	if n.fsys.denied(ctx) {
+		return syscall.EACCES
+	}
+	st, err := n.fsys.cow.Statfs()
+	if err != nil {
+		return toErrno(err)
+	}
+	*out = fuse.StatfsOut{
+		Blocks: st.Blocks, Bfree: st.Bfree, Bavail: st.Bavail,
+		Files: st.Files, Ffree: st.Ffree,
+		Bsize: uint32(st.Bsize), Frsize: uint32(st.Frsize), NameLen: uint32(st.Namelen),
+	}
+	return 0
+}
+
+// rwHandle is an open file of a writable mount.
+type rwHandle struct {
+	f overlay.File
+}
+
+var (
+	_ fs.FileReader    = (*rwHandle)(nil)
+	_ fs.FileWriter    = (*rwHandle)(nil)
+	_ fs.FileFsyncer   = (*rwHandle)(nil)
+	_ fs.FileFlusher   = (*rwHandle)(nil)
+	_ fs.FileReleaser  = (*rwHandle)(nil)
+	_ fs.FileLseeker   = (*rwHandle)(nil)
+	_ fs.FileAllocater = (*rwHandle)(nil)
+	_ fs.FileGetattrer = (*rwHandle)(nil)
+)
+
+func (h *rwHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if s, ok := h.f.(overlay.Slicer); ok {
+		if data, ok := s.Slice(off, len(dest)); ok {
+			return fuse.ReadResultData(data), 0
+		}
+	}
+	n, err := h.f.ReadAt(dest, off)
+	if err != nil && err != io.EOF {
+		return nil, toErrno(err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *rwHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := h.f.WriteAt(data, off)
+	if err != nil {
+		return uint32(n), toErrno(err)
+	}
+	return uint32(n), 0
+}
+
+func (h *rwHandle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	st, err := h.f.Stat()
+	if err != nil {
+		return toErrno(err)
+	}
+	statToAttr(&st, &out.Attr)
+	return 0
+}
+
+func (h *rwHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	return toErrno(h.f.Sync(flags&1 != 0))
+}
+
+// Flush is close(2) of one descriptor: the data is already in the upper
+// file, so there is nothing to do.
+func (h *rwHandle) Flush(ctx context.Context) syscall.Errno { return 0 }
+
+func (h *rwHandle) Release(ctx context.Context) syscall.Errno { return toErrno(h.f.Close()) }
+
+func (h *rwHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	r, err := h.f.Seek(int64(off), int(whence))
+	if err != nil {
+		return 0, toErrno(err)
+	}
+	return uint64(r), 0
+}
+
+func (h *rwHandle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	return toErrno(h.f.Allocate(int64(off), int64(size), mode))
+}
+
+// rwDirHandle lists a directory as it was when opened.
+type rwDirHandle struct {
+	ents []fuse.DirEntry
+	pos  int
+}
+
+var (
+	_ fs.FileReaddirenter = (*rwDirHandle)(nil)
+	_ fs.FileSeekdirer    = (*rwDirHandle)(nil)
+	_ fs.FileReleasedirer = (*rwDirHandle)(nil)
+)
+
+func (d *rwDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if d.pos >= len(d.ents) {
+		return nil, 0
+	}
+	de := d.ents[d.pos]
+	d.pos++
+	de.Off = uint64(d.pos)
+	return &de, 0
+}
+
+func (d *rwDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off > uint64(len(d.ents)) {
+		return syscall.EINVAL
+	}
+	d.pos = int(off)
+	return 0
+}
+
+func (d *rwDirHandle) Releasedir(ctx context.Context, releaseFlags uint32) {}

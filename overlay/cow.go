@@ -1,0 +1,581 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/imgmount/imgmount/tarindex"
+	"golang.org/x/sys/unix"
+)
+
+// COW is the writable view of an image: the union tree below, read-only,
+// and an upper directory above that receives every change (see upperdir.go
+// for its format). It is path based: every call names a path relative to
+// the root ("" for the root itself, "a/b" below it) and works out afresh from
+// the upper directory what is there, so nothing is cached that a crash could
+// lose. Paths are resolved beneath the upper directory's file descriptor
+// one component at a time without following symlinks, so nothing outside it
+// is ever touched.
+//
+// Errors are unix.Errno values (wrapped with context where the failure is
+// not the caller's doing): what the filesystem should answer.
+type COW struct {
+	tree *Tree
+	dir  string // the upper directory, for messages
+	root int    // O_PATH descriptor of the upper directory
+	// priv is true when the process can chown and mknod for real (root).
+	// Otherwise owners, modes and device types that cannot be applied are
+	// recorded in StatXattr.
+	priv bool
+
+	// mu serialises changes (including copy-up) against each other and
+	// against lookups, which must never see half a copy-up.
+	mu sync.RWMutex
+
+	aliasOnce sync.Once
+	aliases   map[uint64][]*Node // lower hardlink groups by inode
+}
+
+// Stat is what the view reports for a path (the kernel's stat layout).
+type Stat = unix.Stat_t
+
+// Owner is who creates an entry (the caller of the FUSE request).
+type Owner struct{ UID, GID uint32 }
+
+const (
+	// upperInoBit marks inode numbers of entries that exist only in the
+	// upper directory (the upper inode with this bit set), so they never
+	// collide with the lower tree's small numbers.
+	upperInoBit = 1 << 62
+	// originXattr on an upper entry copied up from the lower tree holds the
+	// lower inode number, so the entry keeps its inode number across copy-up
+	// and rename, as overlayfs keeps them.
+	originXattr = privatePrefix + "origin"
+	copyChunk   = 1 << 20
+)
+
+// ErrReservedName is returned for names the upper directory's format
+// reserves (".wh." prefix).
+var ErrReservedName = fmt.Errorf("names starting with %s are reserved for whiteouts: %w", WhiteoutPrefix, unix.EPERM)
+
+// NewCOW opens (creating if missing) the upper directory dir over tree.
+func NewCOW(tree *Tree, dir string) (*COW, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("upper directory: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("upper directory %s: %w", dir, err)
+	}
+	c := &COW{tree: tree, dir: dir, root: fd, priv: os.Geteuid() == 0}
+	if err := c.checkUpper(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return c, nil
+}
+
+// checkUpper makes sure the upper directory can hold what the view needs:
+// O_TMPFILE (atomic copy-up) and user xattrs (bookkeeping).
+func (c *COW) checkUpper() error {
+	fd, err := unix.Openat(c.root, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("upper directory %s: its filesystem cannot create unnamed temporary files (O_TMPFILE), which copy-up needs: %w", c.dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsetxattr(fd, originXattr, []byte("0"), 0); err != nil {
+		return fmt.Errorf("upper directory %s: its filesystem does not store user extended attributes, which the upper directory needs: %w", c.dir, err)
+	}
+	return nil
+}
+
+// Close releases the upper directory.
+func (c *COW) Close() error { return unix.Close(c.root) }
+
+// Tree is the lower tree.
+func (c *COW) Tree() *Tree { return c.tree }
+
+// loc is one resolved path.
+type loc struct {
+	path string
+	// parent is an O_PATH descriptor of the upper directory holding the
+	// entry, or -1 when the parent exists only below. owned tells whether
+	// close must close it.
+	parent int
+	owned  bool
+	name   string
+	up     *unix.Stat_t // the upper entry, nil if none
+	low    *Node        // the lower entry visible at this path, nil if none
+	// parentLow is the parent's lower directory when its lower children are
+	// visible (nil when the parent is upper-only or opaque).
+	parentLow *Node
+	whiteout  bool // the upper parent holds .wh.<name>
+}
+
+func (l *loc) exists() bool { return l.up != nil || l.low != nil }
+
+func (l *loc) isDir() bool {
+	if l.up != nil {
+		return l.up.Mode&unix.S_IFMT == unix.S_IFDIR
+	}
+	return l.low != nil && l.low.IsDir()
+}
+
+func (l *loc) close() {
+	if l.owned && l.parent >= 0 {
+		unix.Close(l.parent)
+	}
+	l.parent, l.owned = -1, false
+}
+
+func splitPath(p string) []string {
+	if p == "" || p == "." {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+func parentPath(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// exists tells whether dirfd holds name (not following symlinks).
+func present(dirfd int, name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+}
+
+func (c *COW) opaque(dirfd int) bool { return present(dirfd, OpaqueMarker) }
+
+// lowerChild is the lower child of a visible lower directory, or nil.
+func lowerChild(dir *Node, name string) *Node {
+	if dir == nil || !dir.IsDir() {
+		return nil
+	}
+	return dir.Lookup(name)
+}
+
+// resolve works out what is at path. The caller must close the loc.
+func (c *COW) resolve(path string) (*loc, error) {
+	comps := splitPath(path)
+	low := c.tree.Root
+	if c.opaque(c.root) {
+		low = nil
+	}
+	if len(comps) == 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(c.root, &st); err != nil {
+			return nil, fmt.Errorf("upper directory %s: %w", c.dir, err)
+		}
+		return &loc{path: "", parent: -1, up: &st, low: low}, nil
+	}
+	fd, owned := c.root, false
+	closeFD := func() {
+		if owned && fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	for _, comp := range comps[:len(comps)-1] {
+		if strings.HasPrefix(comp, WhiteoutPrefix) {
+			closeFD()
+			return nil, unix.ENOENT
+		}
+		next := -1
+		if fd >= 0 {
+			var st unix.Stat_t
+			err := unix.Fstatat(fd, comp, &st, unix.AT_SYMLINK_NOFOLLOW)
+			switch {
+			case err == nil:
+				if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+					closeFD()
+					return nil, unix.ENOTDIR
+				}
+				next, err = unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if err != nil {
+					closeFD()
+					return nil, fmt.Errorf("upper directory %s: opening %s: %w", c.dir, comp, err)
+				}
+				low = lowerChild(low, comp)
+				if low != nil && (!low.IsDir() || c.opaque(next)) {
+					low = nil
+				}
+			case errors.Is(err, unix.ENOENT):
+				if present(fd, WhiteoutPrefix+comp) {
+					low = nil
+				} else {
+					low = lowerChild(low, comp)
+				}
+			default:
+				closeFD()
+				return nil, fmt.Errorf("upper directory %s: %w", c.dir, err)
+			}
+		} else {
+			low = lowerChild(low, comp)
+		}
+		closeFD()
+		fd, owned = next, next >= 0
+		if fd < 0 && low == nil {
+			return nil, unix.ENOENT
+		}
+		if fd < 0 && !low.IsDir() {
+			return nil, unix.ENOTDIR
+		}
+	}
+	name := comps[len(comps)-1]
+	l := &loc{path: path, parent: fd, owned: owned, name: name, parentLow: low}
+	if strings.HasPrefix(name, WhiteoutPrefix) {
+		// Never visible; creating one is refused by the callers.
+		return l, nil
+	}
+	if fd >= 0 {
+		var st unix.Stat_t
+		err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case err == nil:
+			l.up = &st
+		case errors.Is(err, unix.ENOENT):
+			l.whiteout = present(fd, WhiteoutPrefix+name)
+		default:
+			l.close()
+			return nil, fmt.Errorf("upper directory %s: %s: %w", c.dir, path, err)
+		}
+	}
+	if !l.whiteout {
+		l.low = lowerChild(low, name)
+	}
+	if l.up != nil && l.low != nil {
+		// An upper entry hides the lower one, but for a directory over a
+		// directory, whose children merge unless the upper one is opaque.
+		if l.up.Mode&unix.S_IFMT != unix.S_IFDIR || !l.low.IsDir() {
+			l.low = nil
+		} else if fd2, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			if c.opaque(fd2) {
+				l.low = nil
+			}
+			unix.Close(fd2)
+		}
+	}
+	return l, nil
+}
+
+// resolveExisting is resolve that answers ENOENT for nothing there.
+func (c *COW) resolveExisting(path string) (*loc, error) {
+	l, err := c.resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	if !l.exists() {
+		l.close()
+		return nil, unix.ENOENT
+	}
+	return l, nil
+}
+
+// procPath names an entry of an O_PATH directory descriptor through
+// /proc/self/fd, for the calls that have no *at form (xattrs on symlinks,
+// chmod). The final component is looked up by the call itself.
+func procPath(dirfd int, name string) string {
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd)
+	if name != "" {
+		p += "/" + name
+	}
+	return p
+}
+
+// Lookup reports what is at path.
+func (c *COW) Lookup(path string) (Stat, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return Stat{}, err
+	}
+	defer l.close()
+	return c.stat(l)
+}
+
+// stat gives the view's attributes of a resolved, existing path.
+func (c *COW) stat(l *loc) (Stat, error) {
+	if l.up == nil {
+		return NodeStat(l.low), nil
+	}
+	st := *l.up
+	if l.parent < 0 {
+		// The root: its inode number is the tree's.
+		rootIno := c.tree.Root.Ino
+		if v, err := getxattrPath(procPath(c.root, "."), StatXattr); err == nil {
+			applyOverride(&st, string(v))
+		}
+		st.Ino = rootIno
+		return st, nil
+	}
+	c.applyXattrs(nameTarget(l.parent, l.name), &st)
+	return st, nil
+}
+
+// applyXattrs adjusts an upper entry's stat by its bookkeeping xattrs: the
+// inode number it was copied up from, and the owner/mode override.
+func (c *COW) applyXattrs(t target, st *Stat) {
+	st.Ino |= upperInoBit
+	if v, err := t.getxattr(originXattr); err == nil {
+		if ino, err := strconv.ParseUint(string(v), 10, 64); err == nil && ino != 0 {
+			st.Ino = ino
+		}
+	}
+	if v, err := t.getxattr(StatXattr); err == nil {
+		applyOverride(st, string(v))
+	}
+}
+
+// applyOverride applies a StatXattr value to st (ignored if malformed).
+func applyOverride(st *Stat, v string) {
+	o, err := ParseStatOverride(v, modeToGo(st.Mode))
+	if err != nil {
+		return
+	}
+	st.Uid, st.Gid = o.UID, o.GID
+	st.Mode = goToMode(o.Mode)
+	if o.Mode&os.ModeDevice != 0 {
+		st.Rdev = unix.Mkdev(o.Major, o.Minor)
+	}
+}
+
+// NodeStat gives the attributes of a lower tree node. Directories no layer
+// stores are 0755 root:root with time 0.
+func NodeStat(n *Node) Stat {
+	st := Stat{Ino: n.Ino, Nlink: uint64(max(n.Nlink, 1)), Blksize: 4096, Mode: nodeType(n)}
+	e := n.Entry
+	if e == nil {
+		st.Mode |= 0o755
+		return st
+	}
+	st.Mode |= e.Mode & 0o7777
+	st.Uid, st.Gid = e.UID, e.GID
+	t := unix.Timespec{Sec: e.MtimeSec, Nsec: int64(e.Mtime)}
+	st.Mtim, st.Atim, st.Ctim = t, t, t
+	switch e.Type {
+	case tarindex.TypeReg, tarindex.TypeHardlink:
+		st.Size = e.Size
+		stored := e.Size
+		if e.Sparse != nil {
+			stored = 0
+			for _, f := range e.Sparse {
+				stored += f.Length
+			}
+		}
+		st.Blocks = (stored + 511) / 512
+	case tarindex.TypeSymlink:
+		st.Size = int64(len(e.Linkname))
+	case tarindex.TypeChar, tarindex.TypeBlock:
+		st.Rdev = unix.Mkdev(e.Devmajor, e.Devminor)
+	}
+	return st
+}
+
+// nodeType gives the S_IF* bits of a tree node.
+func nodeType(n *Node) uint32 {
+	if n.Entry == nil {
+		return unix.S_IFDIR
+	}
+	switch n.Entry.Type {
+	case tarindex.TypeDir:
+		return unix.S_IFDIR
+	case tarindex.TypeSymlink:
+		return unix.S_IFLNK
+	case tarindex.TypeChar:
+		return unix.S_IFCHR
+	case tarindex.TypeBlock:
+		return unix.S_IFBLK
+	case tarindex.TypeFifo:
+		return unix.S_IFIFO
+	}
+	return unix.S_IFREG
+}
+
+// DirEntry is one name in a directory listing.
+type DirEntry struct {
+	Name string
+	Mode uint32 // S_IF* type bits
+	Ino  uint64
+}
+
+// ReadDir lists a directory of the view, sorted by name, without "." and
+// "..".
+func (c *COW) ReadDir(path string) ([]DirEntry, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	if !l.isDir() {
+		return nil, unix.ENOTDIR
+	}
+	return c.readDir(l)
+}
+
+func (c *COW) readDir(l *loc) ([]DirEntry, error) {
+	var out []DirEntry
+	seen := map[string]bool{}
+	if l.up != nil {
+		dfd, err := c.openUpperDir(l)
+		if err != nil {
+			return nil, err
+		}
+		f := os.NewFile(uintptr(dfd), l.path)
+		ents, err := f.ReadDir(-1)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("upper directory %s: listing %s: %w", c.dir, l.path, err)
+		}
+		for _, e := range ents {
+			name := e.Name()
+			if strings.HasPrefix(name, WhiteoutPrefix) {
+				if name != OpaqueMarker {
+					seen[name[len(WhiteoutPrefix):]] = true
+				}
+				continue
+			}
+			seen[name] = true
+			var st unix.Stat_t
+			if err := unix.Fstatat(int(f.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				continue // gone meanwhile
+			}
+			c.applyXattrs(nameTarget(int(f.Fd()), name), &st)
+			out = append(out, DirEntry{Name: name, Mode: st.Mode & unix.S_IFMT, Ino: st.Ino})
+		}
+		f.Close()
+	}
+	if l.low != nil {
+		for _, ch := range l.low.Children() {
+			if !seen[ch.Name] {
+				out = append(out, DirEntry{Name: ch.Name, Mode: nodeType(ch), Ino: ch.Ino})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// openUpperDir opens an existing upper directory for reading.
+func (c *COW) openUpperDir(l *loc) (int, error) {
+	var fd int
+	var err error
+	if l.parent < 0 {
+		fd, err = unix.Openat(c.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	} else {
+		fd, err = unix.Openat(l.parent, l.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("upper directory %s: opening %s: %w", c.dir, l.path, err)
+	}
+	return fd, nil
+}
+
+// Readlink gives a symlink's target.
+func (c *COW) Readlink(path string) (string, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return "", err
+	}
+	defer l.close()
+	if l.up == nil {
+		if l.low.Entry == nil || l.low.Entry.Type != tarindex.TypeSymlink {
+			return "", unix.EINVAL
+		}
+		return l.low.Entry.Linkname, nil
+	}
+	buf := make([]byte, 4096)
+	n, err := unix.Readlinkat(l.parent, l.name, buf)
+	if err != nil {
+		return "", err
+	}
+	return string(buf[:n]), nil
+}
+
+// Statfs reports the upper directory's filesystem.
+func (c *COW) Statfs() (unix.Statfs_t, error) {
+	var st unix.Statfs_t
+	err := unix.Fstatfs(c.root, &st)
+	return st, err
+}
+
+// modeToGo converts S_IF* type bits to an fs.FileMode type.
+func modeToGo(m uint32) os.FileMode {
+	var t os.FileMode
+	switch m & unix.S_IFMT {
+	case unix.S_IFDIR:
+		t = os.ModeDir
+	case unix.S_IFLNK:
+		t = os.ModeSymlink
+	case unix.S_IFIFO:
+		t = os.ModeNamedPipe
+	case unix.S_IFSOCK:
+		t = os.ModeSocket
+	case unix.S_IFCHR:
+		t = os.ModeDevice | os.ModeCharDevice
+	case unix.S_IFBLK:
+		t = os.ModeDevice
+	}
+	t |= os.FileMode(m & 0o777)
+	if m&unix.S_ISUID != 0 {
+		t |= os.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		t |= os.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		t |= os.ModeSticky
+	}
+	return t
+}
+
+// goToMode is the inverse of modeToGo.
+func goToMode(m os.FileMode) uint32 {
+	var t uint32
+	switch m.Type() {
+	case os.ModeDir:
+		t = unix.S_IFDIR
+	case os.ModeSymlink:
+		t = unix.S_IFLNK
+	case os.ModeNamedPipe:
+		t = unix.S_IFIFO
+	case os.ModeSocket:
+		t = unix.S_IFSOCK
+	case os.ModeDevice | os.ModeCharDevice:
+		t = unix.S_IFCHR
+	case os.ModeDevice:
+		t = unix.S_IFBLK
+	default:
+		t = unix.S_IFREG
+	}
+	t |= uint32(m.Perm())
+	if m&os.ModeSetuid != 0 {
+		t |= unix.S_ISUID
+	}
+	if m&os.ModeSetgid != 0 {
+		t |= unix.S_ISGID
+	}
+	if m&os.ModeSticky != 0 {
+		t |= unix.S_ISVTX
+	}
+	return t
+}

@@ -1,0 +1,414 @@
+package overlay
+
+import (
+	"errors"
+	"io"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// File is an open regular file of the writable view.
+type File interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Stat() (Stat, error)
+	Sync(dataOnly bool) error
+	Allocate(off, size int64, mode uint32) error
+	// Seek answers SEEK_DATA and SEEK_HOLE.
+	Seek(off int64, whence int) (int64, error)
+	Close() error
+}
+
+// Slicer is implemented by files whose content can be handed out as a
+// slice of a mapping (lower files that are not sparse).
+type Slicer interface {
+	Slice(off int64, size int) ([]byte, bool)
+}
+
+// Open opens the regular file at path. flags are open(2) flags: opening for
+// writing, or with O_TRUNC, copies a lower file up first (without its data
+// when truncating).
+func (c *COW) Open(path string, flags int) (File, error) {
+	writing := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
+	if writing {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+	} else {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+	}
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	if l.isDir() {
+		return nil, unix.EISDIR
+	}
+	if l.up == nil && !writing {
+		return &lowerFile{c: c, n: l.low}, nil
+	}
+	if err := c.copyUp(l, flags&unix.O_TRUNC == 0); err != nil {
+		return nil, err
+	}
+	flags &^= unix.O_CREAT | unix.O_EXCL
+	var fd int
+	if writing {
+		fd, err = c.openUpper(l.parent, l.name, flags, 0)
+	} else {
+		fd, err = unix.Openat(l.parent, l.name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &upperFile{c: c, fd: fd}, nil
+}
+
+// lowerFile is a lower file opened for reading.
+type lowerFile struct {
+	c *COW
+	n *Node
+}
+
+func (f *lowerFile) ReadAt(p []byte, off int64) (int, error) { return f.c.tree.ReadAt(f.n, p, off) }
+func (f *lowerFile) WriteAt(p []byte, off int64) (int, error) {
+	return 0, unix.EBADF
+}
+func (f *lowerFile) Stat() (Stat, error)                      { return NodeStat(f.n), nil }
+func (f *lowerFile) Sync(bool) error                          { return nil }
+func (f *lowerFile) Allocate(off, size int64, m uint32) error { return unix.EBADF }
+func (f *lowerFile) Close() error                             { return nil }
+func (f *lowerFile) Slice(off int64, size int) ([]byte, bool) {
+	return f.c.tree.Slice(f.n, off, size)
+}
+
+func (f *lowerFile) Seek(off int64, whence int) (int64, error) {
+	e := f.n.Entry
+	size := max(e.Size, 0)
+	if off >= size || off < 0 {
+		return 0, unix.ENXIO
+	}
+	switch whence {
+	case unix.SEEK_DATA:
+		if e.Sparse == nil {
+			return off, nil
+		}
+		best := int64(-1)
+		for _, fr := range e.Sparse {
+			if fr.Length <= 0 || fr.Logical+fr.Length <= off {
+				continue
+			}
+			if s := max(fr.Logical, off); best < 0 || s < best {
+				best = s
+			}
+		}
+		if best < 0 || best >= size {
+			return 0, unix.ENXIO
+		}
+		return best, nil
+	case unix.SEEK_HOLE:
+		if e.Sparse == nil {
+			return size, nil
+		}
+		pos := off
+		for moved := true; moved && pos < size; {
+			moved = false
+			for _, fr := range e.Sparse {
+				if fr.Length > 0 && fr.Logical <= pos && pos < fr.Logical+fr.Length {
+					pos, moved = fr.Logical+fr.Length, true
+				}
+			}
+		}
+		return min(pos, size), nil
+	}
+	return 0, unix.EINVAL
+}
+
+// upperFile is an open file of the upper directory.
+type upperFile struct {
+	c  *COW
+	fd int
+}
+
+func (f *upperFile) ReadAt(p []byte, off int64) (int, error) {
+	n, err := unix.Pread(f.fd, p, off)
+	if err == nil && n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+func (f *upperFile) WriteAt(p []byte, off int64) (int, error) { return unix.Pwrite(f.fd, p, off) }
+
+func (f *upperFile) Stat() (Stat, error) {
+	var st Stat
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return Stat{}, err
+	}
+	f.c.applyXattrs(fdTarget(f.fd), &st)
+	return st, nil
+}
+
+func (f *upperFile) Sync(dataOnly bool) error {
+	if dataOnly {
+		return unix.Fdatasync(f.fd)
+	}
+	return unix.Fsync(f.fd)
+}
+
+func (f *upperFile) Allocate(off, size int64, mode uint32) error {
+	return unix.Fallocate(f.fd, mode, off, size)
+}
+
+func (f *upperFile) Seek(off int64, whence int) (int64, error) {
+	return unix.Seek(f.fd, off, whence)
+}
+
+func (f *upperFile) Close() error { return unix.Close(f.fd) }
+
+// SetAttr says which attributes Setattr changes; nil leaves one alone.
+// Times may carry unix.UTIME_NOW in Nsec.
+type SetAttr struct {
+	Mode         *uint32 // permission bits
+	UID, GID     *uint32
+	Size         *int64
+	Atime, Mtime *unix.Timespec
+}
+
+// Setattr changes attributes of the entry at path, or of the open file f
+// when given (which works after the path is gone), copying a lower entry
+// up first.
+func (c *COW) Setattr(path string, f File, a SetAttr) (Stat, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if uf, ok := f.(*upperFile); ok {
+		t := fdTarget(uf.fd)
+		if err := c.setattr(t, a); err != nil {
+			return Stat{}, err
+		}
+		return uf.Stat()
+	}
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return Stat{}, err
+	}
+	defer l.close()
+	if err := c.copyUp(l, a.Size == nil || *a.Size != 0); err != nil {
+		return Stat{}, err
+	}
+	err = c.withTarget(l, func(t target) error { return c.setattr(t, a) })
+	if err != nil {
+		return Stat{}, err
+	}
+	var st unix.Stat_t
+	if l.parent < 0 {
+		err = unix.Fstat(c.root, &st)
+	} else {
+		err = unix.Fstatat(l.parent, l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		return Stat{}, err
+	}
+	l.up = &st
+	return c.stat(l)
+}
+
+// withTarget runs fn on the upper entry at l, opened when it is a
+// directory (fchown and friends refuse O_PATH descriptors).
+func (c *COW) withTarget(l *loc, fn func(target) error) error {
+	if l.isDir() {
+		var fd int
+		var err error
+		if l.parent < 0 {
+			fd, err = unix.Openat(c.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		} else {
+			fd, err = unix.Openat(l.parent, l.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return fn(fdTarget(fd))
+	}
+	return fn(nameTarget(l.parent, l.name))
+}
+
+func (c *COW) setattr(t target, a SetAttr) error {
+	st, err := t.stat()
+	if err != nil {
+		return err
+	}
+	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
+	if c.priv {
+		if a.UID != nil || a.GID != nil {
+			uid, gid := -1, -1
+			if a.UID != nil {
+				uid = int(*a.UID)
+			}
+			if a.GID != nil {
+				gid = int(*a.GID)
+			}
+			if err := t.chown(uid, gid); err != nil {
+				return err
+			}
+		}
+		if a.Mode != nil && !isLink {
+			if err := t.chmod(*a.Mode & 0o7777); err != nil {
+				return err
+			}
+		}
+	} else if (a.UID != nil || a.GID != nil || a.Mode != nil) && !isLink {
+		view := st
+		c.applyXattrs(t, &view)
+		m := meta{mode: view.Mode, uid: view.Uid, gid: view.Gid, rdev: view.Rdev}
+		if a.UID != nil {
+			m.uid = *a.UID
+		}
+		if a.GID != nil {
+			m.gid = *a.GID
+		}
+		if a.Mode != nil {
+			m.mode = m.mode&unix.S_IFMT | *a.Mode&0o7777
+		} else if (a.UID != nil || a.GID != nil) && m.mode&unix.S_IFMT != unix.S_IFDIR {
+			m.mode &^= unix.S_ISUID | unix.S_ISGID // as chown does
+		}
+		if err := c.apply(t, m); err != nil {
+			return err
+		}
+	}
+	if a.Size != nil {
+		var err error
+		if t.fd >= 0 {
+			err = unix.Ftruncate(t.fd, *a.Size)
+		} else {
+			err = unix.Truncate(t.path(), *a.Size)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if a.Atime != nil || a.Mtime != nil {
+		omit := unix.Timespec{Nsec: unix.UTIME_OMIT}
+		ts := []unix.Timespec{omit, omit}
+		if a.Atime != nil {
+			ts[0] = *a.Atime
+		}
+		if a.Mtime != nil {
+			ts[1] = *a.Mtime
+		}
+		if err := t.utimes(ts); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Getxattr reads one extended attribute.
+func (c *COW) Getxattr(path, name string) ([]byte, error) {
+	if IsPrivateXattr(name) {
+		return nil, unix.ENODATA
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	if l.up == nil {
+		if l.low.Entry != nil {
+			for _, x := range l.low.Entry.Xattrs {
+				if x.Name == name {
+					return []byte(x.Value), nil
+				}
+			}
+		}
+		return nil, unix.ENODATA
+	}
+	var v []byte
+	err = c.withTarget(l, func(t target) error {
+		v, err = t.getxattr(name)
+		if errors.Is(err, unix.ENODATA) && !c.priv {
+			v, err = t.getxattr(XattrPrefix + name)
+		}
+		return err
+	})
+	return v, err
+}
+
+// Listxattr lists the names of the extended attributes.
+func (c *COW) Listxattr(path string) ([]string, error) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	var names []string
+	if l.up == nil {
+		if l.low.Entry != nil {
+			for _, x := range l.low.Entry.Xattrs {
+				names = append(names, x.Name)
+			}
+		}
+		return names, nil
+	}
+	err = c.withTarget(l, func(t target) error {
+		all, err := t.listxattr()
+		for _, n := range all {
+			switch {
+			case strings.HasPrefix(n, XattrPrefix):
+				names = append(names, n[len(XattrPrefix):])
+			case !IsPrivateXattr(n):
+				names = append(names, n)
+			}
+		}
+		return err
+	})
+	return names, err
+}
+
+// Setxattr sets an extended attribute (flags: XATTR_CREATE, XATTR_REPLACE).
+func (c *COW) Setxattr(path, name string, value []byte, flags int) error {
+	if IsPrivateXattr(name) {
+		return unix.EPERM
+	}
+	return c.changeXattr(path, func(t target, isLink bool) error {
+		err := t.setxattrFlags(name, value, flags)
+		if err != nil && !c.priv && !isLink && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) && !strings.HasPrefix(name, "user.") {
+			err = t.setxattrFlags(XattrPrefix+name, value, flags)
+		}
+		return err
+	})
+}
+
+// Removexattr removes an extended attribute.
+func (c *COW) Removexattr(path, name string) error {
+	if IsPrivateXattr(name) {
+		return unix.ENODATA
+	}
+	return c.changeXattr(path, func(t target, isLink bool) error {
+		err := t.removexattr(name)
+		if errors.Is(err, unix.ENODATA) && !c.priv && !isLink {
+			err = t.removexattr(XattrPrefix + name)
+		}
+		return err
+	})
+}
+
+func (c *COW) changeXattr(path string, fn func(t target, isLink bool) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	if err := c.copyUp(l, true); err != nil {
+		return err
+	}
+	isLink := l.up.Mode&unix.S_IFMT == unix.S_IFLNK
+	return c.withTarget(l, func(t target) error { return fn(t, isLink) })
+}

@@ -56,6 +56,7 @@ var (
 	_ fs.NodeRemovexattrer  = (*rwNode)(nil)
 	_ fs.NodeStatfser       = (*rwNode)(nil)
 	_ fs.NodeAccesser       = (*rwNode)(nil)
+	_ fs.NodeFsyncer        = (*rwNode)(nil)
 )
 
 // path is the node's path in the view ("" for the root). A node whose
@@ -372,6 +373,14 @@ func (n *rwNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return syscall.EACCES
 	}
 	return toErrno(n.fsys.cow.Removexattr(n.path(), attr))
+}
+
+// Fsync makes an entry durable; go-fuse sends directories' fsync here.
+func (n *rwNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if h, ok := f.(*rwHandle); ok {
+		return h.Fsync(ctx, flags)
+	}
+	return toErrno(n.fsys.cow.SyncPath(n.path(), flags&1 != 0))
 }
 
 func (n *rwNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

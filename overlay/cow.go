@@ -77,7 +77,30 @@ func NewCOW(tree *Tree, dir string) (*COW, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	if err := c.adoptRoot(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	return c, nil
+}
+
+// adoptRoot gives a new upper directory the owner, mode and times of the
+// image's root, as a copy-up would, so that the mount's root looks like the
+// image's until it is changed. An upper directory used before carries the
+// origin mark and is left as it is.
+func (c *COW) adoptRoot() error {
+	if _, err := getxattrPath(procPath(c.root, "."), originXattr); err == nil {
+		return nil
+	}
+	fd, err := unix.Openat(c.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("upper directory %s: %w", c.dir, err)
+	}
+	defer unix.Close(fd)
+	if err := c.apply(fdTarget(fd), nodeMeta(c.tree.Root)); err != nil {
+		return fmt.Errorf("upper directory %s: giving it the image root's attributes: %w", c.dir, err)
+	}
+	return nil
 }
 
 // checkUpper makes sure the upper directory can hold what the view needs:
@@ -315,6 +338,11 @@ func (c *COW) stat(l *loc) (Stat, error) {
 		return NodeStat(l.low), nil
 	}
 	st := *l.up
+	if l.low != nil {
+		// A merged directory: its link count would depend on both layers;
+		// 1 says "unknown" to find and friends, as overlayfs says it.
+		st.Nlink = 1
+	}
 	if l.parent < 0 {
 		// The root: its inode number is the tree's.
 		rootIno := c.tree.Root.Ino

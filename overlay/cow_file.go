@@ -412,3 +412,24 @@ func (c *COW) changeXattr(path string, fn func(t target, isLink bool) error) err
 	isLink := l.up.Mode&unix.S_IFMT == unix.S_IFLNK
 	return c.withTarget(l, func(t target) error { return fn(t, isLink) })
 }
+
+// SyncPath makes the upper entry at path durable (fsync of a directory:
+// the names in it). Entries only below need nothing.
+func (c *COW) SyncPath(path string, dataOnly bool) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	if l.up == nil {
+		return nil
+	}
+	return c.withTarget(l, func(t target) error {
+		if t.fd >= 0 {
+			return unix.Fsync(t.fd)
+		}
+		return nil // a symlink or device: nothing of it is buffered
+	})
+}

@@ -696,5 +696,5 @@ func TestMountRefusesRW(t *testing.T) {
 	tree, err := overlay.BuildUnion(unionImage(t))
 	require.NoError(t, err)
 	_, err = Mount(t.TempDir(), tree, Options{MountOptions: []string{"rw"}})
-	require.ErrorContains(t, err, "read-only")
+	require.ErrorContains(t, err, "--upper")
 }

@@ -48,7 +48,7 @@ func TestNormalizeOptions(t *testing.T) {
 	require.Equal(t, "imgmount:/a.tar", mo.fsName)
 
 	_, err = normalize(Options{MountOptions: []string{"rw"}}, false)
-	require.ErrorContains(t, err, "read-only")
+	require.ErrorContains(t, err, "--upper")
 }
 
 func TestBuildOptions(t *testing.T) {

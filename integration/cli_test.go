@@ -313,7 +313,7 @@ func TestMultiPlatform(t *testing.T) {
 }
 
 // TestMountOptions: -o passes FUSE options; suid and dev lift the safe
-// defaults; rw is refused while the mount is read-only.
+// defaults; rw is refused without an upper directory.
 func TestMountOptions(t *testing.T) {
 	requireFUSE(t)
 	img := smallOCI.path()
@@ -337,7 +337,7 @@ func TestMountOptions(t *testing.T) {
 		mnt := newMountpoint(t)
 		t.Cleanup(func() { unmount(t, mnt) })
 		r := run(t, time.Minute, "--cache-dir", sharedCache, "-o", "rw", img, mnt)
-		requireClearError(t, r, "read-only", "rw")
+		requireClearError(t, r, "--upper", "rw")
 		requireNoMount(t, mnt)
 	})
 }

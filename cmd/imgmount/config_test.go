@@ -146,7 +146,10 @@ func TestParseUsageErrors(t *testing.T) {
 	parseUsage(t, "unknown flag: --nope", "--nope", "/i.tar", "/m")
 	parseUsage(t, "unknown shorthand flag", "-x", "/i.tar", "/m")
 	parseUsage(t, "flag needs an argument", "/i.tar", "/m", "--image")
-	parseUsage(t, "read-only", "-o", "rw", "/i.tar", "/m")
+	parseUsage(t, "--upper", "-o", "rw", "/i.tar", "/m")
+	parseUsage(t, "--upper", "-o", "ro", "--upper", "/u", "/i.tar", "/m")
+	parseUsage(t, "inside the mountpoint", "--upper", "/m/u", "/i.tar", "/m")
+	parseUsage(t, "read-only", "--upper", "/u", "--layers", "/i.tar", "/m")
 	parseUsage(t, "fsname", "-o", "fsname=", "/i.tar", "/m")
 	parseUsage(t, "unknown flag: --json", "--json", "/i.tar", "/m")
 	for _, p := range []string{"linux", "linux/", "/amd64", "linux/arm/v7/x", "linux//v7"} {

@@ -8,9 +8,11 @@ import (
 )
 
 const helpText = `imgmount mounts a container image tarball, as docker save, podman save,
-skopeo or buildah write it, as a read-only FUSE filesystem without extracting
-it. The layers are stacked as a container runtime would (whiteouts, opaque
-directories), so the mount shows the image's root filesystem.
+skopeo or buildah write it, as a FUSE filesystem without extracting it. The
+layers are stacked as a container runtime would (whiteouts, opaque
+directories), so the mount shows the image's root filesystem. It is
+read-only unless --upper names a directory to hold the changes; the tarball
+itself is never written.
 
 Usage:
   imgmount [flags] IMAGE MOUNTPOINT   mount IMAGE on MOUNTPOINT (an existing
@@ -40,6 +42,14 @@ Flags for mounting:
                           .wh.* included)
       --base BASE.tar     a tarball that supplies layers IMAGE leaves out (a
                           "thin" tarball); repeatable
+      --upper DIR         mount read-write: every change goes to DIR (created
+                          if missing), an OCI layer directory (deletions as
+                          .wh.NAME files); mounting again with the same DIR
+                          shows the changes again. Names starting with .wh.
+                          are refused. Without root, owners and modes you
+                          cannot give are kept in the xattr
+                          user.imgmount.stat and shown as asked, and you may
+                          change everything in the mount
       --cache-dir DIR     where saved indexes and decompressed layers are kept
                           (default $XDG_CACHE_HOME/imgmount, else
                           ~/.cache/imgmount; here: %s)
@@ -53,8 +63,8 @@ Flags for mounting:
                             suid, dev    honour setuid bits and device nodes
                                          (default: nosuid,nodev)
                             debug        same as -d
-                            ro           accepted; the mount is always
-                                         read-only (rw is refused)
+                            ro, rw       accepted where they agree with
+                                         --upper (rw needs it)
                           anything else goes to the kernel (or fusermount3)
                           as it is, e.g. -o noatime
   -f, --foreground        stay in the foreground and serve until unmounted,
@@ -76,6 +86,11 @@ Examples:
   imgmount app.tar /mnt/app
   ls /mnt/app; sudo chroot /mnt/app /bin/sh
   imgmount -u /mnt/app
+
+  # Edit the image: changes land in ./edits, the tarball stays as it is.
+  imgmount --upper ./edits app.tar /mnt/app
+  echo 'nameserver 10.0.0.1' > /mnt/app/etc/resolv.conf
+  sudo chroot /mnt/app /bin/sh    # add -o dev to use the image's /dev/null
 
   # One directory per layer, whiteouts visible.
   imgmount --layers app.tar /mnt/layers
@@ -105,9 +120,10 @@ Examples:
 
 Running: without -f, imgmount starts a background process that serves the
 mount and returns once the mount is ready (or prints why it failed, leaving
-nothing mounted). The mount is read-only, nosuid and nodev, and the kernel
-checks permissions against the owners and modes stored in the image; only you
-can enter it unless -o allow_other is given.
+nothing mounted). The mount is nosuid and nodev, read-only without --upper,
+and the kernel checks permissions against the owners and modes stored in the
+image (for a writable mount without root: against yours); only you can enter
+it unless -o allow_other is given.
 
 Cache: the first mount of a tarball indexes every layer, and decompresses
 each gzip or zstd layer once into a file checked against the layer's

@@ -10,7 +10,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgmount/imgmount/overlay"
 	"github.com/imgmount/imgmount/tarindex"
-	"golang.org/x/sys/unix"
 )
 
 // fsys is what every node of one mount shares.
@@ -84,65 +83,12 @@ func (f *fsys) denied(ctx context.Context) bool {
 }
 
 // typeBits gives the S_IF* bits of a tree node.
-func typeBits(n *overlay.Node) uint32 {
-	if n.Entry == nil {
-		return syscall.S_IFDIR
-	}
-	switch n.Entry.Type {
-	case tarindex.TypeDir:
-		return syscall.S_IFDIR
-	case tarindex.TypeSymlink:
-		return syscall.S_IFLNK
-	case tarindex.TypeChar:
-		return syscall.S_IFCHR
-	case tarindex.TypeBlock:
-		return syscall.S_IFBLK
-	case tarindex.TypeFifo:
-		return syscall.S_IFIFO
-	}
-	return syscall.S_IFREG
-}
+func typeBits(n *overlay.Node) uint32 { return overlay.NodeStat(n).Mode & syscall.S_IFMT }
 
-// fillAttr sets out from the tree node's entry. Directories that no layer
-// stores are 0755 root:root with time 0.
+// fillAttr sets out from the tree node's entry.
 func fillAttr(n *overlay.Node, out *fuse.Attr) {
-	*out = fuse.Attr{
-		Ino:     n.Ino,
-		Mode:    typeBits(n),
-		Nlink:   n.Nlink,
-		Blksize: 4096,
-	}
-	if out.Nlink == 0 {
-		out.Nlink = 1
-	}
-	e := n.Entry
-	if e == nil {
-		out.Mode |= 0o755
-		return
-	}
-	out.Mode |= e.Mode & 0o7777
-	out.Uid, out.Gid = e.UID, e.GID
-	sec, nsec := uint64(e.MtimeSec), e.Mtime
-	out.Mtime, out.Mtimensec = sec, nsec
-	out.Atime, out.Atimensec = sec, nsec
-	out.Ctime, out.Ctimensec = sec, nsec
-	switch e.Type {
-	case tarindex.TypeReg, tarindex.TypeHardlink:
-		out.Size = uint64(e.Size)
-		stored := e.Size
-		if e.Sparse != nil {
-			// What the file takes on disk once unpacked: its data.
-			stored = 0
-			for _, f := range e.Sparse {
-				stored += f.Length
-			}
-		}
-		out.Blocks = uint64((stored + 511) / 512)
-	case tarindex.TypeSymlink:
-		out.Size = uint64(len(e.Linkname))
-	case tarindex.TypeChar, tarindex.TypeBlock:
-		out.Rdev = uint32(unix.Mkdev(e.Devmajor, e.Devminor))
-	}
+	st := overlay.NodeStat(n)
+	statToAttr(&st, out)
 }
 
 func (n *node) newChild(ctx context.Context, c *overlay.Node) *fs.Inode {
@@ -244,51 +190,11 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 // Lseek answers SEEK_DATA and SEEK_HOLE from the sparse map (a file that
 // is not sparse is all data).
 func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
-	e := n.n.Entry
-	if e == nil || e.Type == tarindex.TypeDir {
-		return 0, syscall.EISDIR
+	r, err := overlay.SeekSparse(n.n, int64(min(off, 1<<63-1)), int(whence))
+	if err != nil {
+		return 0, toErrno(err)
 	}
-	size := uint64(max(e.Size, 0))
-	if off >= size {
-		return 0, syscall.ENXIO
-	}
-	switch whence {
-	case unix.SEEK_DATA:
-		if e.Sparse == nil {
-			return off, 0
-		}
-		best, found := uint64(0), false
-		for _, fr := range e.Sparse {
-			lo, hi := uint64(fr.Logical), uint64(fr.Logical+fr.Length)
-			if fr.Length <= 0 || hi <= off {
-				continue
-			}
-			s := max(lo, off)
-			if !found || s < best {
-				best, found = s, true
-			}
-		}
-		if !found || best >= size {
-			return 0, syscall.ENXIO
-		}
-		return best, 0
-	case unix.SEEK_HOLE:
-		if e.Sparse == nil {
-			return size, 0
-		}
-		pos := off
-		for moved := true; moved && pos < size; {
-			moved = false
-			for _, fr := range e.Sparse {
-				lo, hi := uint64(fr.Logical), uint64(fr.Logical+fr.Length)
-				if fr.Length > 0 && lo <= pos && pos < hi {
-					pos, moved = hi, true
-				}
-			}
-		}
-		return min(pos, size), 0
-	}
-	return 0, syscall.EINVAL
+	return uint64(r), 0
 }
 
 // Readlink gives a symlink's target as stored.

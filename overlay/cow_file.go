@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/imgmount/imgmount/tarindex"
 	"golang.org/x/sys/unix"
 )
 
@@ -52,7 +53,7 @@ func (c *COW) Open(path string, flags int) (File, error) {
 	if err := c.copyUp(l, flags&unix.O_TRUNC == 0); err != nil {
 		return nil, err
 	}
-	flags &^= unix.O_CREAT | unix.O_EXCL
+	flags &^= unix.O_CREAT | unix.O_EXCL | unix.O_DIRECT
 	var fd int
 	if writing {
 		fd, err = c.openUpper(l.parent, l.name, flags, 0)
@@ -83,8 +84,15 @@ func (f *lowerFile) Slice(off int64, size int) ([]byte, bool) {
 	return f.c.tree.Slice(f.n, off, size)
 }
 
-func (f *lowerFile) Seek(off int64, whence int) (int64, error) {
-	e := f.n.Entry
+func (f *lowerFile) Seek(off int64, whence int) (int64, error) { return SeekSparse(f.n, off, whence) }
+
+// SeekSparse answers SEEK_DATA and SEEK_HOLE for a lower file from its
+// sparse map (a file that is not sparse is all data).
+func SeekSparse(n *Node, off int64, whence int) (int64, error) {
+	e := n.Entry
+	if e == nil || e.Type == tarindex.TypeDir {
+		return 0, unix.EISDIR
+	}
 	size := max(e.Size, 0)
 	if off >= size || off < 0 {
 		return 0, unix.ENXIO

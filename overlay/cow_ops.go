@@ -127,7 +127,7 @@ func (c *COW) Create(path string, flags int, mode uint32, o Owner) (File, Stat, 
 // (the kernel reads pages of files opened write-only), else as asked.
 // O_APPEND is dropped: the kernel gives every write its offset.
 func (c *COW) openUpper(dirfd int, name string, flags int, mode uint32) (int, error) {
-	flags &^= unix.O_APPEND | unix.O_ACCMODE | unix.O_NOCTTY
+	flags &^= unix.O_APPEND | unix.O_ACCMODE | unix.O_NOCTTY | unix.O_DIRECT
 	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
 	fd, err := unix.Openat(dirfd, name, flags|unix.O_RDWR, mode)
 	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ETXTBSY) {

@@ -219,37 +219,33 @@ func (c *COW) resolve(path string) (*loc, error) {
 			return nil, unix.ENOENT
 		}
 		next := -1
+		lc := lowerChild(low, comp)
 		if fd >= 0 {
-			var st unix.Stat_t
-			err := unix.Fstatat(fd, comp, &st, unix.AT_SYMLINK_NOFOLLOW)
+			// One openat tells a directory (opened), a non-directory
+			// (ENOTDIR, ELOOP for a symlink) and nothing (ENOENT).
+			var err error
+			next, err = unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			switch {
 			case err == nil:
-				if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-					closeFD()
-					return nil, unix.ENOTDIR
-				}
-				next, err = unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-				if err != nil {
-					closeFD()
-					return nil, fmt.Errorf("upper directory %s: opening %s: %w", c.dir, comp, err)
-				}
-				low = lowerChild(low, comp)
-				if low != nil && (!low.IsDir() || c.opaque(next)) {
-					low = nil
+				// The lower directory merges in unless the upper one is
+				// opaque (asked only when there is one below).
+				if lc != nil && (!lc.IsDir() || c.opaque(next)) {
+					lc = nil
 				}
 			case errors.Is(err, unix.ENOENT):
-				if present(fd, WhiteoutPrefix+comp) {
-					low = nil
-				} else {
-					low = lowerChild(low, comp)
+				next = -1
+				if lc != nil && present(fd, WhiteoutPrefix+comp) {
+					lc = nil
 				}
+			case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+				closeFD()
+				return nil, unix.ENOTDIR
 			default:
 				closeFD()
-				return nil, fmt.Errorf("upper directory %s: %w", c.dir, err)
+				return nil, fmt.Errorf("upper directory %s: opening %s: %w", c.dir, comp, err)
 			}
-		} else {
-			low = lowerChild(low, comp)
 		}
+		low = lc
 		closeFD()
 		fd, owned = next, next >= 0
 		if fd < 0 && low == nil {

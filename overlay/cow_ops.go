@@ -43,16 +43,15 @@ func (c *COW) prepareNew(path string) (*loc, int, error) {
 // passes on its group (and, to directories, its setgid bit), as Linux
 // filesystems do.
 func (c *COW) newOwner(l *loc, o Owner, mode uint32) (Owner, uint32) {
-	pl, err := c.resolve(parentPath(l.path))
-	if err != nil {
+	// The parent is in the upper directory by now (prepareNew).
+	var ps unix.Stat_t
+	if unix.Fstat(l.parent, &ps) != nil {
 		return o, mode
 	}
-	defer pl.close()
-	if !pl.exists() {
-		return o, mode
+	if v, err := getxattrPath(procPath(l.parent, "."), StatXattr); err == nil {
+		applyOverride(&ps, string(v))
 	}
-	ps, err := c.stat(pl)
-	if err == nil && ps.Mode&unix.S_ISGID != 0 {
+	if ps.Mode&unix.S_ISGID != 0 {
 		o.GID = ps.Gid
 		if mode&unix.S_IFMT == unix.S_IFDIR {
 			mode |= unix.S_ISGID

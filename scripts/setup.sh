@@ -48,6 +48,7 @@ needs=(
 	"make make"
 	"gcc gcc"
 	"mknod coreutils"
+	"podman podman"
 )
 
 missing=()

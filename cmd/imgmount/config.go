@@ -20,6 +20,8 @@ const (
 	modeInspect
 	modeHelp
 	modeVersion
+	modeCommit // imgmount commit (commit.go)
+	modeExport // imgmount export (export.go)
 )
 
 // config is everything the command line says, handed down to the code
@@ -46,6 +48,8 @@ type config struct {
 	allowRoot  bool
 	fsName     string
 	mountOpts  []string // passed through to the mount
+
+	repack *repackConfig // commit and export (commit.go)
 }
 
 // usageError is a mistake on the command line: exit status 2.
@@ -81,6 +85,12 @@ func defaultCacheDir(getenv env) (string, error) {
 func parseArgs(args []string, getenv env) (*config, error) {
 	if len(args) > 0 && args[0] == "inspect" {
 		return parseInspect(args[1:], getenv)
+	}
+	if len(args) > 0 && args[0] == "commit" {
+		return parseCommit(args[1:], getenv)
+	}
+	if len(args) > 0 && args[0] == "export" {
+		return parseExport(args[1:], getenv)
 	}
 	cfg := &config{mode: modeMount}
 	fl := flag.NewFlagSet("imgmount", flag.ContinueOnError)

@@ -20,6 +20,12 @@ Usage:
   imgmount -u MOUNTPOINT              unmount
   imgmount inspect [flags] IMAGE      describe the tarball: its images, the
                                       config and the layers
+  imgmount commit [flags] IMAGE|MOUNTPOINT -o OUT.tar
+                                      write a new image tarball: IMAGE's
+                                      layers plus one made of the changes
+  imgmount export [flags] IMAGE|MOUNTPOINT -o OUT.tar
+                                      write the root filesystem (changes
+                                      included) as one plain tar
   imgmount --version | --help
 
 IMAGE is a tarball from docker save (any Docker version), an OCI archive
@@ -81,6 +87,68 @@ Flags for inspect:
       --image REF, --platform OS/ARCH[/VARIANT], --base BASE.tar,
       --cache-dir DIR     as for mounting
 
+Commit: IMAGE's layers are copied byte for byte, as stored (compressed or
+not), and the upper directory becomes one new layer (whiteouts, opaque
+directories, hardlinks, xattrs; owners and modes as user.imgmount.stat
+gives them). The config gets the layer's diff_id, a history entry and the
+edits asked for; created is now, or SOURCE_DATE_EPOCH if set. An upper
+directory with no entries (or none given) adds no layer: the history entry
+is then marked empty_layer. With MOUNTPOINT, a writable imgmount mount, the
+mount says which image and upper directory; its pending writes are flushed
+first (stop writing to it while it commits). The image ID (the config's
+digest) is printed on stdout.
+Flags for commit:
+  -o, --output OUT.tar    the tarball to write (- for stdout); written under
+                          a temporary name and renamed when complete, so an
+                          interrupted or failed commit leaves nothing
+      --upper DIR         the upper directory holding the changes (with
+                          IMAGE; a MOUNTPOINT names its own)
+  -t, --tag NAME[:TAG]    the new image's tag (NAME alone means NAME:latest);
+                          repeatable (default: the image's own tags)
+  -m, --message TEXT      the history entry's comment
+      --format docker|oci the layout to write (default: both in one tarball,
+                          as Docker 25+ saves: oci-layout, index.json and
+                          blobs/sha256/ plus manifest.json pointing at the
+                          same blobs, which docker load, podman load, skopeo
+                          and umoci all read); docker: manifest.json and the
+                          blobs; oci: the OCI layout only
+      --compress none|gzip|zstd
+                          the new layer's compression (default none: imgmount
+                          mounts uncompressed layers in place, without a
+                          decompressed copy in the cache)
+      --squash            one layer holding the whole root filesystem,
+                          changes included; the runtime config is kept
+                          (Env, Cmd, Entrypoint, WorkingDir, User, Labels,
+                          ExposedPorts, Volumes, StopSignal...), the history
+                          is one entry
+      --thin-from BASE.tar
+                          leave out the layer blobs BASE.tar holds (any image
+                          in it), keeping them in the manifest and config:
+                          mount the result with --base BASE.tar; repeatable
+      --env KEY=VALUE     set an environment variable (replacing KEY where it
+                          stands); repeatable
+      --entrypoint CMD, --cmd CMD
+                          set the entrypoint or command: a JSON array
+                          (["/app/run", "--fast"]) as it is, any other text
+                          run by the image's shell (its config Shell, else
+                          /bin/sh -c), "" to clear it; as in a Dockerfile, a
+                          new entrypoint clears the command unless --cmd is
+                          given too
+      --workdir DIR       set the working directory (absolute)
+      --user USER[:GROUP] set the user
+      --label KEY=VALUE   set a label; repeatable
+      --image REF, --platform OS/ARCH[/VARIANT], --base BASE.tar,
+      --cache-dir DIR     as for mounting (with IMAGE only)
+
+Export writes what docker export gives: the union of the layers (and of
+the upper directory, if any) as one plain tar, hardlinks kept, sparse files
+written in full.
+Flags for export:
+  -o, --output OUT.tar    the tar to write; - for stdout
+      --upper DIR, --image REF, --platform OS/ARCH[/VARIANT],
+      --base BASE.tar, --cache-dir DIR
+                          as for commit
+
 Examples:
   # Mount the image's root filesystem, look around, unmount.
   imgmount app.tar /mnt/app
@@ -113,6 +181,18 @@ Examples:
 
   # A gzipped docker save works as it is.
   docker save myapp | gzip > app.tar.gz && imgmount app.tar.gz /mnt/app
+
+  # Turn the edits into a new image, and load it.
+  imgmount commit app.tar --upper ./edits -t myapp:edited -o new.tar
+  docker load -i new.tar
+  # ...or commit the live mount, gzip the new layer, set the command.
+  imgmount commit /mnt/app --compress gzip --cmd '["/app/run"]' -o new.tar
+  # A one-layer image; a tarball of only the new layer's blob.
+  imgmount commit app.tar --upper ./edits --squash -o flat.tar
+  imgmount commit app.tar --upper ./edits --thin-from app.tar -o thin.tar
+
+  # The root filesystem as a tar, changes included.
+  imgmount export app.tar --upper ./edits -o - | tar -tv
 
   # What is in the tarball: images, config, layers; as JSON for scripts.
   imgmount inspect app.tar

@@ -42,6 +42,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, runUnmount(cfg.mountpoint))
 	case modeInspect:
 		return fail(stderr, runInspect(cfg, stdout, stderr))
+	case modeCommit:
+		return fail(stderr, runCommit(cfg, stdout, stderr))
+	case modeExport:
+		return fail(stderr, runExport(cfg, stdout, stderr))
 	}
 	if isDaemonChild() {
 		return runDaemonChild(cfg)

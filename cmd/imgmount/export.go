@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"github.com/imgmount/imgmount/overlay"
+	flag "github.com/spf13/pflag"
+)
+
+// parseExport parses the arguments of `imgmount export`.
+func parseExport(args []string, getenv env) (*config, error) {
+	cfg := &config{mode: modeExport, repack: &repackConfig{}}
+	fl := flag.NewFlagSet("imgmount export", flag.ContinueOnError)
+	fl.SetOutput(io.Discard)
+	fl.Usage = func() {}
+	var help bool
+	var output string
+	commonRepackFlags(fl, cfg, &output, &help)
+	if err := fl.Parse(args); err != nil {
+		return nil, usagef("export: %v", err)
+	}
+	if help {
+		cfg.mode = modeHelp
+		return cfg, nil
+	}
+	if err := finishRepack(cfg, fl, "export", output, getenv); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// runExport is imgmount export: the union root filesystem as one tar.
+func runExport(cfg *config, stdout, stderr io.Writer) error {
+	if err := checkStdout(cfg.repack.output, stdout); err != nil {
+		return err
+	}
+	r := newRepackRun(stderr)
+	defer r.end()
+	if err := resolveSource(cfg, r); err != nil {
+		return err
+	}
+	img, err := openForRepack(cfg, r)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	out, err := r.create(cfg.repack.output, stdout)
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	with := ""
+	if cfg.upper != "" {
+		with = " with the upper directory " + cfg.upper
+	}
+	r.progress("exporting the root filesystem of " + cfg.image + with)
+	n, err := overlay.Export(img, out.w, overlay.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn})
+	if err != nil {
+		return err
+	}
+	if err := out.finish(); err != nil {
+		return err
+	}
+	r.summary(fmt.Sprintf("wrote %s: %d entries", cfg.repack.output, n))
+	return nil
+}
+
+// repackRun is one commit or export: how it reports, and the output it
+// is writing, which it removes if the run fails or is interrupted.
+type repackRun struct {
+	stderr io.Writer
+	tty    bool
+
+	// mu orders the final rename against the signal handler's removal,
+	// and guards out.
+	mu   sync.Mutex
+	out  *output // the output being written, once created
+	stop func()  // stops watching signals
+}
+
+// newRepackRun starts a run. From here on SIGINT, SIGTERM and SIGHUP end
+// it with status 1, removing whatever output it has begun; call end when
+// the run is over.
+func newRepackRun(stderr io.Writer) *repackRun {
+	r := &repackRun{stderr: stderr, tty: isTerminal(stderr)}
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		if s, ok := <-sigc; ok {
+			r.interrupted(s)
+		}
+	}()
+	r.stop = func() {
+		signal.Stop(sigc)
+		close(sigc)
+	}
+	return r
+}
+
+// interrupted removes the output being written and exits.
+func (r *repackRun) interrupted(s os.Signal) {
+	r.mu.Lock() // held until exit: finish cannot rename meanwhile
+	o := r.out
+	switch {
+	case o == nil:
+		fmt.Fprintf(r.stderr, "imgmount: interrupted by %s; nothing was written\n", sigName(s))
+	case o.done:
+		os.RemoveAll(o.dir)
+		fmt.Fprintf(r.stderr, "imgmount: interrupted by %s after %s was written\n", sigName(s), o.final)
+	default:
+		os.RemoveAll(o.dir)
+		fmt.Fprintf(r.stderr, "imgmount: interrupted by %s; %s was not written\n", sigName(s), o.final)
+	}
+	os.Exit(1)
+}
+
+// end stops watching signals.
+func (r *repackRun) end() { r.stop() }
+
+// progress reports long steps on a terminal.
+func (r *repackRun) progress(msg string) {
+	if r.tty {
+		fmt.Fprintf(r.stderr, "imgmount: %s\n", msg)
+	}
+}
+
+// warn reports what the user must know, terminal or not.
+func (r *repackRun) warn(msg string) { fmt.Fprintf(r.stderr, "imgmount: warning: %s\n", msg) }
+
+// summary reports the result on a terminal.
+func (r *repackRun) summary(msg string) { r.progress(msg) }
+
+// output is a file being written: under a temporary name in a private
+// directory beside its final name, renamed into place by finish, so that
+// the final name only ever holds a complete file. Writing to stdout has
+// no file, only the scratch directory.
+type output struct {
+	final   string // "-" for stdout
+	dir     string // private directory: the temporary file and scratch
+	scratch string // where the commit writes its layer meanwhile
+	file    *os.File
+	buf     *bufio.Writer
+	w       io.Writer
+	mu      *sync.Mutex
+	done    bool // renamed into place (or all written to stdout)
+}
+
+// checkStdout refuses to write a tarball to a terminal, before any long
+// work.
+func checkStdout(output string, stdout io.Writer) error {
+	if output == "-" && isTerminal(stdout) {
+		return usagef("-o -: stdout is a terminal; redirect it to a file or a pipe")
+	}
+	return nil
+}
+
+// create starts the output (stdout is where "-" goes).
+func (r *repackRun) create(final string, stdout io.Writer) (*output, error) {
+	o := &output{final: final, mu: &r.mu}
+	var err error
+	if final == "-" {
+		o.dir, err = os.MkdirTemp("", "imgmount-")
+	} else {
+		o.dir, err = os.MkdirTemp(filepath.Dir(final), "."+filepath.Base(final)+".imgmount-")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating the output: %w", err)
+	}
+	o.scratch = o.dir
+	if final == "-" {
+		o.buf = bufio.NewWriterSize(stdout, 1<<20)
+	} else {
+		o.file, err = os.OpenFile(filepath.Join(o.dir, filepath.Base(final)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err != nil {
+			os.RemoveAll(o.dir)
+			return nil, fmt.Errorf("creating the output: %w", err)
+		}
+		o.buf = bufio.NewWriterSize(o.file, 1<<20)
+	}
+	o.w = o.buf
+	r.mu.Lock()
+	r.out = o
+	r.mu.Unlock()
+	return o, nil
+}
+
+// finish flushes and syncs the file and renames it into place (or flushes
+// stdout).
+func (o *output) finish() error {
+	if err := o.buf.Flush(); err != nil {
+		return fmt.Errorf("writing %s: %w", o.final, err)
+	}
+	if o.file == nil {
+		o.done = true
+		return nil
+	}
+	// Synced before the rename: after a crash the final name holds the
+	// whole file or nothing.
+	if err := o.file.Sync(); err != nil {
+		return fmt.Errorf("writing %s: %w", o.final, err)
+	}
+	if err := o.file.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", o.final, err)
+	}
+	o.file = nil
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if err := os.Rename(filepath.Join(o.dir, filepath.Base(o.final)), o.final); err != nil {
+		return fmt.Errorf("moving the output into place: %w", err)
+	}
+	o.done = true
+	return nil
+}
+
+// abort removes what is left: the temporary file if finish did not run,
+// the scratch directory in any case.
+func (o *output) abort() {
+	if o.file != nil {
+		o.file.Close()
+	}
+	if err := os.RemoveAll(o.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(os.Stderr, "imgmount: removing %s: %v\n", o.dir, err)
+	}
+}

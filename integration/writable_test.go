@@ -280,6 +280,20 @@ func TestWritable(t *testing.T) {
 		require.NoError(t, err, "fusermount3 -u of the dead mount: %s", out)
 		mnt2 := mountImage(t, img.path(), "--upper", upper)
 		compareTrees(t, "after SIGKILL and remount", mnt2, expect, start)
+
+		// All of it, chroot work included, committed from the live mount:
+		// umoci's unpack of the result is what the mount shows, and so is
+		// a thin commit mounted back over its base.
+		edited := filepath.Join(tmp, "edited.tar")
+		commitOK(t, mnt2, "-o", edited)
+		requireSameTree(t, unpackCommitted(t, edited, "oci-archive", false), mnt2, "umoci unpack of the live commit", true)
+		thin := filepath.Join(tmp, "thin.tar")
+		commitOK(t, img.path(), "--upper", upper, "--thin-from", img.path(), "-o", thin)
+		fi, err := os.Stat(thin)
+		require.NoError(t, err)
+		require.Less(t, fi.Size(), int64(10<<20), "the thin tarball carries only the new layer")
+		back := mountImage(t, thin, "--base", img.path())
+		requireSameTree(t, back, mnt2, "the thin commit mounted with --base", true)
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -124,6 +125,9 @@ func runMount(cfg *config, rep reporter) error {
 	})
 	if err != nil {
 		return err
+	}
+	if stopProfile := startProfile(os.Getenv("IMGMOUNT_CPUPROFILE")); stopProfile != nil {
+		defer stopProfile()
 	}
 	done := make(chan struct{})
 	go func() {
@@ -320,4 +324,26 @@ func mountInfo(cfg *config) []byte {
 		return nil
 	}
 	return encodeMountState(cfg)
+}
+
+// startProfile writes a CPU profile of the serving process to path (a
+// developer's aid for benchmarks: IMGMOUNT_CPUPROFILE=/tmp/cpu.pprof) until
+// the returned function is called. Nothing happens for an empty path or a
+// file that cannot be created.
+func startProfile(path string) func() {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }

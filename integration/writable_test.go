@@ -211,6 +211,13 @@ func TestWritable(t *testing.T) {
 	}
 	compareTrees(t, "live", mnt, expect, start)
 
+	t.Run("one mount per upper", func(t *testing.T) {
+		other := newMountpoint(t)
+		r := run(t, time.Minute, "--cache-dir", sharedCache, "--upper", upper, img.path(), other)
+		requireClearError(t, r, "in use by another imgmount mount")
+		requireNoMount(t, other)
+	})
+
 	t.Run("reserved names", func(t *testing.T) {
 		for _, name := range []string{".wh.x", ".wh..wh..opq"} {
 			err := os.WriteFile(p(mnt, "srv/"+name), nil, 0o644)
@@ -288,7 +295,9 @@ func TestWritable(t *testing.T) {
 		commitOK(t, mnt2, "-o", edited)
 		requireSameTree(t, unpackCommitted(t, edited, "oci-archive", false), mnt2, "umoci unpack of the live commit", true)
 		thin := filepath.Join(tmp, "thin.tar")
-		commitOK(t, img.path(), "--upper", upper, "--thin-from", img.path(), "-o", thin)
+		r := run(t, time.Minute, "commit", "--cache-dir", sharedCache, img.path(), "--upper", upper, "-o", thin)
+		requireClearError(t, r, "in use by a writable mount", "MOUNTPOINT")
+		commitOK(t, mnt2, "--thin-from", img.path(), "-o", thin)
 		fi, err := os.Stat(thin)
 		require.NoError(t, err)
 		require.Less(t, fi.Size(), int64(10<<20), "the thin tarball carries only the new layer")

@@ -37,6 +37,8 @@ type COW struct {
 	// against lookups, which must never see half a copy-up.
 	mu sync.RWMutex
 
+	lockFD int // holds the flock on the upper directory
+
 	aliasOnce sync.Once
 	aliases   map[uint64][]*Node // lower hardlink groups by inode
 }
@@ -72,16 +74,39 @@ func NewCOW(tree *Tree, dir string) (*COW, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upper directory %s: %w", dir, err)
 	}
-	c := &COW{tree: tree, dir: dir, root: fd, priv: os.Geteuid() == 0}
-	if err := c.checkUpper(); err != nil {
+	c := &COW{tree: tree, dir: dir, root: fd, lockFD: -1, priv: os.Geteuid() == 0}
+	if err := c.lock(); err != nil {
 		unix.Close(fd)
+		return nil, err
+	}
+	if err := c.checkUpper(); err != nil {
+		c.Close()
 		return nil, err
 	}
 	if err := c.adoptRoot(); err != nil {
-		unix.Close(fd)
+		c.Close()
 		return nil, err
 	}
 	return c, nil
+}
+
+// lock takes an exclusive lock on the upper directory for as long as the
+// view is open: two mounts writing one upper directory would each trust
+// what they last saw of it.
+func (c *COW) lock() error {
+	fd, err := unix.Openat(c.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("upper directory %s: %w", c.dir, err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("upper directory %s is in use by another imgmount mount (unmount it first, or commit through its mountpoint)", c.dir)
+		}
+		return fmt.Errorf("upper directory %s: locking it: %w", c.dir, err)
+	}
+	c.lockFD = fd
+	return nil
 }
 
 // adoptRoot gives a new upper directory the owner, mode and times of the
@@ -117,8 +142,15 @@ func (c *COW) checkUpper() error {
 	return nil
 }
 
-// Close releases the upper directory.
-func (c *COW) Close() error { return unix.Close(c.root) }
+// Close releases the upper directory and its lock.
+func (c *COW) Close() error {
+	if c.root < 0 {
+		return nil
+	}
+	err := errors.Join(unix.Close(c.lockFD), unix.Close(c.root))
+	c.root, c.lockFD = -1, -1
+	return err
+}
 
 // Tree is the lower tree.
 func (c *COW) Tree() *Tree { return c.tree }
@@ -602,4 +634,16 @@ func goToMode(m os.FileMode) uint32 {
 		t |= unix.S_ISVTX
 	}
 	return t
+}
+
+// UpperInUse tells whether a mount has the upper directory dir open (and
+// locked). Reading it then would race with the mount's own writes: commit
+// through the mountpoint instead, which flushes first.
+func UpperInUse(dir string) bool {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return errors.Is(unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
 }

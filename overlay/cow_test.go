@@ -230,3 +230,13 @@ func TestCOWConcurrent(t *testing.T) {
 	wg.Wait()
 	require.Len(t, cowNames(t, c, "d/e"), 9)
 }
+
+func TestCOWUpperLocked(t *testing.T) {
+	c, dir := cowFixture(t)
+	_, err := NewCOW(c.Tree(), dir)
+	require.ErrorContains(t, err, "in use by another imgmount mount")
+	require.NoError(t, c.Close())
+	c2, err := NewCOW(c.Tree(), dir)
+	require.NoError(t, err, "free again once closed")
+	require.NoError(t, c2.Close())
+}

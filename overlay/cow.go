@@ -337,6 +337,19 @@ func (c *COW) resolveExisting(path string) (*loc, error) {
 	return l, nil
 }
 
+// reading runs fn on what is at path (which must exist) under the read
+// lock.
+func (c *COW) reading(path string, fn func(l *loc) error) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	return fn(l)
+}
+
 // procPath names an entry of an O_PATH directory descriptor through
 // /proc/self/fd, for the calls that have no *at form (xattrs on symlinks,
 // chmod). The final component is looked up by the call itself.
@@ -349,15 +362,12 @@ func procPath(dirfd int, name string) string {
 }
 
 // Lookup reports what is at path.
-func (c *COW) Lookup(path string) (Stat, error) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	l, err := c.resolveExisting(path)
-	if err != nil {
-		return Stat{}, err
-	}
-	defer l.close()
-	return c.stat(l)
+func (c *COW) Lookup(path string) (st Stat, err error) {
+	err = c.reading(path, func(l *loc) error {
+		st, err = c.stat(l)
+		return err
+	})
+	return st, err
 }
 
 // stat gives the view's attributes of a resolved, existing path.
@@ -472,18 +482,15 @@ type DirEntry struct {
 
 // ReadDir lists a directory of the view, sorted by name, without "." and
 // "..".
-func (c *COW) ReadDir(path string) ([]DirEntry, error) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	l, err := c.resolveExisting(path)
-	if err != nil {
-		return nil, err
-	}
-	defer l.close()
-	if !l.isDir() {
-		return nil, unix.ENOTDIR
-	}
-	return c.readDir(l)
+func (c *COW) ReadDir(path string) (ents []DirEntry, err error) {
+	err = c.reading(path, func(l *loc) error {
+		if !l.isDir() {
+			return unix.ENOTDIR
+		}
+		ents, err = c.readDir(l)
+		return err
+	})
+	return ents, err
 }
 
 func (c *COW) readDir(l *loc) ([]DirEntry, error) {
@@ -545,26 +552,21 @@ func (c *COW) openUpperDir(l *loc) (int, error) {
 }
 
 // Readlink gives a symlink's target.
-func (c *COW) Readlink(path string) (string, error) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	l, err := c.resolveExisting(path)
-	if err != nil {
-		return "", err
-	}
-	defer l.close()
-	if l.up == nil {
-		if l.low.Entry == nil || l.low.Entry.Type != tarindex.TypeSymlink {
-			return "", unix.EINVAL
+func (c *COW) Readlink(path string) (target string, err error) {
+	err = c.reading(path, func(l *loc) error {
+		if l.up == nil {
+			if l.low.Entry == nil || l.low.Entry.Type != tarindex.TypeSymlink {
+				return unix.EINVAL
+			}
+			target = l.low.Entry.Linkname
+			return nil
 		}
-		return l.low.Entry.Linkname, nil
-	}
-	buf := make([]byte, 4096)
-	n, err := unix.Readlinkat(l.parent, l.name, buf)
-	if err != nil {
-		return "", err
-	}
-	return string(buf[:n]), nil
+		buf := make([]byte, 4096)
+		n, err := unix.Readlinkat(l.parent, l.name, buf)
+		target = string(buf[:max(n, 0)])
+		return err
+	})
+	return target, err
 }
 
 // Statfs reports the upper directory's filesystem.
@@ -623,17 +625,7 @@ func goToMode(m os.FileMode) uint32 {
 	default:
 		t = unix.S_IFREG
 	}
-	t |= uint32(m.Perm())
-	if m&os.ModeSetuid != 0 {
-		t |= unix.S_ISUID
-	}
-	if m&os.ModeSetgid != 0 {
-		t |= unix.S_ISGID
-	}
-	if m&os.ModeSticky != 0 {
-		t |= unix.S_ISVTX
-	}
-	return t
+	return t | uint32(permBits(m))
 }
 
 // UpperInUse tells whether a mount has the upper directory dir open (and

@@ -313,67 +313,59 @@ func (c *COW) setattr(t target, a SetAttr) error {
 }
 
 // Getxattr reads one extended attribute.
-func (c *COW) Getxattr(path, name string) ([]byte, error) {
+func (c *COW) Getxattr(path, name string) (value []byte, err error) {
 	if IsPrivateXattr(name) {
 		return nil, unix.ENODATA
 	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	l, err := c.resolveExisting(path)
-	if err != nil {
-		return nil, err
-	}
-	defer l.close()
-	if l.up == nil {
-		if l.low.Entry != nil {
-			for _, x := range l.low.Entry.Xattrs {
+	err = c.reading(path, func(l *loc) error {
+		if l.up == nil {
+			for _, x := range lowerXattrs(l.low) {
 				if x.Name == name {
-					return []byte(x.Value), nil
+					value = []byte(x.Value)
+					return nil
 				}
 			}
+			return unix.ENODATA
 		}
-		return nil, unix.ENODATA
-	}
-	var v []byte
-	err = c.withTarget(l, func(t target) error {
-		v, err = t.getxattr(name)
-		if errors.Is(err, unix.ENODATA) && !c.priv {
-			v, err = t.getxattr(XattrPrefix + name)
-		}
-		return err
+		return c.withTarget(l, func(t target) error {
+			value, err = t.getxattr(name)
+			if errors.Is(err, unix.ENODATA) && !c.priv {
+				value, err = t.getxattr(XattrPrefix + name)
+			}
+			return err
+		})
 	})
-	return v, err
+	return value, err
+}
+
+func lowerXattrs(n *Node) []tarindex.Xattr {
+	if n.Entry == nil {
+		return nil
+	}
+	return n.Entry.Xattrs
 }
 
 // Listxattr lists the names of the extended attributes.
-func (c *COW) Listxattr(path string) ([]string, error) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	l, err := c.resolveExisting(path)
-	if err != nil {
-		return nil, err
-	}
-	defer l.close()
-	var names []string
-	if l.up == nil {
-		if l.low.Entry != nil {
-			for _, x := range l.low.Entry.Xattrs {
+func (c *COW) Listxattr(path string) (names []string, err error) {
+	err = c.reading(path, func(l *loc) error {
+		if l.up == nil {
+			for _, x := range lowerXattrs(l.low) {
 				names = append(names, x.Name)
 			}
+			return nil
 		}
-		return names, nil
-	}
-	err = c.withTarget(l, func(t target) error {
-		all, err := t.listxattr()
-		for _, n := range all {
-			switch {
-			case strings.HasPrefix(n, XattrPrefix):
-				names = append(names, n[len(XattrPrefix):])
-			case !IsPrivateXattr(n):
-				names = append(names, n)
+		return c.withTarget(l, func(t target) error {
+			all, err := t.listxattr()
+			for _, n := range all {
+				switch {
+				case strings.HasPrefix(n, XattrPrefix):
+					names = append(names, n[len(XattrPrefix):])
+				case !IsPrivateXattr(n):
+					names = append(names, n)
+				}
 			}
-		}
-		return err
+			return err
+		})
 	})
 	return names, err
 }
@@ -424,20 +416,15 @@ func (c *COW) changeXattr(path string, fn func(t target, isLink bool) error) err
 // SyncPath makes the upper entry at path durable (fsync of a directory:
 // the names in it). Entries only below need nothing.
 func (c *COW) SyncPath(path string, dataOnly bool) error {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	l, err := c.resolveExisting(path)
-	if err != nil {
-		return err
-	}
-	defer l.close()
-	if l.up == nil {
-		return nil
-	}
-	return c.withTarget(l, func(t target) error {
-		if t.fd >= 0 {
-			return unix.Fsync(t.fd)
+	return c.reading(path, func(l *loc) error {
+		if l.up == nil {
+			return nil
 		}
-		return nil // a symlink or device: nothing of it is buffered
+		return c.withTarget(l, func(t target) error {
+			if t.fd >= 0 {
+				return unix.Fsync(t.fd)
+			}
+			return nil // a symlink or device: nothing of it is buffered
+		})
 	})
 }

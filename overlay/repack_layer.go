@@ -217,8 +217,8 @@ func (uw *upperWriter) header(rel, full string, st *unix.Stat_t) (*tar.Header, e
 	if err != nil {
 		return nil, uw.errorf(rel, "reading its xattrs: %w", err)
 	}
-	realType := statModeToGo(st.Mode).Type()
-	mode, uid, gid := statModeToGo(st.Mode), st.Uid, st.Gid
+	realType := modeToGo(st.Mode).Type()
+	mode, uid, gid := modeToGo(st.Mode), st.Uid, st.Gid
 	var major, minor uint32
 	if override != "" {
 		o, err := ParseStatOverride(override, realType)
@@ -309,7 +309,7 @@ func readUpperXattrs(p string) (map[string]string, string, error) {
 	override := ""
 	kept := map[string]string{}
 	for _, name := range names {
-		v, err := lgetxattrAll(p, name)
+		v, err := getxattrPath(p, name)
 		if errors.Is(err, unix.ENODATA) {
 			continue // removed meanwhile
 		}

@@ -1,10 +1,7 @@
 package overlay
 
 import (
-	"errors"
 	"io/fs"
-
-	"golang.org/x/sys/unix"
 )
 
 // Helpers of repack, kept apart from the writable mount's own so that the
@@ -17,37 +14,6 @@ func relJoin(dir, name string) string {
 		return name
 	}
 	return dir + "/" + name
-}
-
-// statModeToGo converts a stat st_mode (S_IF* type and permission bits)
-// to an fs.FileMode.
-func statModeToGo(m uint32) fs.FileMode {
-	var t fs.FileMode
-	switch m & unix.S_IFMT {
-	case unix.S_IFDIR:
-		t = fs.ModeDir
-	case unix.S_IFLNK:
-		t = fs.ModeSymlink
-	case unix.S_IFIFO:
-		t = fs.ModeNamedPipe
-	case unix.S_IFSOCK:
-		t = fs.ModeSocket
-	case unix.S_IFCHR:
-		t = fs.ModeDevice | fs.ModeCharDevice
-	case unix.S_IFBLK:
-		t = fs.ModeDevice
-	}
-	t |= fs.FileMode(m & 0o777)
-	if m&unix.S_ISUID != 0 {
-		t |= fs.ModeSetuid
-	}
-	if m&unix.S_ISGID != 0 {
-		t |= fs.ModeSetgid
-	}
-	if m&unix.S_ISVTX != 0 {
-		t |= fs.ModeSticky
-	}
-	return t
 }
 
 // permBits gives the tar mode (07777) of an fs.FileMode.
@@ -63,24 +29,4 @@ func permBits(m fs.FileMode) int64 {
 		p |= 0o1000
 	}
 	return p
-}
-
-// lgetxattrAll reads a whole xattr without following a final symlink.
-func lgetxattrAll(path, name string) ([]byte, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := unix.Lgetxattr(path, name, buf)
-		if errors.Is(err, unix.ERANGE) {
-			sz, err := unix.Lgetxattr(path, name, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+64)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n], nil
-	}
 }

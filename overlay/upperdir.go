@@ -64,17 +64,7 @@ var overrideTypes = []struct {
 
 // FormatStatOverride encodes o as the StatXattr value.
 func FormatStatOverride(o StatOverride) string {
-	perm := uint32(o.Mode.Perm())
-	if o.Mode&fs.ModeSetuid != 0 {
-		perm |= 0o4000
-	}
-	if o.Mode&fs.ModeSetgid != 0 {
-		perm |= 0o2000
-	}
-	if o.Mode&fs.ModeSticky != 0 {
-		perm |= 0o1000
-	}
-	s := fmt.Sprintf("%d:%d:%04o", o.UID, o.GID, perm)
+	s := fmt.Sprintf("%d:%d:%04o", o.UID, o.GID, permBits(o.Mode))
 	typ := o.Mode.Type()
 	for _, t := range overrideTypes {
 		if t.mode == typ {

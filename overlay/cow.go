@@ -39,6 +39,19 @@ type COW struct {
 
 	lockFD int // holds the flock on the upper directory
 
+	// rootLow is the lower root, nil if the upper root is opaque (which
+	// nothing done through the mount can change).
+	rootLow *Node
+
+	// dirs caches, by path, upper directories resolve walked to: an O_PATH
+	// descriptor and the lower directory visible beneath. Most requests
+	// name a path whose parent the previous one used (tar creating files
+	// in one directory), so this saves a walk from the root each time.
+	// Entries are added under the read lock (dirMu guards the map) and
+	// removed only under the write lock, when no loc can be using them.
+	dirMu sync.Mutex
+	dirs  map[string]cachedDir
+
 	aliasOnce sync.Once
 	aliases   map[uint64][]*Node // lower hardlink groups by inode
 }
@@ -74,7 +87,7 @@ func NewCOW(tree *Tree, dir string) (*COW, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upper directory %s: %w", dir, err)
 	}
-	c := &COW{tree: tree, dir: dir, root: fd, lockFD: -1, priv: os.Geteuid() == 0}
+	c := &COW{tree: tree, dir: dir, root: fd, lockFD: -1, priv: os.Geteuid() == 0, dirs: map[string]cachedDir{}}
 	if err := c.lock(); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -86,6 +99,9 @@ func NewCOW(tree *Tree, dir string) (*COW, error) {
 	if err := c.adoptRoot(); err != nil {
 		c.Close()
 		return nil, err
+	}
+	if !c.opaque(c.root) {
+		c.rootLow = tree.Root
 	}
 	return c, nil
 }
@@ -147,6 +163,7 @@ func (c *COW) Close() error {
 	if c.root < 0 {
 		return nil
 	}
+	c.forgetAll()
 	err := errors.Join(unix.Close(c.lockFD), unix.Close(c.root))
 	c.root, c.lockFD = -1, -1
 	return err
@@ -228,10 +245,7 @@ func lowerChild(dir *Node, name string) *Node {
 // resolve works out what is at path. The caller must close the loc.
 func (c *COW) resolve(path string) (*loc, error) {
 	comps := splitPath(path)
-	low := c.tree.Root
-	if c.opaque(c.root) {
-		low = nil
-	}
+	low := c.rootLow
 	if len(comps) == 0 {
 		var st unix.Stat_t
 		if err := unix.Fstat(c.root, &st); err != nil {
@@ -245,7 +259,12 @@ func (c *COW) resolve(path string) (*loc, error) {
 			unix.Close(fd)
 		}
 	}
-	for _, comp := range comps[:len(comps)-1] {
+	dirPath := parentPath(path)
+	walk := comps[:len(comps)-1]
+	if cd, ok := c.cachedDir(dirPath); ok {
+		fd, low, walk = cd.fd, cd.low, nil
+	}
+	for _, comp := range walk {
 		if strings.HasPrefix(comp, WhiteoutPrefix) {
 			closeFD()
 			return nil, unix.ENOENT
@@ -287,6 +306,9 @@ func (c *COW) resolve(path string) (*loc, error) {
 			return nil, unix.ENOTDIR
 		}
 	}
+	if owned && c.remember(dirPath, fd, low) {
+		owned = false // the cache has it now
+	}
 	name := comps[len(comps)-1]
 	l := &loc{path: path, parent: fd, owned: owned, name: name, parentLow: low}
 	if strings.HasPrefix(name, WhiteoutPrefix) {
@@ -322,6 +344,68 @@ func (c *COW) resolve(path string) (*loc, error) {
 		}
 	}
 	return l, nil
+}
+
+// cachedDir is one entry of COW.dirs.
+type cachedDir struct {
+	fd  int
+	low *Node
+}
+
+const dirCacheMax = 4096
+
+func (c *COW) cachedDir(p string) (cachedDir, bool) {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	cd, ok := c.dirs[p]
+	return cd, ok
+}
+
+// remember caches an upper directory's descriptor; false if the cache
+// already has the path (the caller keeps and closes fd).
+func (c *COW) remember(p string, fd int, low *Node) bool {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	if _, ok := c.dirs[p]; ok {
+		return false
+	}
+	c.dirs[p] = cachedDir{fd: fd, low: low}
+	return true
+}
+
+// forget drops the cached directories at p and below it: they moved, went
+// or became opaque. Called under the write lock.
+func (c *COW) forget(p string) {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	for k, cd := range c.dirs {
+		if k == p || strings.HasPrefix(k, p+"/") {
+			unix.Close(cd.fd)
+			delete(c.dirs, k)
+		}
+	}
+}
+
+func (c *COW) forgetAll() {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	for k, cd := range c.dirs {
+		unix.Close(cd.fd)
+		delete(c.dirs, k)
+	}
+}
+
+// beginChange takes the write lock for a change, and empties the
+// directory cache when it has grown large (only now is no descriptor of
+// it in use).
+func (c *COW) beginChange() {
+	c.mu.Lock()
+	c.dirMu.Lock()
+	full := len(c.dirs) > dirCacheMax
+	c.dirMu.Unlock()
+	if full {
+		c.forgetAll()
+	}
 }
 
 // resolveExisting is resolve that answers ENOENT for nothing there.
@@ -398,13 +482,25 @@ func (c *COW) stat(l *loc) (Stat, error) {
 // inode number it was copied up from, and the owner/mode override.
 func (c *COW) applyXattrs(t target, st *Stat) {
 	st.Ino |= upperInoBit
-	if v, err := t.getxattr(originXattr); err == nil {
-		if ino, err := strconv.ParseUint(string(v), 10, 64); err == nil && ino != 0 {
-			st.Ino = ino
-		}
+	// One listxattr answers the common case (neither is there) in one
+	// call instead of two failed getxattrs.
+	names, err := t.listxattr()
+	if err != nil {
+		return
 	}
-	if v, err := t.getxattr(StatXattr); err == nil {
-		applyOverride(st, string(v))
+	for _, n := range names {
+		switch n {
+		case originXattr:
+			if v, err := t.getxattr(originXattr); err == nil {
+				if ino, err := strconv.ParseUint(string(v), 10, 64); err == nil && ino != 0 {
+					st.Ino = ino
+				}
+			}
+		case StatXattr:
+			if v, err := t.getxattr(StatXattr); err == nil {
+				applyOverride(st, string(v))
+			}
+		}
 	}
 }
 

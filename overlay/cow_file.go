@@ -33,7 +33,7 @@ type Slicer interface {
 func (c *COW) Open(path string, flags int) (File, error) {
 	writing := flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0
 	if writing {
-		c.mu.Lock()
+		c.beginChange()
 		defer c.mu.Unlock()
 	} else {
 		c.mu.RLock()
@@ -188,7 +188,7 @@ type SetAttr struct {
 // when given (which works after the path is gone), copying a lower entry
 // up first.
 func (c *COW) Setattr(path string, f File, a SetAttr) (Stat, error) {
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	if uf, ok := f.(*upperFile); ok {
 		t := fdTarget(uf.fd)
@@ -399,7 +399,7 @@ func (c *COW) Removexattr(path, name string) error {
 }
 
 func (c *COW) changeXattr(path string, fn func(t target, isLink bool) error) error {
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	l, err := c.resolveExisting(path)
 	if err != nil {

@@ -93,7 +93,7 @@ func (c *COW) statNew(l *loc) (Stat, error) {
 
 // Create makes a new regular file and opens it. flags are open(2) flags.
 func (c *COW) Create(path string, flags int, mode uint32, o Owner) (File, Stat, error) {
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	l, pfd, err := c.prepareNew(path)
 	if err != nil {
@@ -137,7 +137,7 @@ func (c *COW) openUpper(dirfd int, name string, flags int, mode uint32) (int, er
 
 // Mkdir makes a directory.
 func (c *COW) Mkdir(path string, mode uint32, o Owner) (Stat, error) {
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	l, pfd, err := c.prepareNew(path)
 	if err != nil {
@@ -182,7 +182,7 @@ func (c *COW) Mknod(path string, mode uint32, rdev uint64, o Owner) (Stat, error
 		}
 		return st, err
 	}
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	l, pfd, err := c.prepareNew(path)
 	if err != nil {
@@ -205,7 +205,7 @@ func (c *COW) Mknod(path string, mode uint32, rdev uint64, o Owner) (Stat, error
 
 // Symlink makes a symbolic link at path pointing at target.
 func (c *COW) Symlink(target, path string, o Owner) (Stat, error) {
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	l, pfd, err := c.prepareNew(path)
 	if err != nil {
@@ -231,7 +231,7 @@ func (c *COW) Symlink(target, path string, o Owner) (Stat, error) {
 // Link makes newPath another name of the file at oldPath (copied up first
 // if it is a lower file).
 func (c *COW) Link(oldPath, newPath string) (Stat, error) {
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	ol, err := c.resolveExisting(oldPath)
 	if err != nil {
@@ -274,7 +274,7 @@ func (c *COW) whiteout(l *loc) error {
 
 // Unlink removes a non-directory.
 func (c *COW) Unlink(path string) error {
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	l, err := c.resolveExisting(path)
 	if err != nil {
@@ -355,7 +355,7 @@ func readNames(dfd int) ([]string, error) {
 
 // Rmdir removes an empty directory.
 func (c *COW) Rmdir(path string) error {
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	if path == "" {
 		return unix.EBUSY
@@ -375,5 +375,6 @@ func (c *COW) Rmdir(path string) error {
 	if len(ents) > 0 {
 		return unix.ENOTEMPTY
 	}
+	c.forget(path)
 	return c.remove(l, unix.AT_REMOVEDIR)
 }

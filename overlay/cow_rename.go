@@ -17,7 +17,7 @@ func (c *COW) Rename(oldPath, newPath string, flags uint) error {
 	if err := checkName(newPath); err != nil {
 		return err
 	}
-	c.mu.Lock()
+	c.beginChange()
 	defer c.mu.Unlock()
 	ol, err := c.resolveExisting(oldPath)
 	if err != nil {
@@ -32,6 +32,10 @@ func (c *COW) Rename(oldPath, newPath string, flags uint) error {
 	if oldPath == newPath {
 		return nil
 	}
+	// Whatever happens below, cached directories at either name are
+	// stale afterwards.
+	defer c.forget(oldPath)
+	defer c.forget(newPath)
 	if flags&unix.RENAME_EXCHANGE != 0 {
 		return c.exchange(ol, nl)
 	}
@@ -120,6 +124,7 @@ func (c *COW) ownWhole(l *loc) error {
 
 // markOpaque puts the opaque marker into the upper directory at l.
 func (c *COW) markOpaque(l *loc) error {
+	c.forget(l.path) // its lower side is hidden from now on
 	pfd, err := c.parentFD(l)
 	if err != nil {
 		return err

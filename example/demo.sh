@@ -21,11 +21,13 @@ img=${1:-$here/example.tar}
 
 mnt=$(mktemp -d "${TMPDIR:-/tmp}/imgmount-example.XXXXXX")
 layers=$(mktemp -d "${TMPDIR:-/tmp}/imgmount-example-layers.XXXXXX")
+work=$(mktemp -d "${TMPDIR:-/tmp}/imgmount-example-edits.XXXXXX")
 cleanup() {
 	for m in "$mnt" "$layers"; do
 		if mountpoint -q "$m"; then "$bin" -u "$m" 2>/dev/null || fusermount3 -u -z "$m"; fi
 		rmdir "$m" 2>/dev/null || true
 	done
+	rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -49,5 +51,19 @@ show ls "$layers"
 show ls -a "$layers"/01-*/usr/share/imgmount
 show "$bin" -u "$layers"
 show "$bin" -u "$mnt"
+
+# Edit it: the changes go to an upper directory, the tarball stays as it is;
+# commit makes them a new layer of a new image tarball.
+show "$bin" --upper "$work/edits" "$img" "$mnt"
+show sh -c "echo 'edited by the imgmount demo' > '$mnt/etc/motd'"
+show rm "$mnt/app/hello.sh"
+show find "$work/edits"
+show "$bin" commit "$mnt" --tag imgmount-example:edited -m "demo edits" -o "$work/edited.tar"
+show "$bin" -u "$mnt"
+show "$bin" inspect "$work/edited.tar"
+show "$bin" "$work/edited.tar" "$mnt"
+show cat "$mnt/etc/motd"
+show ls "$mnt/app"
+show "$bin" -u "$mnt"
 echo
-echo "demo.sh: done; the image was never extracted."
+echo "demo.sh: done; the image was never extracted, and the original tarball never changed."

@@ -1,9 +1,13 @@
 package overlay
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,6 +55,10 @@ type COW struct {
 	// removed only under the write lock, when no loc can be using them.
 	dirMu sync.Mutex
 	dirs  map[string]cachedDir
+
+	// Rebased is true when the upper directory was made over other layers
+	// than this tree's (see checkLower).
+	Rebased bool
 
 	aliasOnce sync.Once
 	aliases   map[uint64][]*Node // lower hardlink groups by inode
@@ -100,6 +108,10 @@ func NewCOW(tree *Tree, dir string) (*COW, error) {
 		c.Close()
 		return nil, err
 	}
+	if err := c.checkLower(); err != nil {
+		c.Close()
+		return nil, err
+	}
 	if !c.opaque(c.root) {
 		c.rootLow = tree.Root
 	}
@@ -140,6 +152,52 @@ func (c *COW) adoptRoot() error {
 	defer unix.Close(fd)
 	if err := c.apply(fdTarget(fd), nodeMeta(c.tree.Root)); err != nil {
 		return fmt.Errorf("upper directory %s: giving it the image root's attributes: %w", c.dir, err)
+	}
+	return nil
+}
+
+// lowerXattr on the upper root names the layers the upper directory's edits
+// were made over (a digest of their diff_ids).
+const lowerXattr = privatePrefix + "lower"
+
+// lowerKey identifies the lower tree by its layers.
+func lowerKey(t *Tree) string {
+	h := sha256.New()
+	for _, l := range t.Layers {
+		fmt.Fprintln(h, l.DiffID)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// checkLower records which layers the upper directory's edits apply to. An
+// upper directory made over other layers still works (its edits apply over
+// these, like a rebase), but the inode numbers its copied-up entries kept
+// are those of the other tree and could collide with this one's: they are
+// dropped, and Rebased says so.
+func (c *COW) checkLower() error {
+	key := lowerKey(c.tree)
+	root := procPath(c.root, ".")
+	old, err := getxattrPath(root, lowerXattr)
+	if err == nil && string(old) == key {
+		return nil
+	}
+	if err == nil {
+		c.Rebased = true
+		werr := filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.Type()&fs.ModeSymlink != 0 {
+				return err
+			}
+			if err := unix.Lremovexattr(p, originXattr); err != nil && !errors.Is(err, unix.ENODATA) {
+				return err
+			}
+			return nil
+		})
+		if werr != nil {
+			return fmt.Errorf("upper directory %s was made over other layers; forgetting their inode numbers: %w", c.dir, werr)
+		}
+	}
+	if err := unix.Setxattr(root, lowerXattr, []byte(key), 0); err != nil {
+		return fmt.Errorf("upper directory %s: recording its image: %w", c.dir, err)
 	}
 	return nil
 }

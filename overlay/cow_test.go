@@ -240,3 +240,22 @@ func TestCOWUpperLocked(t *testing.T) {
 	require.NoError(t, err, "free again once closed")
 	require.NoError(t, c2.Close())
 }
+
+func TestCOWOverOtherLayers(t *testing.T) {
+	c, dir := cowFixture(t)
+	require.NoError(t, c.Setxattr("etc/b", "user.k", []byte("v"), 0))
+	_, err := getxattrPath(filepath.Join(dir, "etc/b"), originXattr)
+	require.NoError(t, err, "copy-up records the origin")
+	require.False(t, c.Rebased)
+	require.NoError(t, c.Close())
+
+	other, err := BuildUnion(unionImage(t, []unionEntry{unionDir("etc"), unionFile("etc/z", "other image")}))
+	require.NoError(t, err)
+	c2, err := NewCOW(other, dir)
+	require.NoError(t, err)
+	defer c2.Close()
+	require.True(t, c2.Rebased, "the upper directory was made over other layers")
+	_, err = getxattrPath(filepath.Join(dir, "etc/b"), originXattr)
+	require.ErrorIs(t, err, unix.ENODATA, "inode numbers of the other tree are forgotten")
+	require.Equal(t, []string{"b", "z"}, cowNames(t, c2, "etc"), "the edits apply over the new layers")
+}

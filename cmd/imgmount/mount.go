@@ -102,6 +102,9 @@ func runMount(cfg *config, rep reporter) error {
 			return err
 		}
 		defer cow.Close()
+		if cow.Rebased {
+			rep.progress(fmt.Sprintf("%s holds edits made over other layers than %s's; they now apply over these", cfg.upper, cfg.image))
+		}
 	}
 
 	mu.Lock()

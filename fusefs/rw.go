@@ -413,7 +413,19 @@ var (
 	_ fs.FileLseeker   = (*rwHandle)(nil)
 	_ fs.FileAllocater = (*rwHandle)(nil)
 	_ fs.FileGetattrer = (*rwHandle)(nil)
+
+	_ fs.FilePassthroughFder = (*rwHandle)(nil)
 )
+
+// PassthroughFd lets the kernel read and write an upper file directly
+// (FUSE passthrough, Linux 6.9+, root only; go-fuse falls back to Read and
+// Write where it cannot register the file).
+func (h *rwHandle) PassthroughFd() (int, bool) {
+	if b, ok := h.f.(overlay.Backer); ok {
+		return b.BackingFD()
+	}
+	return 0, false
+}
 
 func (h *rwHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	if s, ok := h.f.(overlay.Slicer); ok {

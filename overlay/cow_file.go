@@ -54,16 +54,13 @@ func (c *COW) Open(path string, flags int) (File, error) {
 		return nil, err
 	}
 	flags &^= unix.O_CREAT | unix.O_EXCL | unix.O_DIRECT
-	var fd int
-	if writing {
-		fd, err = c.openUpper(l.parent, l.name, flags, 0)
-	} else {
-		fd, err = unix.Openat(l.parent, l.name, flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	}
+	// Opened for reading and writing even when only reading is asked:
+	// the kernel shares one backing file among all opens of an inode.
+	fd, rw, err := c.openUpper(l.parent, l.name, flags, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &upperFile{c: c, fd: fd}, nil
+	return &upperFile{c: c, fd: fd, rw: rw}, nil
 }
 
 // lowerFile is a lower file opened for reading.
@@ -137,6 +134,17 @@ func SeekSparse(n *Node, off int64, whence int) (int64, error) {
 type upperFile struct {
 	c  *COW
 	fd int
+	rw bool // opened for reading and writing
+}
+
+// BackingFD gives the descriptor of an upper file opened for reading and
+// writing, which the kernel may then read and write directly (FUSE
+// passthrough); ok is false otherwise.
+func (f *upperFile) BackingFD() (int, bool) { return f.fd, f.rw }
+
+// Backer is implemented by files the kernel may use directly.
+type Backer interface {
+	BackingFD() (fd int, ok bool)
 }
 
 func (f *upperFile) ReadAt(p []byte, off int64) (int, error) {

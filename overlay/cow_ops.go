@@ -101,7 +101,7 @@ func (c *COW) Create(path string, flags int, mode uint32, o Owner) (File, Stat, 
 	}
 	defer l.close()
 	o, mode = c.newOwner(l, o, unix.S_IFREG|mode&0o7777)
-	fd, err := c.openUpper(pfd, l.name, flags|unix.O_CREAT|unix.O_EXCL, 0o600)
+	fd, rw, err := c.openUpper(pfd, l.name, flags|unix.O_CREAT|unix.O_EXCL, 0o600)
 	if err != nil {
 		return nil, Stat{}, err
 	}
@@ -119,20 +119,22 @@ func (c *COW) Create(path string, flags int, mode uint32, o Owner) (File, Stat, 
 		unix.Close(fd)
 		return nil, Stat{}, err
 	}
-	return &upperFile{c: c, fd: fd}, st, nil
+	return &upperFile{c: c, fd: fd, rw: rw}, st, nil
 }
 
 // openUpper opens an upper file for reading and writing where it can
 // (the kernel reads pages of files opened write-only), else as asked.
 // O_APPEND is dropped: the kernel gives every write its offset.
-func (c *COW) openUpper(dirfd int, name string, flags int, mode uint32) (int, error) {
+func (c *COW) openUpper(dirfd int, name string, flags int, mode uint32) (fd int, rw bool, err error) {
+	access := flags & unix.O_ACCMODE
 	flags &^= unix.O_APPEND | unix.O_ACCMODE | unix.O_NOCTTY | unix.O_DIRECT
 	flags |= unix.O_NOFOLLOW | unix.O_CLOEXEC
-	fd, err := unix.Openat(dirfd, name, flags|unix.O_RDWR, mode)
-	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ETXTBSY) {
-		fd, err = unix.Openat(dirfd, name, flags|unix.O_RDONLY, mode)
+	fd, err = unix.Openat(dirfd, name, flags|unix.O_RDWR, mode)
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ETXTBSY) || errors.Is(err, unix.EROFS) {
+		fd, err = unix.Openat(dirfd, name, flags|access, mode)
+		return fd, false, err
 	}
-	return fd, err
+	return fd, err == nil, err
 }
 
 // Mkdir makes a directory.

@@ -31,6 +31,16 @@ type Index struct {
 // offsets are absolute in r. Errors wrap ErrUnsafeName, ErrNotTar or the
 // underlying read/format error, and name the member where one is known.
 func Build(r io.ReaderAt, base, size int64) (*Index, error) {
+	ix, err := buildFast(r, base, size)
+	if err == nil {
+		return ix, nil
+	}
+	return buildSlow(r, base, size)
+}
+
+// buildSlow is Build through archive/tar, for every stream buildFast
+// leaves to it (sparse members, unusual headers, damaged input).
+func buildSlow(r io.ReaderAt, base, size int64) (*Index, error) {
 	rec := &recorder{sr: io.NewSectionReader(r, base, size)}
 	tr := tar.NewReader(rec)
 	ix := &Index{}
@@ -141,6 +151,9 @@ func CleanName(name string) (string, error) {
 	if name == "" {
 		return "", fmt.Errorf("%w: empty name", ErrUnsafeName)
 	}
+	if c, ok := cleanAlready(name); ok {
+		return c, nil
+	}
 	// Resolve ".." lexically against a virtual root; escaping it is refused
 	// rather than clamped, because a layer that tries is malformed or hostile.
 	depth := 0
@@ -219,4 +232,31 @@ func sortXattrs(xs []Xattr) {
 			xs[j], xs[j-1] = xs[j-1], xs[j]
 		}
 	}
+}
+
+// cleanAlready returns name without its trailing slashes and a leading
+// "./" when what is left is already clean (relative, no empty, "." or ".."
+// components): the common case, answered without allocating.
+func cleanAlready(name string) (string, bool) {
+	for len(name) > 2 && name[0] == '.' && name[1] == '/' {
+		name = name[2:]
+	}
+	for len(name) > 1 && name[len(name)-1] == '/' {
+		name = name[:len(name)-1]
+	}
+	if name == "" || name[0] == '/' {
+		return "", false
+	}
+	start := 0
+	for i := 0; i <= len(name); i++ {
+		if i < len(name) && name[i] != '/' {
+			continue
+		}
+		switch name[start:i] {
+		case "", ".", "..":
+			return "", false
+		}
+		start = i + 1
+	}
+	return name, true
 }

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/klauspost/compress/gzip"
@@ -37,6 +39,18 @@ type Cache struct {
 	// index that was stale or corrupt and got rebuilt, or one that could
 	// not be saved. The cache is an optimisation; these are for logging.
 	Warn func(error)
+
+	mu     sync.Mutex
+	hashes map[string]*earlyHash // sha256 of regions being indexed, for VerifyOnce
+}
+
+// earlyHash is the sha256 of a region, computed in the background while
+// its index is built (see Index and VerifyOnce).
+type earlyHash struct {
+	done chan struct{}
+	stop atomic.Bool
+	size int64
+	sum  digest.Digest // "" if stopped or failed
 }
 
 func (c *Cache) warn(err error) {
@@ -70,8 +84,20 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64) (*Index, erro
 	} else if !errors.Is(err, os.ErrNotExist) {
 		c.warn(fmt.Errorf("saved index for %s (%s), rebuilding: %w", key, p, err))
 	}
+	// A region inside a larger file (base > 0: an uncompressed layer in
+	// its tarball) is hashed on the first mount too, by VerifyOnce. Doing
+	// it now, on the other core, overlaps the hash with the index build,
+	// and the hash's sequential reads fetch the pages Build will need.
+	var eh *earlyHash
+	if base > 0 {
+		eh = c.startHash(key, r, base, size)
+	}
 	ix, err := Build(r, base, size)
 	if err != nil {
+		if eh != nil {
+			eh.stop.Store(true)
+			c.takeHash(key)
+		}
 		return nil, err
 	}
 	if err := saveIndex(p, ix, base, size, fp); err != nil {
@@ -81,11 +107,16 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64) (*Index, erro
 }
 
 func loadIndex(p string, base, size int64, fp [32]byte) (*Index, error) {
-	b, err := os.ReadFile(p)
+	f, err := os.Open(p)
 	if err != nil {
 		return nil, err
 	}
-	return decodeIndex(b, base, size, fp)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	return decodeFrom(f, fi.Size(), base, size, fp)
 }
 
 func saveIndex(p string, ix *Index, base, size int64, fp [32]byte) error {
@@ -247,12 +278,27 @@ func (c *Cache) VerifyOnce(key string, want digest.Digest, data []byte) error {
 	if c.Dir != "" {
 		marker = filepath.Join(c.Dir, "verified", keyName(key+"|"+want.String()))
 		if isRegular(marker) {
+			if eh := c.takeHash(key); eh != nil {
+				eh.stop.Store(true)
+			}
 			return nil
 		}
 	}
-	h := want.Algorithm().Hash()
-	h.Write(data)
-	if got := digest.NewDigest(want.Algorithm(), h); got != want {
+	var got digest.Digest
+	if eh := c.takeHash(key); eh != nil {
+		if want.Algorithm() == digest.SHA256 && eh.size == int64(len(data)) {
+			<-eh.done
+			got = eh.sum
+		} else {
+			eh.stop.Store(true)
+		}
+	}
+	if got == "" {
+		h := want.Algorithm().Hash()
+		h.Write(data)
+		got = digest.NewDigest(want.Algorithm(), h)
+	}
+	if got != want {
 		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, want)
 	}
 	if marker == "" {
@@ -318,28 +364,108 @@ func (c *Cache) lock(name string) (bool, func()) {
 
 // decompressTo decodes src into w, hashing the output, and checks the hash
 // against want when it is set.
+//
+// The decoder runs in a goroutine of its own, a few buffers ahead of the
+// hashing and writing done here, so that on two cores decompression (the
+// slowest step) never waits for them. When w is a file, its written pages
+// are handed to writeback as they accumulate (sync_file_range), so that the
+// fsync before the rename finds little left to write.
 func decompressTo(w io.Writer, want digest.Digest, comp Compression, src io.Reader) error {
 	rd, closeFn, err := openDecoder(comp, src)
 	if err != nil {
 		return err
 	}
-	defer closeFn()
 	alg := digest.SHA256
 	if want != "" {
 		alg = want.Algorithm()
 	}
 	dg := alg.Digester()
-	ew := &errWriter{w: w}
-	if _, err := io.Copy(io.MultiWriter(ew, dg.Hash()), rd); err != nil {
-		if ew.err != nil {
-			return fmt.Errorf("write cache file: %w", ew.err)
+
+	type chunk struct {
+		b   []byte
+		n   int
+		err error
+	}
+	free := make(chan []byte, decodeBuffers)
+	full := make(chan chunk, decodeBuffers)
+	stop := make(chan struct{})
+	for range decodeBuffers {
+		free <- make([]byte, decodeBufSize)
+	}
+	go func() {
+		defer close(full)
+		for {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			n, err := fillFrom(rd, b)
+			select {
+			case full <- chunk{b, n, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
-		return fmt.Errorf("corrupt or truncated %s stream: %w", comp, err)
+	}()
+	defer func() {
+		close(stop)
+		for range full { // the decoder is done with rd before it is closed
+		}
+		closeFn()
+	}()
+
+	f, _ := w.(*os.File)
+	var written, handed int64
+	for c := range full {
+		if c.n > 0 {
+			if _, err := w.Write(c.b[:c.n]); err != nil {
+				return fmt.Errorf("write cache file: %w", err)
+			}
+			dg.Hash().Write(c.b[:c.n])
+			written += int64(c.n)
+			if f != nil && written-handed >= writebackStep {
+				// Best effort: only a hint to start writing back.
+				_ = unix.SyncFileRange(int(f.Fd()), handed, written-handed, unix.SYNC_FILE_RANGE_WRITE)
+				handed = written
+			}
+		}
+		if c.err == io.EOF {
+			break
+		}
+		if c.err != nil {
+			return fmt.Errorf("corrupt or truncated %s stream: %w", comp, c.err)
+		}
+		free <- c.b
 	}
 	if want != "" && dg.Digest() != want {
 		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, dg.Digest(), want)
 	}
 	return nil
+}
+
+const (
+	decodeBuffers = 4
+	decodeBufSize = 1 << 20
+	writebackStep = 8 << 20
+)
+
+// fillFrom reads from r until b is full or r fails; io.EOF is returned as
+// it is, with the bytes read before it.
+func fillFrom(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := r.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // openDecoder returns a reader of the decompressed stream and its cleanup.
@@ -365,17 +491,45 @@ func openDecoder(comp Compression, src io.Reader) (io.Reader, func(), error) {
 	return nil, nil, fmt.Errorf("%s compression is not supported", comp)
 }
 
-// errWriter remembers a write error, so that a full disk is not reported
-// as a corrupt stream.
-type errWriter struct {
-	w   io.Writer
-	err error
+// startHash hashes [base, base+size) of r in a goroutine, for a later
+// VerifyOnce of key. A second call for a key still pending replaces it.
+func (c *Cache) startHash(key string, r io.ReaderAt, base, size int64) *earlyHash {
+	eh := &earlyHash{done: make(chan struct{}), size: size}
+	c.mu.Lock()
+	if c.hashes == nil {
+		c.hashes = map[string]*earlyHash{}
+	}
+	if old := c.hashes[key]; old != nil {
+		old.stop.Store(true)
+	}
+	c.hashes[key] = eh
+	c.mu.Unlock()
+	go func() {
+		defer close(eh.done)
+		h := sha256.New()
+		buf := make([]byte, 256<<10)
+		for off := int64(0); off < size; {
+			if eh.stop.Load() {
+				return
+			}
+			n := int(min(int64(len(buf)), size-off))
+			if err := readFullAt(r, buf[:n], base+off); err != nil {
+				return // VerifyOnce hashes the bytes itself
+			}
+			h.Write(buf[:n])
+			off += int64(n)
+		}
+		eh.sum = digest.NewDigest(digest.SHA256, h)
+	}()
+	return eh
 }
 
-func (e *errWriter) Write(p []byte) (int, error) {
-	n, err := e.w.Write(p)
-	if err != nil {
-		e.err = err
-	}
-	return n, err
+// takeHash removes and returns the background hash started for key, if
+// any.
+func (c *Cache) takeHash(key string) *earlyHash {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	eh := c.hashes[key]
+	delete(c.hashes, key)
+	return eh
 }

@@ -1,6 +1,7 @@
 package tarindex
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"unsafe"
 )
 
 // Saved index format (version 1), all integers little endian:
@@ -171,19 +173,34 @@ func (st *stringTable) put(ref []byte, s string, intern bool) {
 	binary.LittleEndian.PutUint32(ref[4:], uint32(len(s)))
 }
 
-// decodeIndex parses a saved index, accepting it only if it is intact and
-// was made from a source with the given base, size and fingerprint. Every
-// count and reference is bounds-checked: a damaged file is an error, never
-// a panic or an index pointing outside the source.
+// decodeIndex parses a saved index held in memory (see decodeFrom).
 func decodeIndex(b []byte, base, size int64, fp [32]byte) (*Index, error) {
-	if len(b) < headerSize+trailerSize {
-		return nil, fmt.Errorf("%w: %d bytes is too short", errBadIndex, len(b))
+	return decodeFrom(bytes.NewReader(b), int64(len(b)), base, size, fp)
+}
+
+// decodeChunk is how many entry records decodeFrom reads at a time.
+const decodeChunk = 4096
+
+// decodeFrom parses the saved index in the n bytes of r, accepting it only
+// if it is intact and was made from a source with the given base, size and
+// fingerprint. Every count and reference is bounds-checked: a damaged file
+// is an error, never a panic or an index pointing outside the source.
+//
+// The fixed-size entry records, most of the file, are read and decoded a
+// chunk at a time rather than loaded whole, so that loading holds little
+// more than the decoded entries and the one string blob they point into;
+// the checksum is computed along the way and checked before anything is
+// returned.
+func decodeFrom(r io.ReaderAt, n int64, base, size int64, fp [32]byte) (*Index, error) {
+	if n < headerSize+trailerSize {
+		return nil, fmt.Errorf("%w: %d bytes is too short", errBadIndex, n)
 	}
 	le := binary.LittleEndian
-	body := b[:len(b)-trailerSize]
-	if crc32.Checksum(body, crcTable) != le.Uint32(b[len(b)-trailerSize:]) {
-		return nil, fmt.Errorf("%w: checksum mismatch", errBadIndex)
+	var hdr [headerSize]byte
+	if err := readFullAt(r, hdr[:], 0); err != nil {
+		return nil, fmt.Errorf("%w: header: %v", errBadIndex, err)
 	}
+	b := hdr[:]
 	if string(b[:8]) != indexMagic || le.Uint32(b[8:]) != indexVersion {
 		return nil, fmt.Errorf("%w: unknown magic or version", errBadIndex)
 	}
@@ -192,7 +209,8 @@ func decodeIndex(b []byte, base, size int64, fp [32]byte) (*Index, error) {
 	}
 	end := int64(le.Uint64(b[64:]))
 	ne, nx, nf, ns := le.Uint64(b[72:]), le.Uint64(b[80:]), le.Uint64(b[88:]), le.Uint64(b[96:])
-	rest := uint64(len(body) - headerSize)
+	bodyLen := n - trailerSize
+	rest := uint64(bodyLen - headerSize)
 	// Each product is checked against the real length before any use, and
 	// none of the factors can be large enough to overflow once it passes.
 	if ne > rest/entryRecSize || nx > rest/xattrRecSize || nf > rest/fragRecSize || ns > rest ||
@@ -202,29 +220,72 @@ func decodeIndex(b []byte, base, size int64, fp [32]byte) (*Index, error) {
 	if end < base || end > base+size {
 		return nil, fmt.Errorf("%w: end %d outside the source", errBadIndex, end)
 	}
+	entsAt := int64(headerSize)
+	xsAt := entsAt + int64(ne*entryRecSize)
+	frsAt := xsAt + int64(nx*xattrRecSize)
+	strsAt := frsAt + int64(nf*fragRecSize)
+	tail := make([]byte, int64(nx*xattrRecSize+nf*fragRecSize+ns)+trailerSize)
+	if err := readFullAt(r, tail, xsAt); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadIndex, err)
+	}
+	strs := tail[strsAt-xsAt : int64(len(tail))-trailerSize]
 	d := decoder{
-		ents:  body[headerSize : headerSize+ne*entryRecSize],
-		xs:    body[headerSize+ne*entryRecSize : headerSize+ne*entryRecSize+nx*xattrRecSize],
-		frs:   body[headerSize+ne*entryRecSize+nx*xattrRecSize : len(body)-int(ns)],
-		strs:  string(body[len(body)-int(ns):]), // one copy; every name points into it
+		r:     r,
+		crc:   crc32.Update(0, crcTable, hdr[:]),
+		entAt: entsAt,
+		xs:    tail[:nx*xattrRecSize],
+		frs:   tail[nx*xattrRecSize : strsAt-xsAt],
 		lo:    base,
 		hi:    base + size,
 		nx:    int(nx),
 		nf:    int(nf),
 		count: int(ne),
 	}
+	if len(strs) > 0 {
+		// tail is never written again: every name can point into it. (It
+		// also holds the xattr and fragment records, a few bytes.)
+		d.strs = unsafe.String(unsafe.SliceData(strs), len(strs))
+	}
 	entries, err := d.entries()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errBadIndex, err)
+	}
+	if d.crc = crc32.Update(d.crc, crcTable, tail[:len(tail)-trailerSize]); d.crc != le.Uint32(tail[len(tail)-trailerSize:]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", errBadIndex)
 	}
 	return &Index{Entries: entries, End: end}, nil
 }
 
 type decoder struct {
-	ents, xs, frs []byte
+	r             io.ReaderAt
+	crc           uint32
+	entAt         int64  // file offset of the next entry record to read
+	ents          []byte // records in the current chunk
+	next          int    // index of the first record not yet read
+	xs, frs       []byte
 	strs          string
 	lo, hi        int64 // the source region entries must lie in
 	nx, nf, count int
+}
+
+// record returns entry record i; records are read in order, a chunk at a
+// time, each added to the checksum as it is read.
+func (d *decoder) record(i int) ([]byte, error) {
+	if i >= d.next {
+		k := min(decodeChunk, d.count-d.next)
+		if cap(d.ents) < k*entryRecSize {
+			d.ents = make([]byte, k*entryRecSize)
+		}
+		d.ents = d.ents[:k*entryRecSize]
+		if err := readFullAt(d.r, d.ents, d.entAt); err != nil {
+			return nil, err
+		}
+		d.crc = crc32.Update(d.crc, crcTable, d.ents)
+		d.entAt += int64(len(d.ents))
+		d.next += k
+	}
+	j := i - (d.next - len(d.ents)/entryRecSize)
+	return d.ents[j*entryRecSize : (j+1)*entryRecSize], nil
 }
 
 func (d *decoder) str(ref []byte) (string, error) {
@@ -244,7 +305,10 @@ func (d *decoder) entries() ([]Entry, error) {
 	frags := make([]Fragment, d.nf)
 	var xi, fi int
 	for i := range out {
-		rec := d.ents[i*entryRecSize : (i+1)*entryRecSize]
+		rec, err := d.record(i)
+		if err != nil {
+			return nil, fmt.Errorf("entry %d: %w", i, err)
+		}
 		e, nx, nf, err := d.entry(rec)
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)

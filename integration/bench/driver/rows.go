@@ -1,0 +1,974 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type rowDef struct {
+	key, name, target string
+	full              bool // only in the full set
+	fn                func(*config) result
+}
+
+var rows = []rowDef{
+	{key: "cold", name: "ready to browse, uncompressed docker-archive, cold (no saved index)", target: "≤ 5% of podman", fn: rowCold},
+	{key: "warm", name: "the same, second mount (saved index)", target: "≤ 1% of podman", fn: rowWarm},
+	{key: "gzip", name: "ready to browse, gzip oci-archive, cold", target: "≤ 20% of umoci; ≤ 1.2× one decompression pass", fn: rowGzip},
+	{key: "readall", name: "read every file in the union", target: "≤ 1.5× native", fn: rowReadAll},
+	{key: "stat", name: "stat every path (`find -ls`)", target: "≤ 2× native", fn: rowStat},
+	{key: "seq", name: "sequential read of a {big} file", target: "≥ 70% of native throughput", fn: rowSeq},
+	{key: "fio", name: "random 4 KiB reads in a {big} file (fio, 1 job)", target: "≥ 50% of native IOPS", fn: rowFio},
+	{key: "many", name: "one layer of {many} small files: cold mount, saved-index mount, peak RSS", target: "≤ 200 B of RSS per entry; saved-index mount < 1 s", fn: rowMany},
+	{key: "layers", name: "50-layer image with overlapping paths", target: "≤ 5% of podman", fn: rowLayers},
+	{key: "commit", name: "commit of a one-file edit (thin / full / squash)", target: "thin independent of image size; full ≤ 1.2× cp; squash ≤ 1.5× tar -c", fn: rowCommit},
+	{key: "write", name: "writable mount: untar a source tree into it", target: "≥ fuse-overlayfs", fn: rowWrite},
+}
+
+func rowKeys() []string {
+	var ks []string
+	for _, r := range rows {
+		ks = append(ks, r.key)
+	}
+	return ks
+}
+
+func failed(err error) result {
+	return result{imgmount: "error", met: "not measured", notes: []string{"error: " + strings.ReplaceAll(tail(err.Error(), 400), "\n", " ")}}
+}
+
+// scratch returns a fresh directory under the run's scratch space.
+func (c *config) scratch(name string) string {
+	return filepath.Join(c.out, "run", name)
+}
+
+// mount mounts img at mnt with imgmount (daemonized: it returns once the
+// mount is ready).
+func (c *config) mount(img, mnt, cache string, extra ...string) error {
+	args := append([]string{"--cache-dir", cache}, extra...)
+	args = append(args, img, mnt)
+	if b, err := exec.Command(c.bin, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("imgmount %s: %v: %s", strings.Join(args, " "), err, tail(string(b), 400))
+	}
+	return nil
+}
+
+func (c *config) umount(mnt string) error {
+	if b, err := exec.Command(c.bin, "-u", mnt).CombinedOutput(); err != nil && isMounted(mnt) {
+		return fmt.Errorf("imgmount -u %s: %v: %s", mnt, err, tail(string(b), 300))
+	}
+	return unmount(mnt)
+}
+
+func (c *config) supports(word string) bool {
+	b, _ := exec.Command(c.bin, "--help").CombinedOutput()
+	return strings.Contains(string(b), word)
+}
+
+// browse is what "ready to browse" ends with: the root listed.
+func browse(mnt string) error {
+	_, err := os.ReadDir(mnt)
+	return err
+}
+
+// --- podman -------------------------------------------------------------------
+
+type podman struct{ root string }
+
+func (p podman) cmd() string {
+	return fmt.Sprintf("podman --root %s --runroot %s --storage-driver overlay --cgroup-manager cgroupfs --events-backend none",
+		q(filepath.Join(p.root, "root")), q(filepath.Join(p.root, "run")))
+}
+
+func (p podman) reset() error {
+	if exists(p.root) {
+		_, _ = sh("%s image unmount --all --force 2>/dev/null", p.cmd())
+	}
+	return resetDir(p.root)
+}
+
+// loadMount loads img and mounts the image: what podman needs before the
+// image can be browsed. It returns the mount's path.
+func (p podman) loadMount(img string) (string, error) {
+	out, err := sh(`set -o pipefail; id=$(%[1]s load -i %[2]s | sed -n 's/^Loaded image[^:]*: //p' | head -1); [ -n "$id" ] && %[1]s image mount "$id"`, p.cmd(), q(img))
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(out), nil
+}
+
+func podmanTrial(c *config, img string, cold bool, after func(string) error) trial {
+	p := podman{root: c.scratch("podman")}
+	return trial{
+		setup: func() error {
+			if err := p.reset(); err != nil {
+				return err
+			}
+			if cold {
+				return dropCaches()
+			}
+			return nil
+		},
+		run: func() error {
+			m, err := p.loadMount(img)
+			if err == nil && after != nil {
+				err = after(m)
+			}
+			return err
+		},
+		teardown: p.reset,
+	}
+}
+
+// --- rows 1 and 2: ready to browse ------------------------------------------------
+
+// altsReady measures the alternatives to mounting the Debian docker-archive.
+func altsReady(c *config, cold bool) (map[string]time.Duration, []string, error) {
+	img := c.debianDocker()
+	layers, err := dockerLayers(img)
+	if err != nil {
+		return nil, nil, err
+	}
+	dest := c.scratch("extract")
+	setup := func() error {
+		if err := resetDir(dest); err != nil {
+			return err
+		}
+		if cold {
+			return dropCaches()
+		}
+		return nil
+	}
+	out := map[string]time.Duration{}
+	var order []string
+	add := func(name string, d time.Duration, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		out[name] = d
+		order = append(order, name)
+		return nil
+	}
+	d, err := measure(c.slow, trial{setup: setup, run: func() error {
+		for _, l := range layers {
+			// umoci writes its last layer here without the end-of-archive
+			// blocks; GNU tar extracts it and then reports the EOF.
+			if _, err := sh("tar -xOf %s --occurrence=1 %s | tar -x --recursive-unlink --exclude='.wh.*' -C %s", q(img), q(l), q(dest)); err != nil && !strings.Contains(err.Error(), "Unexpected EOF") {
+				return err
+			}
+		}
+		return nil
+	}})
+	if err := add("tar -x of each layer", d, err); err != nil {
+		return nil, nil, err
+	}
+	d, err = measure(c.slow, trial{setup: setup, run: func() error {
+		_, err := sh("skopeo copy -q docker-archive:%s oci:%s/layout:x && umoci unpack --image %s/layout:x %s/bundle", q(img), q(dest), q(dest), q(dest))
+		return err
+	}})
+	if err := add("skopeo copy to OCI + umoci unpack", d, err); err != nil {
+		return nil, nil, err
+	}
+	d, err = measure(c.slow, podmanTrial(c, img, cold, nil))
+	if err := add("podman load + image mount", d, err); err != nil {
+		return nil, nil, err
+	}
+	_ = resetDir(dest)
+	return out, order, nil
+}
+
+func imgmountReady(c *config, img string, cold bool) (time.Duration, error) {
+	mnt, cache := c.scratch("mnt"), c.scratch("cache")
+	if err := resetDir(mnt); err != nil {
+		return 0, err
+	}
+	if !cold {
+		// One mount to save the index and remember the layer checks.
+		if err := resetDir(cache); err != nil {
+			return 0, err
+		}
+		if err := c.mount(img, mnt, cache); err != nil {
+			return 0, err
+		}
+		if err := c.umount(mnt); err != nil {
+			return 0, err
+		}
+	}
+	return measure(c.runs, trial{
+		setup: func() error {
+			if cold {
+				if err := resetDir(cache); err != nil {
+					return err
+				}
+				return dropCaches()
+			}
+			return nil
+		},
+		run: func() error {
+			if err := c.mount(img, mnt, cache); err != nil {
+				return err
+			}
+			return browse(mnt)
+		},
+		teardown: func() error { return c.umount(mnt) },
+	})
+}
+
+func readyRow(c *config, cold bool, limit float64) result {
+	im, err := imgmountReady(c, c.debianDocker(), cold)
+	if err != nil {
+		return failed(err)
+	}
+	alts, order, err := altsReady(c, cold)
+	if err != nil {
+		return failed(err)
+	}
+	r := result{imgmount: fmtDur(im)}
+	for _, k := range order {
+		r.alts = append(r.alts, fmt.Sprintf("%s %s (%s)", k, fmtDur(alts[k]), ratio(im.Seconds(), alts[k].Seconds())))
+	}
+	pod := alts["podman load + image mount"]
+	r.met = verdict(im.Seconds() <= limit*pod.Seconds(), fmt.Sprintf("%s of podman", ratio(im.Seconds(), pod.Seconds())))
+	fi, _ := os.Stat(c.debianDocker())
+	if fi != nil && cold {
+		r.notes = append(r.notes, fmt.Sprintf("the image is %s with %d layers (debootstrap bookworm minbase plus three umoci layers; integration/testdata/debian.sh); cold = page cache dropped before every run, and for imgmount an empty cache directory (index built, layers hashed against their diff_ids)", fmtBytes(float64(fi.Size())), 4))
+	}
+	return r
+}
+
+func verdict(ok bool, detail string) string {
+	if ok {
+		return "yes (" + detail + ")"
+	}
+	return "**no** (" + detail + ")"
+}
+
+func rowCold(c *config) result { return readyRow(c, true, 0.05) }
+func rowWarm(c *config) result { return readyRow(c, false, 0.01) }
+
+// --- row 3: gzip oci-archive ----------------------------------------------------
+
+func rowGzip(c *config) result {
+	img := c.debianOCIGzip()
+	im, err := imgmountReady(c, img, true)
+	if err != nil {
+		return failed(err)
+	}
+	// The archive unpacked to a layout once: umoci reads layouts only.
+	layout := c.scratch("gzip-layout")
+	if err := resetDir(layout); err != nil {
+		return failed(err)
+	}
+	if _, err := sh("tar -xf %s -C %s", q(img), q(layout)); err != nil {
+		return failed(err)
+	}
+	blobs, err := ociLayerBlobs(layout)
+	if err != nil {
+		return failed(err)
+	}
+	dest := c.scratch("gzip-dest")
+	setup := func() error {
+		if err := resetDir(dest); err != nil {
+			return err
+		}
+		return dropCaches()
+	}
+	umoci, err := measure(c.slow, trial{setup: setup, run: func() error {
+		_, err := sh("umoci unpack --image %s:bookworm %s/bundle", q(layout), q(dest))
+		return err
+	}})
+	if err != nil {
+		return failed(err)
+	}
+	gz, err := measure(c.runs, trial{setup: setup, run: func() error {
+		for i, b := range blobs {
+			if _, err := sh("gzip -dc %s > %s/%d.tar", q(b), q(dest), i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}})
+	if err != nil {
+		return failed(err)
+	}
+	_ = resetDir(dest)
+	_ = os.RemoveAll(layout)
+	r := result{imgmount: fmtDur(im), alts: []string{
+		fmt.Sprintf("umoci unpack (of the archive already untarred to a layout) %s (%s)", fmtDur(umoci), ratio(im.Seconds(), umoci.Seconds())),
+		fmt.Sprintf("gzip -dc of the %d layers into files, one after the other %s (%s)", len(blobs), fmtDur(gz), ratio(im.Seconds(), gz.Seconds())),
+	}}
+	ok := im.Seconds() <= 0.2*umoci.Seconds() && im.Seconds() <= 1.2*gz.Seconds()
+	r.met = verdict(ok, fmt.Sprintf("%s of umoci, %s of gzip -dc", ratio(im.Seconds(), umoci.Seconds()), ratio(im.Seconds(), gz.Seconds())))
+	return r
+}
+
+// --- rows 4 and 5: whole-tree walks -------------------------------------------------
+
+// walkRow times fn over the imgmount union (fresh mount per run, saved
+// index), the native union, and ratarmount and archivemount on the base
+// layer's tar (fresh mount per run).
+func walkRow(c *config, fn func(dir string) error, limit float64, what string) result {
+	img := c.debianDocker()
+	mnt, cache := c.scratch("mnt"), c.scratch("cache")
+	if err := resetDir(mnt); err != nil {
+		return failed(err)
+	}
+	if err := resetDir(cache); err != nil {
+		return failed(err)
+	}
+	if err := c.mount(img, mnt, cache); err != nil { // saves the index
+		return failed(err)
+	}
+	if err := c.umount(mnt); err != nil {
+		return failed(err)
+	}
+	im, err := measure(c.runs, trial{
+		setup:    func() error { return c.mount(img, mnt, cache) },
+		run:      func() error { return fn(mnt) },
+		teardown: func() error { return c.umount(mnt) },
+	})
+	if err != nil {
+		return failed(err)
+	}
+	nat := c.nativeDebian()
+	if err := fn(nat); err != nil { // warm the page cache
+		return failed(err)
+	}
+	native, err := measure(c.runs, trial{run: func() error { return fn(nat) }})
+	if err != nil {
+		return failed(err)
+	}
+	r := result{imgmount: fmt.Sprintf("%s (%s native)", fmtDur(im), ratio(im.Seconds(), native.Seconds()))}
+	r.alts = append(r.alts, fmt.Sprintf("native (the union extracted on local disk) %s", fmtDur(native)))
+	base := c.debianLayerTar(0)
+	if c.ratar != "" {
+		d, err := fuseTarTrial(c, "ratarmount", ratarmountArgv(c, base), fn)
+		if err != nil {
+			r.alts = append(r.alts, "ratarmount: failed ("+tail(err.Error(), 200)+")")
+		} else {
+			r.alts = append(r.alts, fmt.Sprintf("ratarmount, base layer only, ×1 %s (%s native)", fmtDur(d), ratio(d.Seconds(), native.Seconds())))
+		}
+	} else {
+		r.alts = append(r.alts, "ratarmount: not run ($RATARMOUNT unset)")
+	}
+	if c.quick {
+		r.alts = append(r.alts, "archivemount: full set only (it takes about a minute here)")
+		r.met = verdict(im.Seconds() <= limit*native.Seconds(), ratio(im.Seconds(), native.Seconds())+" native")
+		r.notes = append(r.notes, what)
+		return r
+	}
+	d, err := fuseTarTrial(c, "archivemount", []string{"archivemount", "-f", "-o", "ro,readonly", base}, fn)
+	if err != nil {
+		r.alts = append(r.alts, "archivemount: failed ("+tail(err.Error(), 200)+")")
+	} else {
+		r.alts = append(r.alts, fmt.Sprintf("archivemount, base layer only, ×1 %s (%s native)", fmtDur(d), ratio(d.Seconds(), native.Seconds())))
+	}
+	r.met = verdict(im.Seconds() <= limit*native.Seconds(), ratio(im.Seconds(), native.Seconds())+" native")
+	r.notes = append(r.notes, what)
+	return r
+}
+
+// fuseTarTrial mounts a tar with another FUSE tool (argv + mountpoint, in
+// the foreground so that we hold its pid) before each run, untimed, and
+// times fn on the mount.
+func fuseTarTrial(c *config, name string, argv []string, fn func(string) error) (time.Duration, error) {
+	mnt := c.scratch("mnt-" + name)
+	if err := resetDir(mnt); err != nil {
+		return 0, err
+	}
+	var p *bg
+	return measure(1, trial{
+		setup: func() error {
+			var err error
+			args := append(append([]string{}, argv[1:]...), mnt)
+			if p, err = startBG(argv[0], args...); err != nil {
+				return err
+			}
+			if err := waitMounted(mnt, 10*time.Minute); err != nil {
+				return fmt.Errorf("%w: %s", err, tail(p.out.String(), 300))
+			}
+			return nil
+		},
+		run: func() error { return fn(mnt) },
+		teardown: func() error {
+			err := unmount(mnt)
+			if serr := p.stop(); err == nil {
+				err = serr
+			}
+			return err
+		},
+	})
+}
+
+func rowReadAll(c *config) result {
+	return walkRow(c, func(dir string) error {
+		_, err := readAll(dir)
+		return err
+	}, 1.5, "every regular file opened and read to the end with 1 MiB reads (a Go walker); imgmount is remounted (saved index) before each run, so its kernel page cache starts empty while the native files are in the page cache; ratarmount and archivemount serve only layer 0's tar, which holds most of the image")
+}
+
+func rowStat(c *config) result {
+	return walkRow(c, func(dir string) error {
+		_, err := sh("find %s -ls > /dev/null", q(dir))
+		return err
+	}, 2, "`find DIR -ls > /dev/null`; imgmount is remounted (saved index) before each run; the native tree's inodes and dentries are cached")
+}
+
+// --- rows 6 and 7: one big file -----------------------------------------------------
+
+// bigSetup mounts the big-file image (fresh cache, first mount untimed)
+// and extracts the same file natively; it returns the two paths.
+func bigSetup(c *config) (mounted, native string, err error) {
+	mnt, cache := c.scratch("mnt"), c.scratch(fmt.Sprintf("cache-big-%dm", c.sizes().bigFile>>20))
+	if err := resetDir(mnt); err != nil {
+		return "", "", err
+	}
+	if !exists(cache) {
+		if err := c.mount(c.bigImage(), mnt, cache); err != nil {
+			return "", "", err
+		}
+		if err := c.umount(mnt); err != nil {
+			return "", "", err
+		}
+	}
+	nat := c.scratch(fmt.Sprintf("native-big-%dm", c.sizes().bigFile>>20))
+	if !exists(filepath.Join(nat, "data", "big.bin")) {
+		if err := resetDir(nat); err != nil {
+			return "", "", err
+		}
+		layers, err := dockerLayers(c.bigImage())
+		if err != nil {
+			return "", "", err
+		}
+		if _, err := sh("tar -xOf %s --occurrence=1 %s | tar -x -C %s", q(c.bigImage()), q(layers[0]), q(nat)); err != nil {
+			return "", "", err
+		}
+	}
+	return mnt, filepath.Join(nat, "data", "big.bin"), nil
+}
+
+func rowSeq(c *config) result {
+	mnt, nat, err := bigSetup(c)
+	if err != nil {
+		return failed(err)
+	}
+	cache := c.scratch(fmt.Sprintf("cache-big-%dm", c.sizes().bigFile>>20))
+	size := float64(c.sizes().bigFile)
+	im, err := measure(c.runs, trial{
+		setup: func() error { return c.mount(c.bigImage(), mnt, cache) },
+		run: func() error {
+			n, err := readFile(filepath.Join(mnt, "data", "big.bin"))
+			if err == nil && n != int64(size) {
+				err = fmt.Errorf("read %d bytes of a %d-byte file", n, int64(size))
+			}
+			return err
+		},
+		teardown: func() error { return c.umount(mnt) },
+	})
+	if err != nil {
+		return failed(err)
+	}
+	if _, err := readFile(nat); err != nil {
+		return failed(err)
+	}
+	native, err := measure(c.runs, trial{run: func() error { _, err := readFile(nat); return err }})
+	if err != nil {
+		return failed(err)
+	}
+	// A second read on the same mount comes from the kernel's page cache
+	// (FOPEN_KEEP_CACHE).
+	if err := c.mount(c.bigImage(), mnt, cache); err != nil {
+		return failed(err)
+	}
+	p := filepath.Join(mnt, "data", "big.bin")
+	_, _ = readFile(p)
+	again, err := measure(c.runs, trial{run: func() error { _, err := readFile(p); return err }})
+	_ = c.umount(mnt)
+	if err != nil {
+		return failed(err)
+	}
+	tput := func(d time.Duration) float64 { return size / d.Seconds() / (1 << 20) }
+	r := result{
+		row:      "",
+		imgmount: fmt.Sprintf("%.0f MiB/s first read after mounting; %.0f MiB/s reread (kernel page cache kept)", tput(im), tput(again)),
+		alts:     []string{fmt.Sprintf("native (extracted on local disk, page cache warm) %.0f MiB/s (imgmount %s)", tput(native), ratio(tput(im), tput(native)))},
+	}
+	r.met = verdict(tput(im) >= 0.7*tput(native), ratio(tput(im), tput(native))+" of native on the first read")
+	r.notes = append(r.notes, fmt.Sprintf("a %s file of random bytes in an uncompressed layer, read with 1 MiB read(2)s", fmtBytes(size)))
+	return r
+}
+
+func rowFio(c *config) result {
+	mnt, nat, err := bigSetup(c)
+	if err != nil {
+		return failed(err)
+	}
+	cache := c.scratch(fmt.Sprintf("cache-big-%dm", c.sizes().bigFile>>20))
+	secs := 5
+	if c.quick {
+		secs = 2
+	}
+	fio := func(p string) (float64, error) {
+		out, err := sh("fio --name=randread --filename=%s --readonly --rw=randread --bs=4k --ioengine=psync --numjobs=1 --invalidate=0 --time_based --runtime=%d --output-format=json", q(p), secs)
+		if err != nil {
+			return 0, err
+		}
+		var res struct {
+			Jobs []struct {
+				Read struct{ IOPS float64 } `json:"read"`
+			} `json:"jobs"`
+		}
+		if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil || len(res.Jobs) == 0 {
+			return 0, fmt.Errorf("fio output: %v", err)
+		}
+		return res.Jobs[0].Read.IOPS, nil
+	}
+	var ims, nats []float64
+	for i := 0; i < c.slow; i++ {
+		if err := c.mount(c.bigImage(), mnt, cache); err != nil {
+			return failed(err)
+		}
+		v, err := fio(filepath.Join(mnt, "data", "big.bin"))
+		_ = c.umount(mnt)
+		if err != nil {
+			return failed(err)
+		}
+		ims = append(ims, v)
+	}
+	if _, err := readFile(nat); err != nil {
+		return failed(err)
+	}
+	for i := 0; i < c.slow; i++ {
+		v, err := fio(nat)
+		if err != nil {
+			return failed(err)
+		}
+		nats = append(nats, v)
+	}
+	im, native := medianF(ims), medianF(nats)
+	r := result{
+		imgmount: fmt.Sprintf("%.0f IOPS", im),
+		alts:     []string{fmt.Sprintf("native (extracted, page cache warm) %.0f IOPS (imgmount %s)", native, ratio(im, native))},
+	}
+	r.met = verdict(im >= 0.5*native, ratio(im, native)+" of native")
+	r.notes = append(r.notes, fmt.Sprintf("fio randread, bs=4k, psync, 1 job, %d s time-based, invalidate=0, on a fresh mount each run (the kernel page cache fills as it goes, as it does natively)", secs))
+	return r
+}
+
+// --- row 8: a million small files ----------------------------------------------------
+
+// rssMount mounts img in the foreground (so that we know the serving
+// process) and returns its peak and current RSS in bytes after the mount
+// and after `find -ls` over it, and the mount time.
+func rssMount(c *config, img, cache string) (mountT time.Duration, hwmMount, hwmFind int64, err error) {
+	mnt := c.scratch("mnt-rss")
+	if err := resetDir(mnt); err != nil {
+		return 0, 0, 0, err
+	}
+	start := time.Now()
+	p, err := startBG(c.bin, "-f", "--cache-dir", cache, img, mnt)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer func() {
+		_ = unmount(mnt)
+		_ = p.stop()
+	}()
+	if err := waitMounted(mnt, 10*time.Minute); err != nil {
+		return 0, 0, 0, fmt.Errorf("%w: %s", err, tail(p.out.String(), 300))
+	}
+	if err := browse(mnt); err != nil {
+		return 0, 0, 0, err
+	}
+	mountT = time.Since(start)
+	st, err := procStatus(p.cmd.Process.Pid, "VmHWM")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	hwmMount = st["VmHWM"] << 10
+	if _, err := sh("find %s -ls > /dev/null", q(mnt)); err != nil {
+		return 0, 0, 0, err
+	}
+	st, err = procStatus(p.cmd.Process.Pid, "VmHWM")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return mountT, hwmMount, st["VmHWM"] << 10, nil
+}
+
+func rowMany(c *config) result {
+	img := c.manyImage()
+	n := c.sizes().manyFiles
+	entries := float64(n + n/1000 + 1) // files, their directories, files/
+	mnt, cache := c.scratch("mnt"), c.scratch("cache-many")
+	if err := resetDir(mnt); err != nil {
+		return failed(err)
+	}
+	cold, err := measure(c.slow, trial{
+		setup: func() error {
+			if err := resetDir(cache); err != nil {
+				return err
+			}
+			return dropCaches()
+		},
+		run:      func() error { return errs(c.mount(img, mnt, cache), browse(mnt)) },
+		teardown: func() error { return c.umount(mnt) },
+	})
+	if err != nil {
+		return failed(err)
+	}
+	warm, err := measure(c.runs, trial{
+		run:      func() error { return errs(c.mount(img, mnt, cache), browse(mnt)) },
+		teardown: func() error { return c.umount(mnt) },
+	})
+	if err != nil {
+		return failed(err)
+	}
+	_, hwmSaved, hwmFind, err := rssMount(c, img, cache)
+	if err != nil {
+		return failed(err)
+	}
+	coldCache := c.scratch("cache-many-rss")
+	_ = resetDir(coldCache)
+	_, hwmCold, _, err := rssMount(c, img, coldCache)
+	_ = os.RemoveAll(coldCache)
+	if err != nil {
+		return failed(err)
+	}
+	r := result{imgmount: fmt.Sprintf("cold mount %s; saved-index mount %s; peak RSS %.0f B/entry (saved index), %.0f B/entry (cold), %.0f B/entry after `find -ls` of everything",
+		fmtDur(cold), fmtDur(warm), float64(hwmSaved)/entries, float64(hwmCold)/entries, float64(hwmFind)/entries)}
+
+	dest := c.scratch("many-extract")
+	layers, err := dockerLayers(img)
+	if err != nil {
+		return failed(err)
+	}
+	tarx, err := measure(1, trial{
+		setup: func() error { return errs(resetDir(dest), dropCaches()) },
+		run: func() error {
+			_, err := sh("tar -xOf %s --occurrence=1 %s | tar -x -C %s", q(img), q(layers[0]), q(dest))
+			return err
+		},
+		teardown: func() error { return resetDir(dest) },
+	})
+	if err != nil {
+		return failed(err)
+	}
+	_ = os.RemoveAll(dest)
+	r.alts = append(r.alts, fmt.Sprintf("tar -x of the layer, cold, ×1 %s (cold mount %s)", fmtDur(tarx), ratio(cold.Seconds(), tarx.Seconds())))
+
+	// archivemount on the layer tar: mount time and its peak RSS.
+	lt := filepath.Join(c.out, "run", "many-layer.tar")
+	if _, err := sh("tar -xOf %s --occurrence=1 %s > %s", q(img), q(layers[0]), q(lt)); err != nil {
+		return failed(err)
+	}
+	am := c.scratch("mnt-archivemount")
+	_ = resetDir(am)
+	start := time.Now()
+	p, err := startBG("archivemount", "-f", "-o", "ro,readonly", lt, am)
+	if err == nil {
+		err = waitMounted(am, 10*time.Minute)
+		if err == nil {
+			err = browse(am)
+		}
+		d := time.Since(start)
+		var hwm int64
+		if st, serr := procStatus(p.cmd.Process.Pid, "VmHWM"); serr == nil {
+			hwm = st["VmHWM"] << 10
+		}
+		_ = unmount(am)
+		_ = p.stop()
+		if err == nil {
+			r.alts = append(r.alts, fmt.Sprintf("archivemount of the layer tar, ×1: mount %s (saved-index mount %s), peak RSS %.0f B/entry", fmtDur(d), ratio(warm.Seconds(), d.Seconds()), float64(hwm)/entries))
+		}
+	}
+	if err != nil {
+		r.alts = append(r.alts, "archivemount: failed ("+tail(err.Error(), 200)+")")
+	}
+	if c.ratar != "" {
+		rm := c.scratch("mnt-ratarmount")
+		_ = resetDir(rm)
+		_ = os.Remove(lt + ".index.sqlite")
+		start := time.Now()
+		argv := append(ratarmountArgv(c, lt), rm)
+		p, err := startBG(argv[0], argv[1:]...)
+		if err == nil {
+			err = waitMounted(rm, 10*time.Minute)
+			if err == nil {
+				err = browse(rm)
+			}
+			d := time.Since(start)
+			var hwm int64
+			if st, serr := procStatus(p.cmd.Process.Pid, "VmHWM"); serr == nil {
+				hwm = st["VmHWM"] << 10
+			}
+			_ = unmount(rm)
+			_ = p.stop()
+			if err == nil {
+				r.alts = append(r.alts, fmt.Sprintf("ratarmount of the layer tar, first mount (builds its index), ×1: %s (cold mount %s), peak RSS %.0f B/entry", fmtDur(d), ratio(cold.Seconds(), d.Seconds()), float64(hwm)/entries))
+			}
+		}
+		if err != nil {
+			r.alts = append(r.alts, "ratarmount: failed ("+tail(err.Error(), 200)+")")
+		}
+		_ = os.Remove(lt + ".index.sqlite")
+	} else {
+		r.alts = append(r.alts, "ratarmount: not run ($RATARMOUNT unset)")
+	}
+	_ = os.Remove(lt)
+	per := float64(hwmSaved) / entries
+	r.met = verdict(per <= 200 && warm < time.Second, fmt.Sprintf("%.0f B/entry, saved-index mount %s", per, fmtDur(warm)))
+	r.notes = append(r.notes, fmt.Sprintf("%d files of 0 to 1,023 bytes in %d directories, one uncompressed layer; peak RSS is the serving process's VmHWM once the mount is ready (and after `find -ls` has made the kernel look up every path)", n, n/1000))
+	return r
+}
+
+func errs(es ...error) error {
+	for _, e := range es {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// --- row 9: fifty layers ----------------------------------------------------------------
+
+func rowLayers(c *config) result {
+	img := c.layersImage()
+	mnt, cache := c.scratch("mnt"), c.scratch("cache-layers")
+	if err := resetDir(mnt); err != nil {
+		return failed(err)
+	}
+	find := func(dir string) error {
+		_, err := sh("find %s -ls > /dev/null", q(dir))
+		return err
+	}
+	var findT []time.Duration
+	mountT, err := measure(c.runs, trial{
+		setup: func() error { return resetDir(cache) },
+		run:   func() error { return errs(c.mount(img, mnt, cache), browse(mnt)) },
+		teardown: func() error {
+			t := time.Now()
+			err := find(mnt)
+			findT = append(findT, time.Since(t))
+			return errs(err, c.umount(mnt))
+		},
+	})
+	if err != nil {
+		return failed(err)
+	}
+	var podFind []time.Duration
+	pod, err := measure(c.slow, podmanTrial(c, img, false, func(m string) error {
+		t := time.Now()
+		err := find(m)
+		podFind = append(podFind, time.Since(t))
+		return err
+	}))
+	if err != nil {
+		return failed(err)
+	}
+	// podmanTrial timed load + mount + find: take the find back out.
+	podMount := pod - median(podFind)
+	im := median(findT)
+	r := result{imgmount: fmt.Sprintf("mount %s (no saved index), then `find -ls` %s", fmtDur(mountT), fmtDur(im))}
+	r.alts = append(r.alts, fmt.Sprintf("podman load + image mount %s (%s), then `find -ls` %s", fmtDur(podMount), ratio(mountT.Seconds(), podMount.Seconds()), fmtDur(median(podFind))))
+	r.met = verdict(mountT.Seconds() <= 0.05*podMount.Seconds(), ratio(mountT.Seconds(), podMount.Seconds())+" of podman's load + mount")
+	s := c.sizes()
+	r.notes = append(r.notes, fmt.Sprintf("%d uncompressed layers over %d shared directories; each layer rewrites about a quarter of %d shared files, every fifth whites out 20 files and an earlier layer's own directory", s.layers, s.layerDirs, s.layerFiles))
+	return r
+}
+
+// --- row 10: commit ------------------------------------------------------------------------
+
+func rowCommit(c *config) result {
+	if !c.supports("commit") || !c.supports("--upper") {
+		return result{imgmount: "n/a (not implemented)", met: "n/a (not implemented)"}
+	}
+	img := c.debianDocker()
+	mnt, cache, upper := c.scratch("mnt"), c.scratch("cache-commit"), c.scratch("upper-commit")
+	edit := func(image string) error {
+		if err := errs(resetDir(mnt), resetDir(upper)); err != nil {
+			return err
+		}
+		if err := c.mount(image, mnt, cache, "--upper", upper); err != nil {
+			return err
+		}
+		err := os.WriteFile(filepath.Join(mnt, "etc", "motd"), []byte("edited by the benchmark\n"), 0o644)
+		if err != nil {
+			err = os.WriteFile(filepath.Join(mnt, "edited.txt"), []byte("edited by the benchmark\n"), 0o644)
+		}
+		return errs(err, c.umount(mnt))
+	}
+	outTar := c.scratch("commit-out") + ".tar"
+	commit := func(image string, extra ...string) (time.Duration, error) {
+		if err := edit(image); err != nil {
+			return 0, err
+		}
+		args := append([]string{"commit", "--cache-dir", cache, image, "--upper", upper, "-o", outTar}, extra...)
+		return measure(c.runs, trial{
+			setup: func() error { os.Remove(outTar); return nil },
+			run: func() error {
+				if b, err := exec.Command(c.bin, args...).CombinedOutput(); err != nil {
+					return fmt.Errorf("imgmount %s: %v: %s", strings.Join(args, " "), err, tail(string(b), 300))
+				}
+				return nil
+			},
+		})
+	}
+	thin, err := commit(img, "--thin-from", img)
+	if err != nil {
+		return failed(err)
+	}
+	thinBig, err := commit(c.bigImage(), "--thin-from", c.bigImage())
+	if err != nil {
+		return failed(err)
+	}
+	full, err := commit(img)
+	if err != nil {
+		return failed(err)
+	}
+	squash, err := commit(img, "--squash")
+	if err != nil {
+		return failed(err)
+	}
+	os.Remove(outTar)
+	cp, err := measure(c.runs, trial{run: func() error { _, err := sh("cp %s %s", q(img), q(outTar)); return err }, teardown: func() error { return os.Remove(outTar) }})
+	if err != nil {
+		return failed(err)
+	}
+	tarc, err := measure(c.runs, trial{run: func() error { _, err := sh("tar -cf %s -C %s .", q(outTar), q(c.nativeDebian())); return err }, teardown: func() error { return os.Remove(outTar) }})
+	if err != nil {
+		return failed(err)
+	}
+	// umoci repack of the same edit on an unpacked bundle.
+	work := c.scratch("umoci-repack")
+	umoci, err := measure(c.slow, trial{
+		setup: func() error {
+			if err := resetDir(work); err != nil {
+				return err
+			}
+			_, err := sh("cp -a %s %s/layout && umoci unpack --image %s/layout:bookworm %s/bundle && echo 'edited by the benchmark' > %s/bundle/rootfs/etc/motd",
+				q(c.debianLayout()), q(work), q(work), q(work), q(work))
+			return err
+		},
+		run: func() error {
+			_, err := sh("umoci repack --image %s/layout:bookworm %s/bundle", q(work), q(work))
+			return err
+		},
+		teardown: func() error { return resetDir(work) },
+	})
+	if err != nil {
+		return failed(err)
+	}
+	_ = os.RemoveAll(work)
+	r := result{imgmount: fmt.Sprintf("thin %s (on the %s image: %s); full %s; squash %s", fmtDur(thin), fmtBytes(float64(c.sizes().bigFile)), fmtDur(thinBig), fmtDur(full), fmtDur(squash))}
+	r.alts = []string{
+		fmt.Sprintf("umoci repack of the same edit, ×%d %s (thin %s)", c.slow, fmtDur(umoci), ratio(thin.Seconds(), umoci.Seconds())),
+		fmt.Sprintf("cp of the tarball %s (full %s)", fmtDur(cp), ratio(full.Seconds(), cp.Seconds())),
+		fmt.Sprintf("tar -c of the extracted rootfs %s (squash %s)", fmtDur(tarc), ratio(squash.Seconds(), tarc.Seconds())),
+	}
+	sizeIndep := thinBig.Seconds() <= 2*thin.Seconds()+0.05
+	r.met = strings.Join([]string{
+		"thin: " + verdict(sizeIndep, fmt.Sprintf("%s; %s on the bigger image", fmtDur(thin), fmtDur(thinBig))),
+		"full: " + verdict(full.Seconds() <= 1.2*cp.Seconds(), ratio(full.Seconds(), cp.Seconds())+" of cp"),
+		"squash: " + verdict(squash.Seconds() <= 1.5*tarc.Seconds(), ratio(squash.Seconds(), tarc.Seconds())+" of tar -c"),
+	}, "<br>")
+	return r
+}
+
+// --- row 11: writable mount ------------------------------------------------------------------
+
+func rowWrite(c *config) result {
+	if !c.supports("--upper") {
+		return result{imgmount: "n/a (not implemented)", met: "n/a (not implemented)"}
+	}
+	src := c.untarSource()
+	img := c.debianDocker()
+	mnt, cache, upper, work := c.scratch("mnt-rw"), c.scratch("cache-rw"), c.scratch("upper-rw"), c.scratch("work-rw")
+	untar := func(dir string) error {
+		_, err := sh("mkdir -p %s/tmp/untar && tar -xf %s -C %s/tmp/untar", q(dir), q(src), q(dir))
+		return err
+	}
+	if err := resetDir(cache); err != nil {
+		return failed(err)
+	}
+	im, err := measure(c.runs, trial{
+		setup: func() error {
+			if err := errs(resetDir(mnt), resetDir(upper)); err != nil {
+				return err
+			}
+			return c.mount(img, mnt, cache, "--upper", upper)
+		},
+		run:      func() error { return untar(mnt) },
+		teardown: func() error { return c.umount(mnt) },
+	})
+	if err != nil {
+		return failed(err)
+	}
+	// Lower directories for the overlays: each layer extracted on its own.
+	var lowers []string
+	layers, err := dockerLayers(img)
+	if err != nil {
+		return failed(err)
+	}
+	for i := range layers {
+		d := filepath.Join(c.out, "debian-layers", "l"+strconv.Itoa(i))
+		if !exists(d) {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return failed(err)
+			}
+			if _, err := sh("tar -x --recursive-unlink --exclude='.wh.*' -f %s -C %s", q(c.debianLayerTar(i)), q(d)); err != nil && !strings.Contains(err.Error(), "Unexpected EOF") {
+				return failed(err)
+			}
+		}
+		lowers = append([]string{d}, lowers...) // top first
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(lowers, ":"), upper, work)
+	overlayTrial := func(mountCmd string) trial {
+		return trial{
+			setup: func() error {
+				if err := errs(resetDir(mnt), resetDir(upper), resetDir(work)); err != nil {
+					return err
+				}
+				_, err := sh("%s", mountCmd)
+				return err
+			},
+			run:      func() error { return untar(mnt) },
+			teardown: func() error { return unmount(mnt) },
+		}
+	}
+	fo, err := measure(c.slow, overlayTrial(fmt.Sprintf("fuse-overlayfs -o %s %s", q(opts), q(mnt))))
+	if err != nil {
+		return failed(err)
+	}
+	ko, err := measure(c.slow, overlayTrial(fmt.Sprintf("mount -t overlay overlay -o %s %s", q(opts), q(mnt))))
+	if err != nil {
+		return failed(err)
+	}
+	for _, d := range []string{mnt, upper, work} {
+		_ = resetDir(d)
+	}
+	fi, _ := os.Stat(src)
+	r := result{imgmount: fmtDur(im)}
+	r.alts = []string{
+		fmt.Sprintf("fuse-overlayfs over the extracted layers, ×%d %s (%s)", c.slow, fmtDur(fo), ratio(im.Seconds(), fo.Seconds())),
+		fmt.Sprintf("kernel overlayfs over the extracted layers, ×%d %s (%s)", c.slow, fmtDur(ko), ratio(im.Seconds(), ko.Seconds())),
+	}
+	r.met = verdict(im <= fo, ratio(im.Seconds(), fo.Seconds())+" of fuse-overlayfs's time")
+	if fi != nil {
+		r.notes = append(r.notes, fmt.Sprintf("`tar -xf` of %s (%s, a tar of %s) into /tmp/untar of the mounted Debian image; no sync", filepath.Base(src), fmtBytes(float64(fi.Size())), c.sizes().untarSource))
+	}
+	return r
+}
+
+// ratarmountArgv runs $RATARMOUNT (a command line, e.g. "python3 x.py") in
+// the foreground on tarball; the mountpoint is appended by the caller.
+func ratarmountArgv(c *config, tarball string) []string {
+	return []string{"bash", "-c", "exec " + c.ratar + ` "$@"`, "ratarmount", "-f", tarball}
+}

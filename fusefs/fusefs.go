@@ -7,9 +7,10 @@
 // the mount, so entries, attributes and file contents are cached by the
 // kernel for a long time.
 //
-// The mount is read-only for now: every operation that would change it
-// answers EROFS. A later change adds a copy-on-write upper directory; the
-// node type is where that state will live.
+// Without an upper directory the mount is read-only: every operation that
+// would change it answers EROFS. With one (Options.Writable), rw.go serves
+// the mount instead: path-based nodes over overlay.COW, which records every
+// change in the upper directory.
 package fusefs
 
 import (
@@ -87,7 +88,7 @@ func Mount(mountpoint string, tree *overlay.Tree, opts Options) (*fuse.Server, e
 	var root fs.InodeEmbedder = newRoot(tree, mo, uint32(euid))
 	if opts.Writable != nil {
 		root = &rwNode{fsys: &rwFS{cow: opts.Writable, allowRoot: mo.allowRoot, owner: uint32(euid), mountInfo: opts.MountInfo}}
-		writableOptions(fsOpts, euid)
+		writableOptions(fsOpts, euid, mo.allowOther)
 	}
 	raw := fs.NewNodeFS(root, fsOpts)
 	before := mountCount(mountpoint)
@@ -151,7 +152,7 @@ func buildOptions(tree *overlay.Tree, mo mountOpts, euid int) *fs.Options {
 // writableOptions turns read-only mount options into those of a writable
 // mount: short cache lifetimes, no read-only flag, and no symlink caching
 // (a symlink can be replaced).
-func writableOptions(o *fs.Options, euid int) {
+func writableOptions(o *fs.Options, euid int, allowOther bool) {
 	entry, attr := rwEntryTimeout, rwAttrTimeout
 	var neg time.Duration
 	o.EntryTimeout, o.AttrTimeout, o.NegativeTimeout = &entry, &attr, &neg
@@ -159,9 +160,9 @@ func writableOptions(o *fs.Options, euid int) {
 	o.MountOptions.DirectMountFlags &^= syscall.MS_RDONLY
 	// Without root the mounting user owns every upper file, so the
 	// kernel's checks against the recorded owners would lock them out of
-	// what they can change anyway: the mount is theirs alone (no
-	// allow_other without root) and they may do anything in it.
-	if euid != 0 {
+	// what they can change anyway: when the mount is theirs alone they may
+	// do anything in it. With allow_other the checks stay, for everyone.
+	if euid != 0 && !allowOther {
 		o.MountOptions.Options = slices.DeleteFunc(o.MountOptions.Options, func(s string) bool { return s == "default_permissions" })
 	}
 }

@@ -28,8 +28,6 @@ type fsys struct {
 // one Inode (go-fuse keys inodes by StableAttr.Ino), and with it the node
 // of whichever path was looked up first: attributes and content are the
 // same for all of them.
-//
-// Copy-on-write (a later change) adds the upper-directory state here.
 type node struct {
 	fs.Inode
 	fsys *fsys

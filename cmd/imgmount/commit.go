@@ -285,21 +285,34 @@ func normalizeTag(t string) (string, error) {
 	return full, nil
 }
 
-// runCommit is imgmount commit.
-func runCommit(cfg *config, stdout, stderr io.Writer) error {
-	rc := cfg.repack
-	if err := checkStdout(rc.output, stdout); err != nil {
-		return err
+// startRepack is how commit and export begin: check where the output goes,
+// find the image (and, for a mountpoint, its upper directory, flushed) and
+// open it. The caller ends r and closes img.
+func startRepack(cfg *config, stdout, stderr io.Writer) (*repackRun, *overlay.Image, error) {
+	if err := checkStdout(cfg.repack.output, stdout); err != nil {
+		return nil, nil, err
 	}
 	r := newRepackRun(stderr)
-	defer r.end()
 	if err := resolveSource(cfg, r); err != nil {
-		return err
+		r.end()
+		return nil, nil, err
 	}
 	img, err := openForRepack(cfg, r)
 	if err != nil {
+		r.end()
+		return nil, nil, err
+	}
+	return r, img, nil
+}
+
+// runCommit is imgmount commit.
+func runCommit(cfg *config, stdout, stderr io.Writer) error {
+	rc := cfg.repack
+	r, img, err := startRepack(cfg, stdout, stderr)
+	if err != nil {
 		return err
 	}
+	defer r.end()
 	defer img.Close()
 	thin, err := thinDiffIDs(rc.thinFrom, cfg.cacheDir)
 	if err != nil {

@@ -39,18 +39,11 @@ func parseExport(args []string, getenv env) (*config, error) {
 
 // runExport is imgmount export: the union root filesystem as one tar.
 func runExport(cfg *config, stdout, stderr io.Writer) error {
-	if err := checkStdout(cfg.repack.output, stdout); err != nil {
-		return err
-	}
-	r := newRepackRun(stderr)
-	defer r.end()
-	if err := resolveSource(cfg, r); err != nil {
-		return err
-	}
-	img, err := openForRepack(cfg, r)
+	r, img, err := startRepack(cfg, stdout, stderr)
 	if err != nil {
 		return err
 	}
+	defer r.end()
 	defer img.Close()
 	out, err := r.create(cfg.repack.output, stdout)
 	if err != nil {

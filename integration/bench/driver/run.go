@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/imgmount/imgmount/fusefs"
 )
 
 // sh runs a bash command line and returns its stdout; a failure carries the
@@ -101,37 +102,16 @@ func medianF(xs []float64) float64 {
 
 // isMounted tells whether something is mounted exactly at dir.
 func isMounted(dir string) bool {
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := fusefs.Mounts()
 	if err != nil {
 		return false
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMount(fields[4]) == dir {
+	for _, m := range ms {
+		if m.Mountpoint == dir {
 			return true
 		}
 	}
 	return false
-}
-
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // unmount takes down whatever FUSE or kernel mount is at dir, waiting
@@ -180,18 +160,14 @@ func resetDir(dir string) error {
 
 // unmountBelow unmounts every mount at or below dir, deepest first.
 func unmountBelow(dir string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	all, err := fusefs.Mounts()
 	if err != nil {
 		return err
 	}
 	var ms []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 {
-			m := unescapeMount(f[4])
-			if m == dir || strings.HasPrefix(m, dir+"/") {
-				ms = append(ms, m)
-			}
+	for _, m := range all {
+		if m.Mountpoint == dir || strings.HasPrefix(m.Mountpoint, dir+"/") {
+			ms = append(ms, m.Mountpoint)
 		}
 	}
 	slices.SortFunc(ms, func(a, b string) int { return len(b) - len(a) })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -14,7 +15,8 @@ import (
 
 // fsys is what every node of one mount shares.
 type fsys struct {
-	tree *overlay.Tree
+	tree     *overlay.Tree
+	prefetch *prefetcher
 	// allow_root: only root and owner may use the mount.
 	allowRoot bool
 	owner     uint32
@@ -32,6 +34,10 @@ type node struct {
 	fs.Inode
 	fsys *fsys
 	n    *overlay.Node
+	// pushed: for a file, its content is in the kernel's cache or on its
+	// way there; for a directory, its small files were pushed (prefetch.go).
+	pushed atomic.Bool
+	access atomic.Pointer[fileAccess] // a big file's reads, once it has any
 }
 
 func newRoot(tree *overlay.Tree, mo mountOpts, owner uint32) *node {
@@ -177,6 +183,9 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 		if int64(len(data)) < want {
 			// The mapping ends before the entry does: a truncated layer.
 			return nil, syscall.EIO
+		}
+		if p := n.fsys.prefetch; p != nil {
+			p.read(n, off, len(data))
 		}
 		return fuse.ReadResultData(data), 0
 	}

@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -162,24 +161,9 @@ func (p *prefetcher) pushWhole(n *node) {
 		if !ok || len(data) == 0 {
 			return
 		}
-		populate(data)
+		tarindex.Populate(data)
 		if n.WriteCache(off, data) != 0 {
 			return
 		}
 	}
-}
-
-// populate maps the pages of a slice of a layer mapping in one call
-// (MADV_POPULATE_READ) instead of one page fault per 4 KiB as the kernel
-// copies it: about a tenth faster for big reads. Failure only means the
-// faults happen after all.
-func populate(b []byte) {
-	if len(b) < 64<<10 {
-		return
-	}
-	const page = 4096
-	start := uintptr(unsafe.Pointer(&b[0]))
-	end := (start + uintptr(len(b)) + page - 1) &^ (page - 1)
-	start &^= page - 1
-	_, _, _ = unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_POPULATE_READ)
 }

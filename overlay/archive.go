@@ -410,6 +410,8 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 				}
 				return nil, nil, fmt.Errorf("%s: %w", where, err)
 			}
+			// The blob is the tar: its digest is the diff_id just checked.
+			l.StoredVerified = l.Digest == s.diffID
 		}
 		l.Data, l.Size, l.TarIndex = ar.data, s.blob.size, ix
 		return l, nil, nil

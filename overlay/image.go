@@ -80,6 +80,10 @@ type Layer struct {
 	// Stored is the blob exactly as the tarball holds it (compressed or
 	// not), mapped; repack copies it byte for byte.
 	Stored []byte
+	// StoredVerified: Stored was checked against Digest, on this open or,
+	// through the cache, when these exact bytes were first indexed.
+	// Repack copies a verified blob without hashing it again.
+	StoredVerified bool
 	// Data holds the bytes TarIndex offsets refer to: an mmap of the outer
 	// tarball (uncompressed layers, zero copy) or of a decompressed cache file.
 	Data     []byte

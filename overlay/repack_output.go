@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -27,28 +28,32 @@ type outLayer struct {
 	stored    []byte // the image's own blob, copied byte for byte...
 	path      string // ...or a blob file the commit wrote
 	omit      bool   // left out (thin)
+	// verified: the bytes are known to match digest (checked when the
+	// image was indexed, or hashed as the commit wrote them), so copying
+	// them needs no second hash.
+	verified bool
 }
 
 // storedLayer is one of img's layers, as stored. Its blob digest is known
 // from the manifest or the member's name, except for legacy tarballs that
 // keep compressed layers as <id>/layer.tar: those are hashed here.
 func storedLayer(img *Image, l *Layer) outLayer {
-	d := l.Digest
+	d, verified := l.Digest, l.StoredVerified
 	if d == "" {
-		d = digest.FromBytes(l.Stored)
+		d, verified = digest.FromBytes(l.Stored), true
 	}
 	mt := layerMediaType(l.Compression)
 	if isNondistributable(l.MediaType) {
 		mt = l.MediaType
 	}
 	return outLayer{diffID: l.DiffID, digest: d, size: int64(len(l.Stored)), mediaType: mt,
-		where: describeLayer(img, l), stored: l.Stored}
+		where: describeLayer(img, l), stored: l.Stored, verified: verified}
 }
 
 // blobLayer is a layer the commit wrote.
 func blobLayer(b *LayerBlob) outLayer {
 	return outLayer{diffID: b.DiffID, digest: b.Digest, size: b.Size, mediaType: b.MediaType(),
-		where: "the new layer (" + b.Path + ")", path: b.Path}
+		where: "the new layer (" + b.Path + ")", path: b.Path, verified: true}
 }
 
 func removeBlob(b *LayerBlob) error {
@@ -204,11 +209,14 @@ func (ow *outputWriter) layers(layers []outLayer) error {
 }
 
 // copyLayer copies a layer's blob, checking it against its digest on the
-// way: a stored blob that does not match is a corrupt input, and writing
-// it would make a corrupt image.
+// way unless that was done before: a stored blob that does not match is a
+// corrupt input, and writing it would make a corrupt image.
 func (ow *outputWriter) copyLayer(l outLayer) error {
 	v := l.digest.Verifier()
 	dst := io.MultiWriter(ow.tw, v)
+	if l.verified {
+		dst = ow.tw
+	}
 	var n int64
 	var err error
 	if l.path != "" {
@@ -216,14 +224,16 @@ func (ow *outputWriter) copyLayer(l outLayer) error {
 	} else {
 		for off := 0; off < len(l.stored) && err == nil; off += 8 << 20 {
 			var k int
-			k, err = dst.Write(l.stored[off:min(off+8<<20, len(l.stored))])
+			chunk := l.stored[off:min(off+8<<20, len(l.stored))]
+			tarindex.Populate(chunk)
+			k, err = dst.Write(chunk)
 			n += int64(k)
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("%s: copying its blob into the image tarball: %w", l.where, err)
 	}
-	if n != l.size || !v.Verified() {
+	if n != l.size || !l.verified && !v.Verified() {
 		return fmt.Errorf("%s: its blob (%d bytes) does not match its digest %s: the input is corrupt", l.where, n, l.digest)
 	}
 	return nil

@@ -34,9 +34,9 @@ import (
 // Options says how to mount.
 type Options struct {
 	// MountOptions are raw -o options. allow_other, allow_root, fsname=,
-	// subtype=, debug and ro are understood here; suid and dev lift the
-	// nosuid and nodev defaults; anything else is passed to the kernel (or
-	// fusermount3) as it is.
+	// subtype=, debug, noprefetch and ro are understood here; suid and dev
+	// lift the nosuid and nodev defaults; anything else is passed to the
+	// kernel (or fusermount3) as it is.
 	MountOptions []string
 	AllowOther   bool   // let other users in (fusermount3 needs user_allow_other in /etc/fuse.conf for non-root)
 	FsName       string // shown as the mount's source in mount(8) and df; default "imgmount"
@@ -90,7 +90,9 @@ func Mount(mountpoint string, tree *overlay.Tree, opts Options) (*fuse.Server, e
 	ro := newRoot(tree, mo, uint32(euid))
 	var root fs.InodeEmbedder = ro
 	if opts.Writable == nil {
-		ro.fsys.prefetch = newPrefetcher()
+		if !mo.noPrefetch {
+			ro.fsys.prefetch = newPrefetcher()
+		}
 	} else {
 		root = &rwNode{fsys: &rwFS{cow: opts.Writable, allowRoot: mo.allowRoot, owner: uint32(euid), mountInfo: opts.MountInfo}}
 		writableOptions(fsOpts, euid, mo.allowOther)
@@ -206,6 +208,7 @@ type mountOpts struct {
 	allowRoot  bool
 	fsName     string
 	debug      bool
+	noPrefetch bool // no content pushed into the kernel's cache (prefetch.go)
 }
 
 // normalize sorts the raw -o options into what go-fuse takes as fields and
@@ -233,6 +236,8 @@ func normalize(opts Options, writable bool) (mountOpts, error) {
 			mo.allowOther, mo.allowRoot = true, true
 		case o == "debug":
 			mo.debug = true
+		case o == "noprefetch":
+			mo.noPrefetch = true
 		case o == "default_permissions", o == "nosuid", o == "nodev":
 			// added below in any case
 		case o == "ro":

@@ -26,7 +26,7 @@ func TestNormalizeDefaults(t *testing.T) {
 
 func TestNormalizeOptions(t *testing.T) {
 	mo, err := normalize(Options{
-		MountOptions: []string{"allow_other", "fsname=imgmount:/x.tar", "suid", "noatime", "ro", "nodev", "debug", "subtype=foo", "max_read=4096", "noatime", " "},
+		MountOptions: []string{"allow_other", "fsname=imgmount:/x.tar", "suid", "noatime", "ro", "nodev", "debug", "subtype=foo", "max_read=4096", "noatime", "noprefetch", " "},
 		FsName:       "ignored",
 	}, false)
 	require.NoError(t, err)
@@ -34,6 +34,7 @@ func TestNormalizeOptions(t *testing.T) {
 	require.Equal(t, "imgmount:/x.tar", mo.fsName)
 	require.True(t, mo.allowOther)
 	require.True(t, mo.debug)
+	require.True(t, mo.noPrefetch)
 	require.False(t, mo.allowRoot)
 
 	mo, err = normalize(Options{MountOptions: []string{"allow_root", "dev"}}, false)

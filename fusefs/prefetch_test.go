@@ -159,3 +159,20 @@ func TestListBigDirectory(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, names[2999], string(b))
 }
+
+// -o noprefetch: reading a file brings nothing else into the page cache.
+func TestNoPrefetch(t *testing.T) {
+	body := noise(5, 10_000)
+	tree, err := overlay.BuildUnion(testImage(t, layerTar(t, []member{
+		dirM("d", 0o755), fileM("d/a", body, 0o644), fileM("d/b", body, 0o644),
+	})))
+	require.NoError(t, err)
+	mnt, _ := mountTree(t, tree, Options{MountOptions: []string{"noprefetch"}})
+	_, err = os.ReadDir(filepath.Join(mnt, "d"))
+	require.NoError(t, err)
+	b, err := os.ReadFile(filepath.Join(mnt, "d", "a"))
+	require.NoError(t, err)
+	require.Equal(t, body, b)
+	time.Sleep(300 * time.Millisecond) // what a push would need, many times over
+	require.False(t, resident(t, filepath.Join(mnt, "d", "b")))
+}

@@ -69,6 +69,9 @@ Flags for mounting:
                             suid, dev    honour setuid bits and device nodes
                                          (default: nosuid,nodev)
                             debug        same as -d
+                            noprefetch   never push file content into the
+                                         page cache before it is read (see
+                                         Reading below)
                             ro, rw       accepted where they agree with
                                          --upper (rw needs it)
                           anything else goes to the kernel (or fusermount3)
@@ -204,6 +207,13 @@ nothing mounted). The mount is nosuid and nodev, read-only without --upper,
 and the kernel checks permissions against the owners and modes stored in the
 image (for a writable mount without root: against yours); only you can enter
 it unless -o allow_other is given.
+
+Reading: a read-only mount hands content to the kernel before it is asked
+for, so that reads are served from the page cache: the first read of a
+small file in a directory brings the directory's other small files (up to
+1 MiB each, 32 MiB per directory), and reads that jump around a big file
+bring the whole file (up to an eighth of RAM). Listing directories brings
+nothing. -o noprefetch turns this off.
 
 Cache: the first mount of a tarball indexes every layer, and decompresses
 each gzip or zstd layer once into a file checked against the layer's

@@ -8,9 +8,9 @@ import (
 	"github.com/imgmount/imgmount/tarindex"
 )
 
-// Every READ the kernel sends is a round trip through this process, and in
-// the virtual machines our users run on a round trip costs 30–80 µs, most
-// of it waking threads on the two sides, not work. Content never changes
+// Every READ the kernel sends is a round trip through this process, and on
+// the two-core virtual machine the benchmarks run on a round trip costs
+// 30–80 µs, most of it waking threads on the two sides, not work. Content never changes
 // under a read-only mount, so it can be handed to the kernel before it is
 // asked for (FUSE_NOTIFY_STORE): the reads that follow are served from the
 // page cache like those of a local filesystem. Two patterns pay for that:
@@ -35,7 +35,7 @@ const (
 	dirPushBudget  = 32 << 20 // most bytes pushed for one directory
 	pushChunk      = 4 << 20  // one notification
 	randomJump     = 4 << 20  // a READ this far from the last one is a jump, not readahead reordering
-	jumpsForRandom = 2        // jumps before a file counts as read at random
+	jumpsForRandom = 4        // jumps before a file counts as read at random (a zip reader's few seeks do not)
 	queueLen       = 64
 )
 
@@ -89,7 +89,7 @@ type fileAccess struct {
 // read is called after n served off+size of its content from the layer.
 func (p *prefetcher) read(n *node, off int64, size int) {
 	if n.n.Entry.Size <= smallFile {
-		n.pushed.Store(true) // the kernel has it now
+		n.pushed.Store(true) // read, so no push needed
 		if _, parent := n.Parent(); parent != nil {
 			if dir, ok := parent.Operations().(*node); ok {
 				p.siblings(dir)

@@ -116,7 +116,7 @@ func TestPrefetchRandomReads(t *testing.T) {
 	require.NoError(t, err)
 	defer f.Close()
 	buf := make([]byte, 4096)
-	for _, off := range []int64{0, 10 << 20, 2 << 20, 9 << 20} {
+	for _, off := range []int64{0, 10 << 20, 2 << 20, 9 << 20, 4 << 20, 11 << 20} {
 		n, err := f.ReadAt(buf, off)
 		require.NoError(t, err)
 		require.Equal(t, body[off:off+int64(n)], buf[:n])

@@ -163,6 +163,10 @@ func TestArchOpenDockerOCI(t *testing.T) {
 	require.Equal(t, tarindex.CompressionNone, l1.Compression)
 	require.Equal(t, b.DiffIDs[1], l1.Digest)
 	require.Equal(t, archAppFiles, archFiles(t, l1))
+	// What repack may copy without hashing again: the uncompressed blob was
+	// checked against its diff_id; the gzip blob's own digest was not.
+	require.True(t, l1.StoredVerified)
+	require.False(t, l0.StoredVerified)
 	require.Equal(t, []string{"ADD rootfs.tar /", "COPY main /app/main"}, []string{l0.CreatedBy, l1.CreatedBy})
 
 	require.Len(t, msgs, 1)
@@ -582,9 +586,10 @@ func TestArchOpenHardlinkedBlob(t *testing.T) {
 	require.Equal(t, archBaseFiles, archFiles(t, img.Layers[0]))
 	require.Equal(t, archAppFiles, archFiles(t, img.Layers[1]))
 
-	// Without a cache directory, uncompressed images still open.
+	// Without a cache directory, uncompressed images still open, unchecked.
 	img2, err := Open(filepath.Join(dir, "skopeo.tar"), OpenOptions{})
 	require.NoError(t, err)
+	require.False(t, img2.Layers[0].StoredVerified, "no cache, no check on open")
 	require.NoError(t, img2.Close())
 }
 

@@ -3,6 +3,7 @@ package overlay
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -300,4 +301,26 @@ func TestExportUnion(t *testing.T) {
 	for _, e := range es {
 		require.NotContains(t, e.hdr.Name, WhiteoutPrefix)
 	}
+}
+
+// A stored blob nobody checked on open (no cache directory) is hashed as it
+// is copied: one corrupted after it was written makes commit fail rather
+// than write an image whose blob does not match its name.
+func TestCommitRefusesCorruptBlob(t *testing.T) {
+	b := archBuild(t, archSimple([]string{"example/app:1.0"}, tarindex.CompressionNone, tarindex.CompressionNone))
+	p := archLegacy(t, b).write(t, t.TempDir(), "in.tar")
+	raw, err := os.ReadFile(p)
+	require.NoError(t, err)
+	i := bytes.Index(raw, []byte("hello world"))
+	require.Positive(t, i)
+	raw[i] = 'J' // file content only: the tar headers still parse
+	require.NoError(t, os.WriteFile(p, raw, 0o644))
+
+	img, err := Open(p, OpenOptions{})
+	require.NoError(t, err)
+	defer img.Close()
+	require.False(t, img.Layers[1].StoredVerified)
+	_, err = Commit(img, io.Discard, CommitOptions{Upper: rpSmallUpper(t).dir, Created: rpCreated, TempDir: t.TempDir()})
+	require.ErrorContains(t, err, "does not match its digest")
+	require.ErrorContains(t, err, "the input is corrupt")
 }

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 
@@ -203,6 +204,11 @@ func (c *COW) Setattr(path string, f File, a SetAttr) (Stat, error) {
 		if err := c.setattr(t, a); err != nil {
 			return Stat{}, err
 		}
+		if c.isRoot(uf.fd) {
+			if err := c.markRootChanged(); err != nil {
+				return Stat{}, err
+			}
+		}
 		return uf.Stat()
 	}
 	l, err := c.resolveExisting(path)
@@ -214,6 +220,9 @@ func (c *COW) Setattr(path string, f File, a SetAttr) (Stat, error) {
 		return Stat{}, err
 	}
 	err = c.withTarget(l, func(t target) error { return c.setattr(t, a) })
+	if err == nil && l.parent < 0 {
+		err = c.markRootChanged()
+	}
 	if err != nil {
 		return Stat{}, err
 	}
@@ -418,7 +427,27 @@ func (c *COW) changeXattr(path string, fn func(t target, isLink bool) error) err
 		return err
 	}
 	isLink := l.up.Mode&unix.S_IFMT == unix.S_IFLNK
-	return c.withTarget(l, func(t target) error { return fn(t, isLink) })
+	err = c.withTarget(l, func(t target) error { return fn(t, isLink) })
+	if err == nil && l.parent < 0 {
+		err = c.markRootChanged()
+	}
+	return err
+}
+
+// markRootChanged records that the root's own attributes were changed
+// (rootChangedXattr), so that commit writes them.
+func (c *COW) markRootChanged() error {
+	// c.root is an O_PATH descriptor, which fsetxattr refuses.
+	if err := unix.Setxattr(procPath(c.root, "."), rootChangedXattr, []byte("1"), 0); err != nil {
+		return fmt.Errorf("upper directory %s: marking its root changed: %w", c.dir, err)
+	}
+	return nil
+}
+
+// isRoot tells whether fd is open on the upper directory itself.
+func (c *COW) isRoot(fd int) bool {
+	var a, b unix.Stat_t
+	return unix.Fstat(fd, &a) == nil && unix.Fstat(c.root, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 // SyncPath makes the upper entry at path durable (fsync of a directory:

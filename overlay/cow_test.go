@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"archive/tar"
 	"errors"
 	"io"
 	"os"
@@ -258,4 +259,30 @@ func TestCOWOverOtherLayers(t *testing.T) {
 	_, err = getxattrPath(filepath.Join(dir, "etc/b"), originXattr)
 	require.ErrorIs(t, err, unix.ENODATA, "inode numbers of the other tree are forgotten")
 	require.Equal(t, []string{"b", "z"}, cowNames(t, c2, "etc"), "the edits apply over the new layers")
+}
+
+// Changing the root's own mode, times or xattrs is a change the layer
+// carries (as "./"); creating a file in the root is not.
+func TestCOWRootAttributesInLayer(t *testing.T) {
+	c, dir := cowFixture(t)
+	f, _, err := c.Create("new", unix.O_RDWR, 0o644, Owner{})
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	b, _ := rpLayer(t, dir)
+	require.Equal(t, []string{"new"}, rpNames(rpReadTar(t, b)), "no root entry for a root only written into")
+
+	mode := uint32(0o750)
+	_, err = c.Setattr("", nil, SetAttr{Mode: &mode})
+	require.NoError(t, err)
+	require.NoError(t, c.Setxattr("", "user.note", []byte("root"), 0))
+	b, _ = rpLayer(t, dir)
+	es := rpReadTar(t, b)
+	require.Equal(t, []string{"./", "new"}, rpNames(es))
+	root := es[0].hdr
+	require.Equal(t, byte(tar.TypeDir), root.Typeflag)
+	require.Equal(t, int64(0o750), root.Mode)
+	require.Equal(t, "root", root.PAXRecords["SCHILY.xattr.user.note"])
+	for k := range root.PAXRecords {
+		require.NotContains(t, k, privatePrefix, "bookkeeping stays out of the layer")
+	}
 }

@@ -23,7 +23,8 @@ import (
 //   - entries in a deterministic order: depth first, each directory's
 //     whiteouts (the opaque marker first, then ".wh.NAME" by name) before
 //     its other entries, which follow by name, a directory's subtree right
-//     after it; the upper directory itself is not an entry;
+//     after it; the upper directory itself is the first entry, "./", only
+//     when the mount changed the root's own attributes (rootChangedXattr);
 //   - PAX headers (nanosecond mtimes, long names, xattrs), no user or group
 //     names, no atime or ctime, so the same upper directory always gives
 //     the same bytes;
@@ -50,6 +51,9 @@ func WriteUpperLayer(w io.Writer, dir string, warn func(string)) (int, error) {
 		links: map[inodeKey]string{},
 		warn:  warn,
 	}
+	if err := uw.writeRoot(); err != nil {
+		return uw.count, err
+	}
 	if err := uw.writeDir(""); err != nil {
 		return uw.count, err
 	}
@@ -73,6 +77,24 @@ type upperWriter struct {
 // errorf names the upper path rel in an error.
 func (uw *upperWriter) errorf(rel, format string, a ...any) error {
 	return fmt.Errorf("upper directory %s: %s: %w", uw.root, rel, fmt.Errorf(format, a...))
+}
+
+// writeRoot writes the root as "./" when its own attributes were changed
+// in the mount (rootChangedXattr); otherwise they are the image's and the
+// layer leaves them alone.
+func (uw *upperWriter) writeRoot() error {
+	if _, err := getxattrPath(uw.root, rootChangedXattr); err != nil {
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(uw.root, &st); err != nil {
+		return uw.errorf(".", "%w", err)
+	}
+	hdr, err := uw.header(".", uw.root, &st)
+	if err != nil {
+		return err
+	}
+	return uw.writeHeader(".", hdr)
 }
 
 // writeDir writes the entries of the upper directory at rel ("" for the

@@ -17,7 +17,10 @@ import (
 //   - where the mount could not give a file its real owner, mode or type
 //     (an unprivileged mount cannot chown or mknod a device), the intended
 //     values are in the xattr StatXattr; xattrs outside the user namespace
-//     that could not be set are kept as XattrPrefix + their name.
+//     that could not be set are kept as XattrPrefix + their name;
+//   - the directory itself carries the image root's owner, mode and times
+//     (adopted when it was made), and the xattr rootChangedXattr once they
+//     were changed in the mount: only then does the layer hold a "./" entry.
 //
 // Repack walks it as a layer; remounting with the same directory shows every
 // edit again.
@@ -36,6 +39,12 @@ const (
 	// privatePrefix marks xattrs that are imgmount's own bookkeeping: never
 	// shown in the mount, never copied into a layer.
 	privatePrefix = "user.imgmount."
+	// rootChangedXattr on the upper directory itself says that the mount's
+	// root had its owner, mode, times or xattrs changed, so that a layer
+	// made from the directory carries the root as its "./" entry. Creating
+	// and deleting entries in the root changes its times too, but that is
+	// no change to commit (as docker commit and umoci repack do not).
+	rootChangedXattr = privatePrefix + "root"
 )
 
 // IsPrivateXattr tells whether name is imgmount's own bookkeeping xattr.

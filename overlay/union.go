@@ -52,10 +52,14 @@ type plnkFile struct {
 //     children; anything else replaces the node (and its subtree). Within
 //     one layer the last duplicate wins the same way.
 //   - Missing parents are synthesized (0755, root-owned, Layer -1, Entry
-//     nil); an existing directory is kept with its attributes. A
-//     non-directory standing where a parent must be is replaced by a
-//     synthesized directory (real extractors would follow a symlink there,
-//     within the root; we never follow symlinks).
+//     nil); an existing directory is kept with its attributes. A symlink
+//     standing where a parent must be is followed, within the root, as
+//     tar -x, umoci and Docker follow it (`lib/x` over `lib -> usr/lib`
+//     lands in usr/lib; a dangling link's target directories are made);
+//     whiteouts and hardlink targets are resolved the same way, creating
+//     nothing. Any other non-directory there (a file, a symlink to one or
+//     a looping symlink) is replaced by a synthesized directory. The
+//     per-layer view follows nothing: it shows each layer as stored.
 //   - A hardlink resolves to its target as it stands when the link entry is
 //     applied (lower layers, then this layer's earlier entries and
 //     whiteouts: what extraction links to). The node takes the target's
@@ -113,6 +117,7 @@ type treeBuilder struct {
 
 	lastDir    string // parent cache: tar entries come grouped by directory
 	lastParent *Node
+	lastPath   string // lastParent's real path (lastDir with symlinks followed)
 	keyBuf     []byte
 	slab       []Node
 }
@@ -186,8 +191,10 @@ func (b *treeBuilder) touch(n *Node) {
 	}
 }
 
-// kill removes n and its subtree.
+// kill removes n and its subtree. The parent cache goes too: it may hold
+// a directory reached through a symlink n was, or was under.
 func (b *treeBuilder) kill(n *Node) {
+	b.lastParent = nil
 	n.stamp = deadStamp
 	for _, c := range n.children {
 		if c.stamp != deadStamp {
@@ -223,32 +230,152 @@ func (b *treeBuilder) newChild(parent *Node, name string, layer int, e *tarindex
 	return n
 }
 
-// parentDir returns the directory at dir, creating it and its parents as
-// needed, stamped by the current layer.
-func (b *treeBuilder) parentDir(dir string) *Node {
+// parentDir returns the directory at dir and its real path (dir itself
+// unless a symlink on the way was followed), creating it and its parents
+// as needed, stamped by the current layer.
+func (b *treeBuilder) parentDir(dir string) (*Node, string) {
 	if p := b.lastParent; p != nil && p.stamp != deadStamp && b.lastDir == dir {
 		b.touch(p)
-		return p
+		return p, b.lastPath
 	}
-	p := b.ensureDir(dir)
-	b.lastDir, b.lastParent = dir, p
-	return p
+	p, real := b.ensureDir(dir)
+	b.lastDir, b.lastParent, b.lastPath = dir, p, real
+	return p, real
 }
 
-func (b *treeBuilder) ensureDir(dir string) *Node {
-	n := b.live(dir)
-	if n != nil && n.IsDir() {
+// maxSymlinkHops bounds the symlinks followed for one path, as the
+// kernel's ELOOP limit does.
+const maxSymlinkHops = 40
+
+// ensureDir walks dir from the root, creating missing directories,
+// following symlinks that lead to directories (not in the per-layer view)
+// and replacing other non-directories in the way. It returns the directory
+// and its real path. Node keys are real paths, so a directory found at dir
+// itself needs no walk.
+func (b *treeBuilder) ensureDir(dir string) (*Node, string) {
+	if n := b.live(dir); n != nil && n.IsDir() {
 		b.touch(n)
-		return n
+		return n, dir
 	}
-	pdir, name := splitName(dir)
-	p := b.ensureDir(pdir)
-	if n != nil {
-		b.kill(n) // a non-directory where a directory must be
+	cur, real := b.root, ""
+	b.touch(cur)
+	hops, onPrefix := 0, true // onPrefix: real is still a prefix of dir
+	for start := 0; start < len(dir); {
+		end := strings.IndexByte(dir[start:], '/')
+		if end < 0 {
+			end = len(dir)
+		} else {
+			end += start
+		}
+		name := dir[start:end]
+		start = end + 1
+		p := dir[:end] // no allocation until a symlink is followed
+		if !onPrefix {
+			p = joinName(real, name)
+		}
+		n := b.live(p)
+		switch {
+		case n == nil:
+		case n.IsDir():
+			b.touch(n)
+			cur, real = n, p
+			continue
+		case !b.raw && isSymlink(n):
+			if t, tp, missing, ok := b.lookupDir(cur, real, n.Entry.Linkname, &hops); ok {
+				b.touch(t)
+				for _, m := range missing { // a dangling link: its target made
+					tp = joinName(tp, m)
+					t = b.newChild(t, m, -1, nil)
+					b.nodes[tp] = t
+				}
+				cur, real, onPrefix = t, tp, false
+				continue
+			}
+			b.kill(n) // looping, or not to a directory
+		default:
+			b.kill(n) // a non-directory where a directory must be
+		}
+		c := b.newChild(cur, name, -1, nil)
+		b.nodes[p] = c
+		cur, real = c, p
 	}
-	c := b.newChild(p, name, -1, nil)
-	b.nodes[dir] = c
-	return c
+	return cur, real
+}
+
+// lookupDir resolves rel from the directory dir (at real path dirPath)
+// following symlinks within the root, as extraction does: an absolute rel
+// or link target starts at the root, and ".." never climbs above it. It
+// returns the deepest existing directory on the way, its real path, and
+// the names still to create below it (mkdir -p through a dangling link, as
+// umoci and Docker do). It creates nothing; ok is false when the path ends
+// at or passes through a non-directory, or takes more than maxSymlinkHops
+// links.
+func (b *treeBuilder) lookupDir(dir *Node, dirPath, rel string, hops *int) (*Node, string, []string, bool) {
+	if *hops++; *hops > maxSymlinkHops {
+		return nil, "", nil, false
+	}
+	cur, real := dir, dirPath
+	if strings.HasPrefix(rel, "/") {
+		cur, real = b.root, ""
+	}
+	var missing []string
+	for _, name := range strings.Split(rel, "/") {
+		switch {
+		case name == "" || name == ".":
+			continue
+		case name == ".." && len(missing) > 0:
+			missing = missing[:len(missing)-1]
+			continue
+		case name == "..":
+			if cur != b.root {
+				cur = cur.Parent
+				real, _ = splitName(real)
+			}
+			continue
+		case len(missing) > 0:
+			missing = append(missing, name)
+			continue
+		}
+		p := joinName(real, name)
+		n := b.live(p)
+		switch {
+		case n == nil:
+			missing = append(missing, name)
+		case n.IsDir():
+			cur, real = n, p
+		case isSymlink(n):
+			t, tp, more, ok := b.lookupDir(cur, real, n.Entry.Linkname, hops)
+			if !ok {
+				return nil, "", nil, false
+			}
+			cur, real, missing = t, tp, more
+		default:
+			return nil, "", nil, false
+		}
+	}
+	return cur, real, missing, true
+}
+
+// resolveDir finds the existing directory at dir, following symlinks on
+// the way (lookupDir), for whiteouts and hardlink targets, which create
+// nothing. It returns dir itself when no symlink stands in the way.
+func (b *treeBuilder) resolveDir(dir string) (string, bool) {
+	if n := b.live(dir); n != nil && n.IsDir() {
+		return dir, true
+	}
+	hops := 0
+	_, real, missing, ok := b.lookupDir(b.root, "", dir, &hops)
+	return real, ok && len(missing) == 0
+}
+
+func isSymlink(n *Node) bool { return n.Entry != nil && n.Entry.Type == tarindex.TypeSymlink }
+
+// joinName joins a real path ("" for the root) and a name.
+func joinName(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
 }
 
 // underNonDir tells whether a non-directory stands at dir or above it.
@@ -307,8 +434,12 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 			return err
 		}
 	}
-	parent := b.parentDir(dir)
-	if old := b.live(e.Name); old != nil {
+	parent, real := b.parentDir(dir)
+	key := e.Name
+	if real != dir {
+		key = joinName(real, base) // under a followed symlink
+	}
+	if old := b.live(key); old != nil {
 		if old.IsDir() && entry.Type == tarindex.TypeDir {
 			old.Layer, old.Entry = layer, entry // attributes replaced, children merged
 			b.touch(old)
@@ -318,7 +449,7 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 	}
 	n := b.newChild(parent, base, layer, entry)
 	n.inode = ino
-	b.nodes[e.Name] = n
+	b.nodes[key] = n
 	return nil
 }
 
@@ -331,6 +462,13 @@ func (b *treeBuilder) linkTarget(e *tarindex.Entry) (*tarindex.Entry, int, *inod
 		}
 	}
 	t := b.live(e.Linkname)
+	if t == nil && !b.raw {
+		if dir, base := splitName(e.Linkname); dir != "" {
+			if real, ok := b.resolveDir(dir); ok && real != dir {
+				t = b.live(joinName(real, base))
+			}
+		}
+	}
 	if t == nil {
 		return nil, 0, nil, b.errorf("hardlink %q: target %q does not exist", e.Name, e.Linkname)
 	}
@@ -344,6 +482,13 @@ func (b *treeBuilder) linkTarget(e *tarindex.Entry) (*tarindex.Entry, int, *inod
 }
 
 func (b *treeBuilder) applyWhiteout(dir, base string) {
+	if dir != "" {
+		real, ok := b.resolveDir(dir)
+		if !ok {
+			return // nothing there to white out
+		}
+		dir = real
+	}
 	if base == opaqueMarker {
 		if d := b.live(dir); d != nil && d.IsDir() {
 			for _, c := range d.children {

@@ -363,6 +363,7 @@ type unionCase struct {
 
 func unionReg(content string) unionFact { return unionFact{typ: tarindex.TypeReg, content: content} }
 func unionIsDir(mode uint32) unionFact  { return unionFact{typ: tarindex.TypeDir, mode: mode} }
+func unionLink(target string) unionFact { return unionFact{typ: tarindex.TypeSymlink, link: target} }
 
 var unionCases = []unionCase{
 	{name: "hardlink keeps old content when its target is replaced",
@@ -494,13 +495,47 @@ var unionCases = []unionCase{
 			{unionFile("a/b", "b")}},
 		want:     map[string]unionFact{"a": unionIsDir(0o755), "a/b": unionReg("b")},
 		noOracle: "umoci fails: a is not a directory"},
-	{name: "implied parent replaces a lower symlink",
+	{name: "an entry under a lower symlink lands in its target",
 		layers: [][]unionEntry{
 			{unionDir("real"), unionFile("real/r", "r"), unionSymlink("l", "real")},
 			{unionFile("l/c", "c")}},
-		want:     map[string]unionFact{"l": unionIsDir(0o755), "l/c": unionReg("c"), "real/r": unionReg("r")},
-		absent:   []string{"real/c"},
-		noOracle: "umoci follows the symlink (within the root) and writes real/c; we never follow symlinks"},
+		want: map[string]unionFact{"l": unionLink("real"), "real/c": unionReg("c"), "real/r": unionReg("r")}},
+	{name: "absolute and chained symlinks are followed within the root",
+		layers: [][]unionEntry{
+			{unionDir("usr"), unionDir("usr/lib"), unionSymlink("lib", "/usr/lib"), unionSymlink("lib64", "lib"),
+				unionDir("a"), unionDir("a/b"), unionDir("c"), unionSymlink("a/b/up", "../../c"), unionSymlink("a/esc", "../../../../c")},
+			{unionFile("lib/x", "x"), unionFile("lib64/y", "y"), unionFile("a/b/up/z", "z"), unionFile("a/esc/w", "w")}},
+		want: map[string]unionFact{"lib": unionLink("/usr/lib"), "lib64": unionLink("lib"), "a/b/up": unionLink("../../c"),
+			"usr/lib/x": unionReg("x"), "usr/lib/y": unionReg("y"), "c/z": unionReg("z"), "c/w": unionReg("w")}},
+	{name: "whiteouts and hardlink targets under a symlink",
+		layers: [][]unionEntry{
+			{unionDir("real"), unionFile("real/gone", "g"), unionFile("real/keep", "k"), unionFile("real/t", "t"), unionSymlink("l", "real")},
+			{unionWh("l/gone"), unionHardlink("hl", "l/t")}},
+		want:   map[string]unionFact{"l": unionLink("real"), "real/keep": unionReg("k"), "hl": unionReg("t")},
+		absent: []string{"real/gone"}},
+	{name: "a symlink whited out, then a path under its name in the same layer",
+		layers: [][]unionEntry{
+			{unionDir("real"), unionSymlink("l", "real")},
+			{unionFile("l/a", "a"), unionWh("l"), unionFile("l/b", "b")}},
+		want:   map[string]unionFact{"real/a": unionReg("a"), "l": unionIsDir(0o755), "l/b": unionReg("b")},
+		absent: []string{"real/b"}},
+	{name: "an entry under a symlink to a file replaces the symlink",
+		layers: [][]unionEntry{
+			{unionFile("f", "f"), unionSymlink("l", "f")},
+			{unionFile("l/c", "c")}},
+		want:     map[string]unionFact{"f": unionReg("f"), "l": unionIsDir(0o755), "l/c": unionReg("c")},
+		noOracle: "umoci fails: l is not a directory"},
+	{name: "an entry under a dangling symlink makes its target",
+		layers: [][]unionEntry{
+			{unionSymlink("l", "missing/../missing/dir")},
+			{unionFile("l/c", "c")}},
+		want: map[string]unionFact{"l": unionLink("missing/../missing/dir"), "missing/dir": unionIsDir(0o755), "missing/dir/c": unionReg("c")}},
+	{name: "an entry under a looping symlink replaces the symlink",
+		layers: [][]unionEntry{
+			{unionSymlink("l", "l")},
+			{unionFile("l/c", "c")}},
+		want:     map[string]unionFact{"l": unionIsDir(0o755), "l/c": unionReg("c")},
+		noOracle: "umoci fails: too many levels of symbolic links"},
 	{name: "opaque marker before a new child of a lower subdirectory",
 		layers: [][]unionEntry{
 			{unionDir("d"), unionDirMode("d/sub", 0o700), unionFile("d/sub/y", "y")},

@@ -226,6 +226,9 @@ func trickyLayers(dir string) ([]layerIn, error) {
 		// three names for one file in one layer
 		dirE("hl", 0o755), fileE("hl/a", "three names\n", 0o644), hardlinkE("hl/b", "hl/a"), hardlinkE("hl/c", "hl/a"),
 		dirE("lower-only", 0o700), fileE("lower-only/f", "untouched\n", 0o600),
+		// symlinks standing where a later layer's parents are
+		dirE("sym", 0o755), dirE("sym/real", 0o755), fileE("sym/real/r", "r\n", 0o644), fileE("sym/real/gone", "gone\n", 0o644),
+		symlinkE("sym/l", "real"), symlinkE("sym/abs", "/sym/real"), symlinkE("sym/chain", "l"),
 	}
 	l1 := []tarEntry{
 		dirE("a", 0o755), fileE("a/target", "v2 target\n", 0o644),
@@ -247,6 +250,8 @@ func trickyLayers(dir string) ([]layerIn, error) {
 		dirE("perm", 0o755), fileE("perm/ro", "ro\n", 0o444),
 		dirE("m", 0o755), dirE("m/rel", 0o755), fileE("m/rel/in", "dir over symlink\n", 0o644),
 		dirE("dev", 0o755), whiteoutE("dev", "fifo"),
+		fileE("sym/l/via-rel", "via rel\n", 0o644), fileE("sym/abs/via-abs", "via abs\n", 0o644),
+		fileE("sym/chain/via-chain", "via chain\n", 0o644), whiteoutE("sym/l", "gone"),
 	}
 	l2 := []tarEntry{
 		dirE("f", 0o755), fileE("f/x", "file x again\n", 0o644),

@@ -169,6 +169,11 @@ var unionFacts = []struct{ path, want, why string }{
 	{"m/rel/in", "dir over symlink\n", "directory replaces a symlink"},
 	{"dev/fifo", "", "whited-out fifo"},
 	{"l1/hl", "orig\n", "hardlink within an upper layer"},
+	{"sym/real/via-rel", "via rel\n", "an entry under a relative symlink lands in its target"},
+	{"sym/real/via-abs", "via abs\n", "an absolute symlink is followed within the root"},
+	{"sym/real/via-chain", "via chain\n", "a chain of symlinks is followed"},
+	{"sym/real/gone", "", "a whiteout under a symlink removes from its target"},
+	{"sym/real/r", "r\n", "sibling of a whiteout under a symlink"},
 	{"sparse/pax-holes", "<sparse>", "PAX 1.0 sparse"},
 }
 

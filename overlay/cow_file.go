@@ -243,13 +243,7 @@ func (c *COW) Setattr(path string, f File, a SetAttr) (Stat, error) {
 // directory (fchown and friends refuse O_PATH descriptors).
 func (c *COW) withTarget(l *loc, fn func(target) error) error {
 	if l.isDir() {
-		var fd int
-		var err error
-		if l.parent < 0 {
-			fd, err = unix.Openat(c.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		} else {
-			fd, err = unix.Openat(l.parent, l.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		}
+		fd, err := c.openUpperDir(l)
 		if err != nil {
 			return err
 		}

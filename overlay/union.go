@@ -271,7 +271,7 @@ func (b *treeBuilder) ensureDir(dir string) (*Node, string) {
 		start = end + 1
 		p := dir[:end] // no allocation until a symlink is followed
 		if !onPrefix {
-			p = joinName(real, name)
+			p = relJoin(real, name)
 		}
 		n := b.live(p)
 		switch {
@@ -284,7 +284,7 @@ func (b *treeBuilder) ensureDir(dir string) (*Node, string) {
 			if t, tp, missing, ok := b.lookupDir(cur, real, n.Entry.Linkname, &hops); ok {
 				b.touch(t)
 				for _, m := range missing { // a dangling link: its target made
-					tp = joinName(tp, m)
+					tp = relJoin(tp, m)
 					t = b.newChild(t, m, -1, nil)
 					b.nodes[tp] = t
 				}
@@ -336,7 +336,7 @@ func (b *treeBuilder) lookupDir(dir *Node, dirPath, rel string, hops *int) (*Nod
 			missing = append(missing, name)
 			continue
 		}
-		p := joinName(real, name)
+		p := relJoin(real, name)
 		n := b.live(p)
 		switch {
 		case n == nil:
@@ -369,14 +369,6 @@ func (b *treeBuilder) resolveDir(dir string) (string, bool) {
 }
 
 func isSymlink(n *Node) bool { return n.Entry != nil && n.Entry.Type == tarindex.TypeSymlink }
-
-// joinName joins a real path ("" for the root) and a name.
-func joinName(dir, name string) string {
-	if dir == "" {
-		return name
-	}
-	return dir + "/" + name
-}
 
 // underNonDir tells whether a non-directory stands at dir or above it.
 func (b *treeBuilder) underNonDir(dir string) bool {
@@ -437,7 +429,7 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 	parent, real := b.parentDir(dir)
 	key := e.Name
 	if real != dir {
-		key = joinName(real, base) // under a followed symlink
+		key = relJoin(real, base) // under a followed symlink
 	}
 	if old := b.live(key); old != nil {
 		if old.IsDir() && entry.Type == tarindex.TypeDir {
@@ -465,7 +457,7 @@ func (b *treeBuilder) linkTarget(e *tarindex.Entry) (*tarindex.Entry, int, *inod
 	if t == nil && !b.raw {
 		if dir, base := splitName(e.Linkname); dir != "" {
 			if real, ok := b.resolveDir(dir); ok && real != dir {
-				t = b.live(joinName(real, base))
+				t = b.live(relJoin(real, base))
 			}
 		}
 	}

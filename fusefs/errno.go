@@ -6,7 +6,7 @@ import (
 	iofs "io/fs"
 	"syscall"
 
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/tarindex"
 )
 
@@ -32,8 +32,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EEXIST
 	case errors.Is(err, iofs.ErrInvalid):
 		return syscall.EINVAL
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, overlay.ErrCorruptLayer),
-		errors.Is(err, tarindex.ErrDigestMismatch), errors.Is(err, overlay.ErrDiffIDMismatch):
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, archive.ErrCorruptLayer),
+		errors.Is(err, tarindex.ErrDigestMismatch), errors.Is(err, archive.ErrDiffIDMismatch):
 		return syscall.EIO
 	}
 	return syscall.EIO

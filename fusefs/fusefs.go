@@ -1,7 +1,7 @@
-// Package fusefs serves an overlay.Tree through FUSE (go-fuse's fs API).
+// Package fusefs serves an union.Tree through FUSE (go-fuse's fs API).
 //
 // Nodes are created lazily: a go-fuse Inode exists only for what the kernel
-// has looked up. Every node wraps one *overlay.Node and takes its attributes
+// has looked up. Every node wraps one *union.Node and takes its attributes
 // from the node's tar entry; reads of file content are slices of the layer's
 // mapping handed to the kernel without a copy. The tree never changes under
 // the mount, so entries, attributes and file contents are cached by the
@@ -9,7 +9,7 @@
 //
 // Without an upper directory the mount is read-only: every operation that
 // would change it answers EROFS. With one (Options.Writable), rw.go serves
-// the mount instead: path-based nodes over overlay.COW, which records every
+// the mount instead: path-based nodes over cow.View, which records every
 // change in the upper directory.
 package fusefs
 
@@ -27,7 +27,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/cow"
+	"github.com/imgmount/imgmount/overlay/union"
 	"golang.org/x/sys/unix"
 )
 
@@ -48,7 +49,7 @@ type Options struct {
 	// Writable, if set, makes the mount read-write: changes go to its
 	// upper directory. MountInfo is what the root then answers for the
 	// xattr MountInfoXattr.
-	Writable  *overlay.COW
+	Writable  *cow.View
 	MountInfo []byte
 }
 
@@ -74,7 +75,7 @@ const (
 // server.Wait returns (unmounted) and may call server.Unmount.
 //
 // The process that serves the mount must not access the mountpoint itself.
-func Mount(mountpoint string, tree *overlay.Tree, opts Options) (*fuse.Server, error) {
+func Mount(mountpoint string, tree *union.Tree, opts Options) (*fuse.Server, error) {
 	if tree == nil || tree.Root == nil {
 		return nil, errors.New("fusefs: no tree to mount")
 	}
@@ -148,7 +149,7 @@ func tuneReadahead(mountpoint string) {
 // reads, read-only, nosuid and nodev unless suid or dev is asked for,
 // default_permissions, and a direct mount(2) when running as root
 // (fusermount3 otherwise; go-fuse falls back to it if the direct mount fails).
-func buildOptions(tree *overlay.Tree, mo mountOpts, euid int) *fs.Options {
+func buildOptions(tree *union.Tree, mo mountOpts, euid int) *fs.Options {
 	entry, attr, neg := entryTimeout, attrTimeout, negativeTimeout
 	o := &fs.Options{
 		EntryTimeout:    &entry,

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,9 +18,9 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/imgmount/imgmount/overlay"
-	"github.com/imgmount/imgmount/tarindex"
-	digest "github.com/opencontainers/go-digest"
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/imagetest"
+	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -45,112 +44,8 @@ func requireFUSE(t *testing.T) {
 	t.Skip(reason)
 }
 
-// member is one tar member of a test layer.
-type member struct {
-	hdr  tar.Header
-	body []byte
-}
-
-var (
-	t0 = time.Unix(1700000000, 123456789)
-	t1 = time.Unix(1600000000, 987654321)
-)
-
-func dirM(name string, mode int64) member {
-	return member{hdr: tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: mode, ModTime: t0}}
-}
-
-func fileM(name string, body []byte, mode int64) member {
-	return member{hdr: tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: mode, Size: int64(len(body)), ModTime: t0}, body: body}
-}
-
-func (m member) with(f func(*tar.Header)) member { f(&m.hdr); return m }
-
-// layerTar writes a layer; raw members (already encoded) go after the
-// others, before the end-of-archive blocks.
-func layerTar(t testing.TB, ms []member, raw ...[]byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, m := range ms {
-		h := m.hdr
-		h.Format = tar.FormatPAX
-		require.NoError(t, tw.WriteHeader(&h), m.hdr.Name)
-		_, err := tw.Write(m.body)
-		require.NoError(t, err)
-	}
-	require.NoError(t, tw.Flush())
-	b := buf.Bytes()
-	for _, r := range raw {
-		b = append(b, r...)
-	}
-	return append(b, make([]byte, 1024)...)
-}
-
-// rawSparse encodes a PAX 0.1 sparse member by hand (archive/tar does not
-// write sparse files): data at each (offset, bytes) of frags, size in all.
-func rawSparse(name string, size int64, frags map[int64]string) []byte {
-	offs := make([]int64, 0, len(frags))
-	for o := range frags {
-		offs = append(offs, o)
-	}
-	sort.Slice(offs, func(i, j int) bool { return offs[i] < offs[j] })
-	var mp []string
-	var data []byte
-	for _, o := range offs {
-		mp = append(mp, fmt.Sprint(o), fmt.Sprint(len(frags[o])))
-		data = append(data, frags[o]...)
-	}
-	var pax []byte
-	for _, kv := range [][2]string{
-		{"GNU.sparse.major", "0"}, {"GNU.sparse.minor", "1"},
-		{"GNU.sparse.size", fmt.Sprint(size)}, {"GNU.sparse.numblocks", fmt.Sprint(len(offs))},
-		{"GNU.sparse.map", strings.Join(mp, ",")},
-	} {
-		rec := " " + kv[0] + "=" + kv[1] + "\n"
-		n := len(rec) + 1
-		for len(rec)+len(fmt.Sprint(n)) != n {
-			n = len(rec) + len(fmt.Sprint(n))
-		}
-		pax = append(pax, fmt.Sprint(n)+rec...)
-	}
-	out := append(rawHeader("PaxHeaders/"+name, tar.TypeXHeader, int64(len(pax))), pad(pax)...)
-	out = append(out, rawHeader(name, tar.TypeReg, int64(len(data)))...)
-	return append(out, pad(data)...)
-}
-
-func rawHeader(name string, typeflag byte, size int64) []byte {
-	b := make([]byte, 512)
-	copy(b, name)
-	copy(b[100:], "0000644\x00")
-	copy(b[108:], "0000000\x00")
-	copy(b[116:], "0000000\x00")
-	copy(b[124:], fmt.Sprintf("%011o\x00", size))
-	copy(b[136:], fmt.Sprintf("%011o\x00", t0.Unix()))
-	b[156] = typeflag
-	copy(b[257:], "ustar\x0000")
-	copy(b[148:], "        ")
-	sum := 0
-	for _, c := range b {
-		sum += int(c)
-	}
-	copy(b[148:], fmt.Sprintf("%06o\x00 ", sum))
-	return b
-}
-
-func pad(b []byte) []byte { return append(b, make([]byte, (512-len(b)%512)%512)...) }
-
-func testImage(t testing.TB, layers ...[]byte) *overlay.Image {
-	t.Helper()
-	img := &overlay.Image{Archive: "test.tar"}
-	for i, data := range layers {
-		ix, err := tarindex.Build(bytes.NewReader(data), 0, int64(len(data)))
-		require.NoError(t, err)
-		d := digest.FromBytes(data)
-		img.Layers = append(img.Layers, &overlay.Layer{Index: i, DiffID: d, Digest: d, Data: data, TarIndex: ix, Size: int64(len(data)), StoredSize: int64(len(data))})
-	}
-	return img
-}
+// t1 is a second modification time, besides imagetest.MTime.
+var t1 = time.Unix(1600000000, 987654321)
 
 // bigContent is 3 MiB and a bit of deterministic noise: reads cross the
 // 1 MiB request size and page boundaries.
@@ -165,47 +60,47 @@ var bigContent = func() []byte {
 
 const capability = "\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
-func unionImage(t testing.TB) *overlay.Image {
-	l0 := layerTar(t, []member{
-		dirM("bin", 0o755),
-		fileM("bin/su", []byte("#!/bin/true\n"), 0o4755),
-		fileM("bin/wall", []byte("wall\n"), 0o2755).with(func(h *tar.Header) { h.Gid = 5 }),
-		dirM("tmp", 0o1777),
-		dirM("srv", 0o2770).with(func(h *tar.Header) { h.Uid, h.Gid = 1000, 1001 }),
-		dirM("data", 0o750).with(func(h *tar.Header) { h.ModTime = t1 }),
-		fileM("data/hello", []byte("hello, world\n"), 0o640).with(func(h *tar.Header) {
+func unionImage(t testing.TB) *archive.Image {
+	l0 := imagetest.LayerTar(t, []imagetest.Entry{
+		imagetest.DirMode("bin", 0o755),
+		imagetest.FileMode("bin/su", "#!/bin/true\n", 0o4755),
+		imagetest.FileMode("bin/wall", "wall\n", 0o2755).With(func(h *tar.Header) { h.Gid = 5 }),
+		imagetest.DirMode("tmp", 0o1777),
+		imagetest.DirMode("srv", 0o2770).With(func(h *tar.Header) { h.Uid, h.Gid = 1000, 1001 }),
+		imagetest.DirMode("data", 0o750).With(func(h *tar.Header) { h.ModTime = t1 }),
+		imagetest.FileMode("data/hello", "hello, world\n", 0o640).With(func(h *tar.Header) {
 			h.Uid, h.Gid = 1234, 5678
 			h.PAXRecords = map[string]string{
 				"SCHILY.xattr.user.test":           "some value",
 				"SCHILY.xattr.security.capability": capability,
 			}
 		}),
-		{hdr: tar.Header{Name: "data/hello-link", Typeflag: tar.TypeLink, Linkname: "data/hello", ModTime: t0}},
-		{hdr: tar.Header{Name: "data/sym", Typeflag: tar.TypeSymlink, Linkname: "hello", Mode: 0o777, ModTime: t1}},
-		{hdr: tar.Header{Name: "data/dangling", Typeflag: tar.TypeSymlink, Linkname: "/no/such/target", Mode: 0o777, ModTime: t0}},
-		fileM("data/big", bigContent, 0o644),
-		fileM("data/empty", nil, 0o644),
-		fileM("data/secret", []byte("nobody may read\n"), 0),
-		fileM("data/gone", []byte("whited out\n"), 0o644),
-		fileM("data/over", []byte("v1\n"), 0o644),
-		dirM("dev", 0o755),
-		{hdr: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3, ModTime: t0}},
-		{hdr: tar.Header{Name: "dev/sda", Typeflag: tar.TypeBlock, Mode: 0o660, Devmajor: 8, Devminor: 0, Gid: 6, ModTime: t0}},
-		{hdr: tar.Header{Name: "dev/big", Typeflag: tar.TypeChar, Mode: 0o600, Devmajor: 300, Devminor: 70000, ModTime: t0}},
-		{hdr: tar.Header{Name: "dev/fifo", Typeflag: tar.TypeFifo, Mode: 0o644, ModTime: t0}},
-		fileM("implied/dir/file", []byte("x"), 0o644),
-	}, rawSparse("data/sparse", 8<<20, map[int64]string{0: "start", 4 << 20: "middle", 8<<20 - 3: "end"}))
-	l1 := layerTar(t, []member{
-		fileM("data/.wh.gone", nil, 0o644),
-		fileM("data/over", []byte("v2 from layer 1\n"), 0o600),
-		fileM("data/new", []byte("new in layer 1\n"), 0o644),
+		{Hdr: tar.Header{Name: "data/hello-link", Typeflag: tar.TypeLink, Linkname: "data/hello", ModTime: imagetest.MTime}},
+		{Hdr: tar.Header{Name: "data/sym", Typeflag: tar.TypeSymlink, Linkname: "hello", Mode: 0o777, ModTime: t1}},
+		{Hdr: tar.Header{Name: "data/dangling", Typeflag: tar.TypeSymlink, Linkname: "/no/such/target", Mode: 0o777, ModTime: imagetest.MTime}},
+		imagetest.FileMode("data/big", string(bigContent), 0o644),
+		imagetest.FileMode("data/empty", "", 0o644),
+		imagetest.FileMode("data/secret", "nobody may read\n", 0),
+		imagetest.FileMode("data/gone", "whited out\n", 0o644),
+		imagetest.FileMode("data/over", "v1\n", 0o644),
+		imagetest.DirMode("dev", 0o755),
+		{Hdr: tar.Header{Name: "dev/null", Typeflag: tar.TypeChar, Mode: 0o666, Devmajor: 1, Devminor: 3, ModTime: imagetest.MTime}},
+		{Hdr: tar.Header{Name: "dev/sda", Typeflag: tar.TypeBlock, Mode: 0o660, Devmajor: 8, Devminor: 0, Gid: 6, ModTime: imagetest.MTime}},
+		{Hdr: tar.Header{Name: "dev/big", Typeflag: tar.TypeChar, Mode: 0o600, Devmajor: 300, Devminor: 70000, ModTime: imagetest.MTime}},
+		{Hdr: tar.Header{Name: "dev/fifo", Typeflag: tar.TypeFifo, Mode: 0o644, ModTime: imagetest.MTime}},
+		imagetest.FileMode("implied/dir/file", "x", 0o644),
+	}, imagetest.RawSparse("data/sparse", 8<<20, map[int64]string{0: "start", 4 << 20: "middle", 8<<20 - 3: "end"}))
+	l1 := imagetest.LayerTar(t, []imagetest.Entry{
+		imagetest.FileMode("data/.wh.gone", "", 0o644),
+		imagetest.FileMode("data/over", "v2 from layer 1\n", 0o600),
+		imagetest.FileMode("data/new", "new in layer 1\n", 0o644),
 	})
-	return testImage(t, l0, l1)
+	return imagetest.Image(t, l0, l1)
 }
 
 // mountTree mounts tree in a new directory and unmounts it when the test
 // ends.
-func mountTree(t *testing.T, tree *overlay.Tree, opts Options) (string, *fuse.Server) {
+func mountTree(t *testing.T, tree *union.Tree, opts Options) (string, *fuse.Server) {
 	t.Helper()
 	requireFUSE(t)
 	mnt := filepath.Join(t.TempDir(), "mnt")
@@ -233,7 +128,7 @@ func lstat(t *testing.T, p string) unix.Stat_t {
 
 func TestMountUnion(t *testing.T) {
 	img := unionImage(t)
-	tree, err := overlay.BuildUnion(img)
+	tree, err := union.BuildUnion(img)
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{FsName: "imgmount:/images/test.tar"})
 	p := func(s string) string { return filepath.Join(mnt, s) }
@@ -305,25 +200,25 @@ func TestMountUnion(t *testing.T) {
 			major, min uint32
 		}{
 			{".", unix.S_IFDIR, 0o755, 0, 0, 0, time.Unix(0, 0), 8, 0, 0},
-			{"bin", unix.S_IFDIR, 0o755, 0, 0, 0, t0, 2, 0, 0},
-			{"bin/su", unix.S_IFREG, 0o4755, 0, 0, 12, t0, 1, 0, 0},
-			{"bin/wall", unix.S_IFREG, 0o2755, 0, 5, 5, t0, 1, 0, 0},
-			{"tmp", unix.S_IFDIR, 0o1777, 0, 0, 0, t0, 2, 0, 0},
-			{"srv", unix.S_IFDIR, 0o2770, 1000, 1001, 0, t0, 2, 0, 0},
+			{"bin", unix.S_IFDIR, 0o755, 0, 0, 0, imagetest.MTime, 2, 0, 0},
+			{"bin/su", unix.S_IFREG, 0o4755, 0, 0, 12, imagetest.MTime, 1, 0, 0},
+			{"bin/wall", unix.S_IFREG, 0o2755, 0, 5, 5, imagetest.MTime, 1, 0, 0},
+			{"tmp", unix.S_IFDIR, 0o1777, 0, 0, 0, imagetest.MTime, 2, 0, 0},
+			{"srv", unix.S_IFDIR, 0o2770, 1000, 1001, 0, imagetest.MTime, 2, 0, 0},
 			{"data", unix.S_IFDIR, 0o750, 0, 0, 0, t1, 2, 0, 0},
-			{"data/hello", unix.S_IFREG, 0o640, 1234, 5678, 13, t0, 2, 0, 0},
-			{"data/hello-link", unix.S_IFREG, 0o640, 1234, 5678, 13, t0, 2, 0, 0},
+			{"data/hello", unix.S_IFREG, 0o640, 1234, 5678, 13, imagetest.MTime, 2, 0, 0},
+			{"data/hello-link", unix.S_IFREG, 0o640, 1234, 5678, 13, imagetest.MTime, 2, 0, 0},
 			{"data/sym", unix.S_IFLNK, 0o777, 0, 0, 5, t1, 1, 0, 0},
-			{"data/dangling", unix.S_IFLNK, 0o777, 0, 0, 15, t0, 1, 0, 0},
-			{"data/big", unix.S_IFREG, 0o644, 0, 0, int64(len(bigContent)), t0, 1, 0, 0},
-			{"data/empty", unix.S_IFREG, 0o644, 0, 0, 0, t0, 1, 0, 0},
-			{"data/secret", unix.S_IFREG, 0, 0, 0, 16, t0, 1, 0, 0},
-			{"data/over", unix.S_IFREG, 0o600, 0, 0, 16, t0, 1, 0, 0},
-			{"data/sparse", unix.S_IFREG, 0o644, 0, 0, 8 << 20, time.Unix(t0.Unix(), 0), 1, 0, 0},
-			{"dev/null", unix.S_IFCHR, 0o666, 0, 0, 0, t0, 1, 1, 3},
-			{"dev/sda", unix.S_IFBLK, 0o660, 0, 6, 0, t0, 1, 8, 0},
-			{"dev/big", unix.S_IFCHR, 0o600, 0, 0, 0, t0, 1, 300, 70000},
-			{"dev/fifo", unix.S_IFIFO, 0o644, 0, 0, 0, t0, 1, 0, 0},
+			{"data/dangling", unix.S_IFLNK, 0o777, 0, 0, 15, imagetest.MTime, 1, 0, 0},
+			{"data/big", unix.S_IFREG, 0o644, 0, 0, int64(len(bigContent)), imagetest.MTime, 1, 0, 0},
+			{"data/empty", unix.S_IFREG, 0o644, 0, 0, 0, imagetest.MTime, 1, 0, 0},
+			{"data/secret", unix.S_IFREG, 0, 0, 0, 16, imagetest.MTime, 1, 0, 0},
+			{"data/over", unix.S_IFREG, 0o600, 0, 0, 16, imagetest.MTime, 1, 0, 0},
+			{"data/sparse", unix.S_IFREG, 0o644, 0, 0, 8 << 20, time.Unix(imagetest.MTime.Unix(), 0), 1, 0, 0},
+			{"dev/null", unix.S_IFCHR, 0o666, 0, 0, 0, imagetest.MTime, 1, 1, 3},
+			{"dev/sda", unix.S_IFBLK, 0o660, 0, 6, 0, imagetest.MTime, 1, 8, 0},
+			{"dev/big", unix.S_IFCHR, 0o600, 0, 0, 0, imagetest.MTime, 1, 300, 70000},
+			{"dev/fifo", unix.S_IFIFO, 0o644, 0, 0, 0, imagetest.MTime, 1, 0, 0},
 			{"implied", unix.S_IFDIR, 0o755, 0, 0, 0, time.Unix(0, 0), 3, 0, 0},
 		} {
 			st := lstat(t, p(c.path))
@@ -574,7 +469,7 @@ func TestMountUnion(t *testing.T) {
 // whiteout files visible where they are stored.
 func TestMountLayersView(t *testing.T) {
 	img := unionImage(t)
-	tree, err := overlay.BuildLayersView(img)
+	tree, err := union.BuildLayersView(img)
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{})
 	ents, err := os.ReadDir(mnt)
@@ -611,7 +506,7 @@ func TestAllowOtherAndRoot(t *testing.T) {
 		t.Skip("needs root to run a process as another user")
 	}
 	img := unionImage(t)
-	tree, err := overlay.BuildUnion(img)
+	tree, err := union.BuildUnion(img)
 	require.NoError(t, err)
 	asNobody := func(t *testing.T, mnt string) error {
 		// The parents of t.TempDir are private: let the other user through.
@@ -650,7 +545,7 @@ func TestAllowOtherAndRoot(t *testing.T) {
 
 // TestMountOptionSuid: -o suid,dev lift the defaults.
 func TestMountOptionSuid(t *testing.T) {
-	tree, err := overlay.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(unionImage(t))
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{MountOptions: []string{"suid", "dev"}})
 	mi, ok, err := MountedAt(mnt)
@@ -666,7 +561,7 @@ func TestMountOptionSuid(t *testing.T) {
 // unmounts, and Unmount of a busy mount says busy.
 func TestUnmountExternally(t *testing.T) {
 	requireFUSE(t)
-	tree, err := overlay.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(unionImage(t))
 	require.NoError(t, err)
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	require.NoError(t, os.Mkdir(mnt, 0o755))
@@ -693,7 +588,7 @@ func TestUnmountExternally(t *testing.T) {
 }
 
 func TestMountRefusesRW(t *testing.T) {
-	tree, err := overlay.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(unionImage(t))
 	require.NoError(t, err)
 	_, err = Mount(t.TempDir(), tree, Options{MountOptions: []string{"rw"}})
 	require.ErrorContains(t, err, "--upper")

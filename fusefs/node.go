@@ -9,13 +9,13 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
 )
 
 // fsys is what every node of one mount shares.
 type fsys struct {
-	tree     *overlay.Tree
+	tree     *union.Tree
 	prefetch *prefetcher
 	// allow_root: only root and owner may use the mount.
 	allowRoot bool
@@ -33,14 +33,14 @@ type fsys struct {
 type node struct {
 	fs.Inode
 	fsys *fsys
-	n    *overlay.Node
+	n    *union.Node
 	// pushed: for a file, its content is in the kernel's cache or on its
 	// way there; for a directory, its small files were pushed (prefetch.go).
 	pushed atomic.Bool
 	access atomic.Pointer[fileAccess] // a big file's reads, once it has any
 }
 
-func newRoot(tree *overlay.Tree, mo mountOpts, owner uint32) *node {
+func newRoot(tree *union.Tree, mo mountOpts, owner uint32) *node {
 	return &node{fsys: &fsys{tree: tree, allowRoot: mo.allowRoot, owner: owner}, n: tree.Root}
 }
 
@@ -88,15 +88,15 @@ func (f *fsys) denied(ctx context.Context) bool {
 }
 
 // typeBits gives the S_IF* bits of a tree node.
-func typeBits(n *overlay.Node) uint32 { return overlay.NodeStat(n).Mode & syscall.S_IFMT }
+func typeBits(n *union.Node) uint32 { return union.NodeStat(n).Mode & syscall.S_IFMT }
 
 // fillAttr sets out from the tree node's entry.
-func fillAttr(n *overlay.Node, out *fuse.Attr) {
-	st := overlay.NodeStat(n)
+func fillAttr(n *union.Node, out *fuse.Attr) {
+	st := union.NodeStat(n)
 	statToAttr(&st, out)
 }
 
-func (n *node) newChild(ctx context.Context, c *overlay.Node) *fs.Inode {
+func (n *node) newChild(ctx context.Context, c *union.Node) *fs.Inode {
 	return n.NewInode(ctx, &node{fsys: n.fsys, n: c}, fs.StableAttr{Mode: typeBits(c), Ino: c.Ino})
 }
 
@@ -199,7 +199,7 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 // Lseek answers SEEK_DATA and SEEK_HOLE from the sparse map (a file that
 // is not sparse is all data).
 func (n *node) Lseek(ctx context.Context, f fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
-	r, err := overlay.SeekSparse(n.n, int64(min(off, 1<<63-1)), int(whence))
+	r, err := union.SeekSparse(n.n, int64(min(off, 1<<63-1)), int(whence))
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -278,8 +278,8 @@ func (f *fsys) computeStatfs() {
 	var bytes int64
 	var files, maxIno uint64
 	seen := map[uint64]bool{} // hardlinked inodes, counted once
-	var walk func(*overlay.Node)
-	walk = func(n *overlay.Node) {
+	var walk func(*union.Node)
+	walk = func(n *union.Node) {
 		if n.Nlink > 1 && !n.IsDir() {
 			if seen[n.Ino] {
 				return
@@ -360,7 +360,7 @@ func (n *node) Allocate(ctx context.Context, f fs.FileHandle, off uint64, size u
 // dirHandle lists one directory: ".", "..", then the children in name
 // order. Offsets are positions in that list, so seeking is exact.
 type dirHandle struct {
-	n   *overlay.Node
+	n   *union.Node
 	pos int
 }
 

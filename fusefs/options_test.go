@@ -11,7 +11,8 @@ import (
 	"testing"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/stretchr/testify/require"
 )
 
@@ -53,7 +54,7 @@ func TestNormalizeOptions(t *testing.T) {
 }
 
 func TestBuildOptions(t *testing.T) {
-	tree, err := overlay.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(unionImage(t))
 	require.NoError(t, err)
 	mo, err := normalize(Options{AllowOther: true, FsName: "imgmount:/x.tar"}, false)
 	require.NoError(t, err)
@@ -87,7 +88,7 @@ func TestToErrno(t *testing.T) {
 		{fmt.Errorf("x: %w", fs.ErrPermission), syscall.EACCES},
 		{fmt.Errorf("x: %w", fs.ErrExist), syscall.EEXIST},
 		{fmt.Errorf("layer 3: %w", io.ErrUnexpectedEOF), syscall.EIO},
-		{fmt.Errorf("layer 3: %w", overlay.ErrCorruptLayer), syscall.EIO},
+		{fmt.Errorf("layer 3: %w", archive.ErrCorruptLayer), syscall.EIO},
 		{errors.New("something else"), syscall.EIO},
 		{syscall.Errno(0), syscall.EIO},
 	} {
@@ -114,7 +115,7 @@ garbage
 }
 
 func TestAllowRootDenies(t *testing.T) {
-	tree, err := overlay.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(unionImage(t))
 	require.NoError(t, err)
 	as := func(uid uint32) context.Context {
 		return &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uid}}}

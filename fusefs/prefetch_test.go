@@ -10,7 +10,8 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/imagetest"
+	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
@@ -55,20 +56,20 @@ func noise(seed uint64, n int) []byte {
 // what is pushed reads back exactly as stored, sizes unchanged.
 func TestPrefetchSiblings(t *testing.T) {
 	sizes := []int{1, 511, 4095, 4096, 4097, 100_000, smallFile}
-	var ms []member
+	var ms []imagetest.Entry
 	want := map[string][]byte{}
-	ms = append(ms, dirM("read", 0o755), dirM("listed", 0o755))
+	ms = append(ms, imagetest.DirMode("read", 0o755), imagetest.DirMode("listed", 0o755))
 	for _, dir := range []string{"read", "listed"} {
 		for i, size := range sizes {
 			name := fmt.Sprintf("%s/f%02d", dir, i)
 			want[name] = noise(uint64(i+1), size)
-			ms = append(ms, fileM(name, want[name], 0o644))
+			ms = append(ms, imagetest.FileMode(name, string(want[name]), 0o644))
 		}
 		name := dir + "/too-big"
 		want[name] = noise(99, smallFile+1)
-		ms = append(ms, fileM(name, want[name], 0o644))
+		ms = append(ms, imagetest.FileMode(name, string(want[name]), 0o644))
 	}
-	tree, err := overlay.BuildUnion(testImage(t, layerTar(t, ms)))
+	tree, err := union.BuildUnion(imagetest.Image(t, imagetest.LayerTar(t, ms)))
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{})
 	p := func(s string) string { return filepath.Join(mnt, s) }
@@ -107,7 +108,7 @@ func TestPrefetchSiblings(t *testing.T) {
 func TestPrefetchRandomReads(t *testing.T) {
 	const size = 12<<20 + 123
 	body := noise(3, size)
-	tree, err := overlay.BuildUnion(testImage(t, layerTar(t, []member{fileM("db", body, 0o644)})))
+	tree, err := union.BuildUnion(imagetest.Image(t, imagetest.LayerTar(t, []imagetest.Entry{imagetest.FileMode("db", string(body), 0o644)})))
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{})
 	p := filepath.Join(mnt, "db")
@@ -136,14 +137,14 @@ func TestPrefetchRandomReads(t *testing.T) {
 // too big for one READDIRPLUS comes back whole and in order, and so does
 // a second listing.
 func TestListBigDirectory(t *testing.T) {
-	ms := []member{dirM("d", 0o755)}
+	ms := []imagetest.Entry{imagetest.DirMode("d", 0o755)}
 	var names []string
 	for i := range 3000 {
 		name := fmt.Sprintf("entry-with-a-long-name-to-fill-the-buffer-%05d", i)
 		names = append(names, name)
-		ms = append(ms, fileM("d/"+name, []byte(name), 0o644))
+		ms = append(ms, imagetest.FileMode("d/"+name, name, 0o644))
 	}
-	tree, err := overlay.BuildUnion(testImage(t, layerTar(t, ms)))
+	tree, err := union.BuildUnion(imagetest.Image(t, imagetest.LayerTar(t, ms)))
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{})
 	for range 2 {
@@ -163,8 +164,8 @@ func TestListBigDirectory(t *testing.T) {
 // -o noprefetch: reading a file brings nothing else into the page cache.
 func TestNoPrefetch(t *testing.T) {
 	body := noise(5, 10_000)
-	tree, err := overlay.BuildUnion(testImage(t, layerTar(t, []member{
-		dirM("d", 0o755), fileM("d/a", body, 0o644), fileM("d/b", body, 0o644),
+	tree, err := union.BuildUnion(imagetest.Image(t, imagetest.LayerTar(t, []imagetest.Entry{
+		imagetest.DirMode("d", 0o755), imagetest.FileMode("d/a", string(body), 0o644), imagetest.FileMode("d/b", string(body), 0o644),
 	})))
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{MountOptions: []string{"noprefetch"}})

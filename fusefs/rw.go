@@ -7,13 +7,13 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/cow"
 	"golang.org/x/sys/unix"
 )
 
 // rwFS is what every node of a writable mount shares.
 type rwFS struct {
-	cow       *overlay.COW
+	cow       *cow.View
 	allowRoot bool
 	owner     uint32
 	// mountInfo answers getxattr(MountInfoXattr) on the root, so that
@@ -27,7 +27,7 @@ const MountInfoXattr = "user.imgmount.mount"
 
 // rwNode is the go-fuse node of a writable mount. It holds no state of its
 // own: go-fuse keeps the tree of names the kernel knows, and every
-// operation hands the node's current path to overlay.COW, which works out
+// operation hands the node's current path to cow.View, which works out
 // from the upper directory and the lower tree what is there.
 type rwNode struct {
 	fs.Inode
@@ -78,15 +78,15 @@ func (f *rwFS) denied(ctx context.Context) bool {
 	return ok && c.Uid != 0 && c.Uid != f.owner
 }
 
-func caller(ctx context.Context) overlay.Owner {
+func caller(ctx context.Context) cow.Owner {
 	if c, ok := fuse.FromContext(ctx); ok {
-		return overlay.Owner{UID: c.Uid, GID: c.Gid}
+		return cow.Owner{UID: c.Uid, GID: c.Gid}
 	}
-	return overlay.Owner{}
+	return cow.Owner{}
 }
 
 // statToAttr converts the view's stat to FUSE attributes.
-func statToAttr(st *overlay.Stat, out *fuse.Attr) {
+func statToAttr(st *cow.Stat, out *fuse.Attr) {
 	*out = fuse.Attr{
 		Ino:       st.Ino,
 		Size:      uint64(st.Size),
@@ -106,7 +106,7 @@ func statToAttr(st *overlay.Stat, out *fuse.Attr) {
 }
 
 // entry registers the child node for a stat and fills the entry reply.
-func (n *rwNode) entry(ctx context.Context, st *overlay.Stat, out *fuse.EntryOut) *fs.Inode {
+func (n *rwNode) entry(ctx context.Context, st *cow.Stat, out *fuse.EntryOut) *fs.Inode {
 	statToAttr(st, &out.Attr)
 	return n.NewInode(ctx, &rwNode{fsys: n.fsys}, fs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: st.Ino})
 }
@@ -135,7 +135,7 @@ func (n *rwNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
-	var st overlay.Stat
+	var st cow.Stat
 	var err error
 	if h, ok := f.(*rwHandle); ok {
 		st, err = h.f.Stat()
@@ -153,7 +153,7 @@ func (n *rwNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrI
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
-	var a overlay.SetAttr
+	var a cow.SetAttr
 	if m, ok := in.GetMode(); ok {
 		a.Mode = &m
 	}
@@ -169,7 +169,7 @@ func (n *rwNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrI
 	}
 	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
 	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
-	var file overlay.File
+	var file cow.File
 	if h, ok := f.(*rwHandle); ok {
 		file = h.f
 	}
@@ -401,7 +401,7 @@ func (n *rwNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno 
 
 // rwHandle is an open file of a writable mount.
 type rwHandle struct {
-	f overlay.File
+	f cow.File
 }
 
 var (
@@ -421,14 +421,14 @@ var (
 // (FUSE passthrough, Linux 6.9+, root only; go-fuse falls back to Read and
 // Write where it cannot register the file).
 func (h *rwHandle) PassthroughFd() (int, bool) {
-	if b, ok := h.f.(overlay.Backer); ok {
+	if b, ok := h.f.(cow.Backer); ok {
 		return b.BackingFD()
 	}
 	return 0, false
 }
 
 func (h *rwHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if s, ok := h.f.(overlay.Slicer); ok {
+	if s, ok := h.f.(cow.Slicer); ok {
 		if data, ok := s.Slice(off, len(dest)); ok {
 			return fuse.ReadResultData(data), 0
 		}

@@ -8,7 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/repack"
 	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
 	flag "github.com/spf13/pflag"
@@ -25,11 +26,11 @@ type repackConfig struct {
 	explicit []string
 
 	squash      bool
-	format      overlay.OutputFormat
+	format      repack.OutputFormat
 	compression tarindex.Compression
 	tags        []string // nil: keep the image's
 	message     string
-	edits       overlay.ConfigEdits
+	edits       repack.ConfigEdits
 	thinFrom    []string
 	created     time.Time
 	createdBy   string
@@ -143,9 +144,9 @@ func (cf *commitFlags) apply(rc *repackConfig, fl *flag.FlagSet, getenv env) err
 	rc.squash = cf.squash
 	switch cf.format {
 	case "":
-		rc.format = overlay.OutputCombined
+		rc.format = repack.OutputCombined
 	case "docker", "oci":
-		rc.format = overlay.OutputFormat(cf.format)
+		rc.format = repack.OutputFormat(cf.format)
 	default:
 		return usagef("commit: --format %q: want docker or oci (default: both in one tarball, as Docker 25+ saves)", cf.format)
 	}
@@ -219,7 +220,7 @@ func (cf *commitFlags) configEdits(rc *repackConfig, fl *flag.FlagSet) error {
 			continue
 		}
 		if f.argv {
-			if _, err := overlay.ParseCommand(f.val, nil); err != nil {
+			if _, err := repack.ParseCommand(f.val, nil); err != nil {
 				return usagef("commit: --%s %v", f.name, err)
 			}
 		}
@@ -288,7 +289,7 @@ func normalizeTag(t string) (string, error) {
 // startRepack is how commit and export begin: check where the output goes,
 // find the image (and, for a mountpoint, its upper directory, flushed) and
 // open it. The caller ends r and closes img.
-func startRepack(cfg *config, stdout, stderr io.Writer) (*repackRun, *overlay.Image, error) {
+func startRepack(cfg *config, stdout, stderr io.Writer) (*repackRun, *archive.Image, error) {
 	if err := checkStdout(cfg.repack.output, stdout); err != nil {
 		return nil, nil, err
 	}
@@ -323,7 +324,7 @@ func runCommit(cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer out.abort()
-	res, err := overlay.Commit(img, out.w, overlay.CommitOptions{
+	res, err := repack.Commit(img, out.w, repack.CommitOptions{
 		Upper:       cfg.upper,
 		Squash:      rc.squash,
 		Format:      rc.format,
@@ -356,7 +357,7 @@ func runCommit(cfg *config, stdout, stderr io.Writer) error {
 }
 
 // commitSummary is the line a terminal gets once the commit is written.
-func commitSummary(rc *repackConfig, res *overlay.CommitResult) string {
+func commitSummary(rc *repackConfig, res *repack.CommitResult) string {
 	s := fmt.Sprintf("wrote %s: image %s, %d layers", rc.output, res.ConfigDigest, res.Layers)
 	switch {
 	case res.NewLayer != nil:
@@ -380,7 +381,7 @@ func thinDiffIDs(paths []string, cacheDir string) (map[digest.Digest]bool, error
 	}
 	all := map[digest.Digest]bool{}
 	for _, p := range paths {
-		ids, err := overlay.StoredDiffIDs(p, cacheDir)
+		ids, err := archive.StoredDiffIDs(p, cacheDir)
 		if err != nil {
 			return nil, fmt.Errorf("--thin-from: %w", err)
 		}
@@ -392,8 +393,8 @@ func thinDiffIDs(paths []string, cacheDir string) (map[digest.Digest]bool, error
 }
 
 // openForRepack opens the image the config names.
-func openForRepack(cfg *config, r *repackRun) (*overlay.Image, error) {
-	return overlay.Open(cfg.image, overlay.OpenOptions{
+func openForRepack(cfg *config, r *repackRun) (*archive.Image, error) {
+	return archive.Open(cfg.image, archive.OpenOptions{
 		Image:    cfg.ref,
 		Platform: cfg.platform,
 		CacheDir: cfg.cacheDir,

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/repack"
 	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
@@ -30,7 +31,7 @@ func TestParseCommit(t *testing.T) {
 	require.Equal(t, "x:1", cfg.ref)
 	require.Equal(t, "/c", cfg.cacheDir)
 	require.Equal(t, []string{"myapp:latest", "registry.example:5000/team/app:v1.2"}, rc.tags)
-	require.Equal(t, overlay.OutputOCI, rc.format)
+	require.Equal(t, repack.OutputOCI, rc.format)
 	require.Equal(t, tarindex.CompressionZstd, rc.compression)
 	require.True(t, rc.squash)
 	require.Equal(t, []string{"/b/base.tar"}, rc.thinFrom)
@@ -48,7 +49,7 @@ func TestParseCommit(t *testing.T) {
 	cfg = parseOK(t, "commit", "/mnt/app", "-o", "-")
 	require.Equal(t, "-", cfg.repack.output)
 	require.Nil(t, cfg.repack.tags, "the image's own tags by default")
-	require.Equal(t, overlay.OutputCombined, cfg.repack.format)
+	require.Equal(t, repack.OutputCombined, cfg.repack.format)
 	require.Equal(t, tarindex.CompressionNone, cfg.repack.compression)
 	require.Nil(t, cfg.repack.edits.Cmd)
 	require.Empty(t, cfg.repack.explicit)
@@ -168,7 +169,7 @@ func TestRunCommitAndExport(t *testing.T) {
 	id := strings.TrimSpace(stdout.String())
 	require.NoError(t, digest.Digest(id).Validate())
 
-	reopened, err := overlay.Open(out, overlay.OpenOptions{CacheDir: cache})
+	reopened, err := archive.Open(out, archive.OpenOptions{CacheDir: cache})
 	require.NoError(t, err)
 	defer reopened.Close()
 	require.Equal(t, id, reopened.Ref.ConfigDigest.String())

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/repack"
 	flag "github.com/spf13/pflag"
 )
 
@@ -55,7 +55,7 @@ func runExport(cfg *config, stdout, stderr io.Writer) error {
 		with = " with the upper directory " + cfg.upper
 	}
 	r.progress("exporting the root filesystem of " + cfg.image + with)
-	n, err := overlay.Export(img, out.w, overlay.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn})
+	n, err := repack.Export(img, out.w, repack.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn})
 	if err != nil {
 		return err
 	}

@@ -5,14 +5,15 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/union"
 )
 
 // runInspect is imgmount inspect: the tarball's images, the chosen image's
 // config and its layers, as text or as one JSON object.
 func runInspect(cfg *config, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
-	img, err := overlay.Open(cfg.image, overlay.OpenOptions{
+	img, err := archive.Open(cfg.image, archive.OpenOptions{
 		Image:    cfg.ref,
 		Platform: cfg.platform,
 		CacheDir: cfg.cacheDir,
@@ -27,11 +28,11 @@ func runInspect(cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer img.Close()
-	union, err := overlay.BuildUnion(img)
+	tree, err := union.BuildUnion(img)
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.image, err)
 	}
-	report := overlay.Inspect(img, union)
+	report := archive.Inspect(img, tree.Hidden)
 	if cfg.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/imgmount/imgmount/fusefs"
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/cow"
+	"github.com/imgmount/imgmount/overlay/union"
 	"golang.org/x/sys/unix"
 )
 
@@ -76,7 +78,7 @@ func runMount(cfg *config, rep reporter) error {
 	if _, err := checkMountpoint(cfg.mountpoint); err != nil {
 		return err
 	}
-	img, err := overlay.Open(cfg.image, overlay.OpenOptions{
+	img, err := archive.Open(cfg.image, archive.OpenOptions{
 		Image:    cfg.ref,
 		Platform: cfg.platform,
 		CacheDir: cfg.cacheDir,
@@ -87,22 +89,22 @@ func runMount(cfg *config, rep reporter) error {
 		return err
 	}
 	defer img.Close()
-	var tree *overlay.Tree
+	var tree *union.Tree
 	if cfg.layers {
-		tree, err = overlay.BuildLayersView(img)
+		tree, err = union.BuildLayersView(img)
 	} else {
-		tree, err = overlay.BuildUnion(img)
+		tree, err = union.BuildUnion(img)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.image, err)
 	}
-	var cow *overlay.COW
+	var view *cow.View
 	if cfg.upper != "" {
-		if cow, err = overlay.NewCOW(tree, cfg.upper); err != nil {
+		if view, err = cow.New(tree, cfg.upper); err != nil {
 			return err
 		}
-		defer cow.Close()
-		if cow.Rebased {
+		defer view.Close()
+		if view.Rebased {
 			rep.progress(fmt.Sprintf("%s holds edits made over other layers than %s's; they now apply over these", cfg.upper, cfg.image))
 		}
 	}
@@ -123,7 +125,7 @@ func runMount(cfg *config, rep reporter) error {
 		AllowRoot:    cfg.allowRoot,
 		FsName:       cfg.fsName,
 		Debug:        cfg.debug,
-		Writable:     cow,
+		Writable:     view,
 		MountInfo:    mountInfo(cfg),
 	})
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/imgmount/imgmount/fusefs"
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/cow"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,7 +95,7 @@ func resolveSource(cfg *config, r *repackRun) error {
 	}
 	if !fi.IsDir() {
 		cfg.image = rc.source
-		if cfg.upper != "" && overlay.UpperInUse(cfg.upper) {
+		if cfg.upper != "" && cow.UpperInUse(cfg.upper) {
 			return fmt.Errorf("upper directory %s is in use by a writable mount: commit through its mountpoint (imgmount commit MOUNTPOINT -o OUT.tar), which flushes the mount first", cfg.upper)
 		}
 		return nil

@@ -20,7 +20,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/imgmount/imgmount/overlay"
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
 )
@@ -86,13 +87,13 @@ func BenchmarkIndexLoadSaved(b *testing.B) {
 
 // openSynthetic writes the small-files layer as a docker-archive and opens
 // it with a fresh cache.
-func openSynthetic(b *testing.B) *overlay.Image {
+func openSynthetic(b *testing.B) *archive.Image {
 	dir := b.TempDir()
 	p := filepath.Join(dir, "small.tar")
 	if err := WriteDockerArchive(p, "bench/small:latest", []LayerFunc{ManyFilesLayer(benchEntries())}); err != nil {
 		b.Fatal(err)
 	}
-	img, err := overlay.Open(p, overlay.OpenOptions{CacheDir: filepath.Join(dir, "cache")})
+	img, err := archive.Open(p, archive.OpenOptions{CacheDir: filepath.Join(dir, "cache")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func BenchmarkBuildUnion(b *testing.B) {
 	img := openSynthetic(b)
 	n := len(img.Layers[0].TarIndex.Entries)
 	for b.Loop() {
-		if _, err := overlay.BuildUnion(img); err != nil {
+		if _, err := union.BuildUnion(img); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -149,7 +150,7 @@ func BenchmarkMemoryUnion(b *testing.B) {
 	var per float64
 	for b.Loop() {
 		before := liveHeap()
-		t, err := overlay.BuildUnion(img)
+		t, err := union.BuildUnion(img)
 		if err != nil {
 			b.Fatal(err)
 		}

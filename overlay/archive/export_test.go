@@ -1,0 +1,7 @@
+package archive
+
+// Internals the black-box tests (package archive_test) check directly.
+var (
+	OneLine      = oneLine
+	HostPlatform = hostPlatform
+)

@@ -1,0 +1,102 @@
+// Package overlay turns an image tarball into filesystem trees: it reads the
+// archive formats (docker save legacy and Docker 25+, OCI archives), stacks
+// the layers, applies whiteouts and opaque directories as the OCI image spec
+// says, and (later) records edits in an upper directory and repacks them.
+// It knows nothing of FUSE.
+package archive
+
+import (
+	"errors"
+
+	"github.com/imgmount/imgmount/tarindex"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Format is the layout of an image tarball.
+type Format string
+
+const (
+	FormatDockerLegacy Format = "docker-archive" // docker save before 25: <id>/layer.tar
+	FormatDockerOCI    Format = "docker-oci"     // docker save 25+: OCI layout plus manifest.json
+	FormatOCI          Format = "oci-archive"    // skopeo/podman/buildah oci-archive
+)
+
+// Errors callers can test with errors.Is; the wrapping error names the file
+// and layer concerned.
+var (
+	ErrNotImage       = errors.New("not a container image tarball")
+	ErrLayerMissing   = errors.New("layer missing from the tarball")
+	ErrDiffIDMismatch = errors.New("layer content does not match its diff_id")
+	ErrAmbiguous      = errors.New("several images in the tarball")
+	ErrNoSuchImage    = errors.New("no such image in the tarball")
+	ErrCorruptLayer   = errors.New("corrupt layer")
+)
+
+// OpenOptions chooses the image and says where caches live.
+type OpenOptions struct {
+	Image    string   // tag ("name:tag", or "name" meaning name:latest) or digest prefix; "" if only one image
+	Platform string   // "os/arch[/variant]"; "" means the host's
+	CacheDir string   // saved indexes and decompressed layers
+	Bases    []string // tarballs that supply layers a thin tarball leaves out
+	// Progress, if set, receives short human-readable lines about long work
+	// (decompressing layers, indexing) while Open runs.
+	Progress func(msg string)
+}
+
+// ImageRef describes one image found in a tarball.
+type ImageRef struct {
+	Tags           []string      `json:"tags"`
+	ManifestDigest digest.Digest `json:"manifest_digest,omitempty"`
+	ConfigDigest   digest.Digest `json:"config_digest"`
+	Platform       string        `json:"platform,omitempty"`
+}
+
+// Image is one opened image: its config and its layers, each indexed and
+// readable.
+type Image struct {
+	Archive string // path of the tarball
+	Format  Format
+	Ref     ImageRef   // the chosen image
+	Images  []ImageRef // every image in the tarball
+	Config  ocispec.Image
+	// ConfigRaw is the config JSON exactly as stored (its sha256 is
+	// Ref.ConfigDigest).
+	ConfigRaw []byte
+	Layers    []*Layer // base first
+	closers   []func() error
+}
+
+// Layer is one layer of the image, ready to serve reads.
+type Layer struct {
+	Index       int
+	DiffID      digest.Digest // sha256 of the uncompressed tar (from the config)
+	Digest      digest.Digest // digest of the blob as stored (equals DiffID when uncompressed)
+	MediaType   string
+	Compression tarindex.Compression // detected by magic bytes
+	StoredSize  int64                // bytes the blob takes in the tarball
+	Size        int64                // bytes of the uncompressed tar
+	CreatedBy   string               // the history line that made it, if known
+	// Stored is the blob exactly as the tarball holds it (compressed or
+	// not), mapped; repack copies it byte for byte.
+	Stored []byte
+	// StoredVerified: Stored was checked against Digest, on this open or,
+	// through the cache, when these exact bytes were first indexed.
+	// Repack copies a verified blob without hashing it again.
+	StoredVerified bool
+	// Data holds the bytes TarIndex offsets refer to: an mmap of the outer
+	// tarball (uncompressed layers, zero copy) or of a decompressed cache file.
+	Data     []byte
+	TarIndex *tarindex.Index
+}
+
+// Close releases the mappings. Trees built from the image must not be used
+// afterwards.
+func (img *Image) Close() error {
+	var errs []error
+	for i := len(img.closers) - 1; i >= 0; i-- {
+		errs = append(errs, img.closers[i]())
+	}
+	img.closers = nil
+	return errors.Join(errs...)
+}

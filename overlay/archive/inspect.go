@@ -1,0 +1,323 @@
+package archive
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is what `imgmount inspect` prints. Its JSON form is a stable,
+// documented interface for scripts: fields are only ever added.
+type Report struct {
+	Archive string        `json:"archive"`
+	Format  Format        `json:"format"`
+	Images  []ImageRef    `json:"images"`
+	Image   ImageRef      `json:"image"` // the chosen one
+	Config  ConfigSummary `json:"config"`
+	Layers  []LayerReport `json:"layers"`
+	// Totals over Layers.
+	StoredSize  int64 `json:"stored_size"`
+	Size        int64 `json:"size"`
+	HiddenBytes int64 `json:"hidden_bytes"`
+}
+
+// ConfigSummary is the runtime part of the image config.
+type ConfigSummary struct {
+	OS           string            `json:"os"`
+	Architecture string            `json:"architecture"`
+	Variant      string            `json:"variant,omitempty"`
+	Env          []string          `json:"env"`
+	Entrypoint   []string          `json:"entrypoint"`
+	Cmd          []string          `json:"cmd"`
+	WorkingDir   string            `json:"working_dir"`
+	User         string            `json:"user"`
+	ExposedPorts []string          `json:"exposed_ports"`
+	Labels       map[string]string `json:"labels"`
+	Volumes      []string          `json:"volumes"`
+	StopSignal   string            `json:"stop_signal,omitempty"`
+	Created      string            `json:"created,omitempty"` // RFC 3339
+	Author       string            `json:"author,omitempty"`
+}
+
+// LayerReport describes one layer.
+type LayerReport struct {
+	Index       int    `json:"index"`
+	DiffID      string `json:"diff_id"`
+	Digest      string `json:"digest"`
+	MediaType   string `json:"media_type"`
+	Compression string `json:"compression"`
+	StoredSize  int64  `json:"stored_size"`
+	Size        int64  `json:"size"`
+	Entries     int    `json:"entries"`
+	CreatedBy   string `json:"created_by"`
+	HiddenBytes int64  `json:"hidden_bytes"` // content overwritten or deleted by later layers
+}
+
+// Inspect summarises img. hidden gives, per layer, the bytes of content the
+// union does not show (union.Tree.Hidden); nil leaves them at zero.
+func Inspect(img *Image, hidden []int64) Report {
+	cfg := img.Config
+	r := Report{
+		Archive: img.Archive,
+		Format:  img.Format,
+		Images:  make([]ImageRef, 0, len(img.Images)),
+		Image:   normRefJSON(img.Ref),
+		Config: ConfigSummary{
+			OS:           cfg.OS,
+			Architecture: cfg.Architecture,
+			Variant:      cfg.Variant,
+			Env:          nonNil(cfg.Config.Env),
+			Entrypoint:   nonNil(cfg.Config.Entrypoint),
+			Cmd:          nonNil(cfg.Config.Cmd),
+			WorkingDir:   cfg.Config.WorkingDir,
+			User:         cfg.Config.User,
+			ExposedPorts: sortedKeys(cfg.Config.ExposedPorts),
+			Labels:       map[string]string{},
+			Volumes:      sortedKeys(cfg.Config.Volumes),
+			StopSignal:   cfg.Config.StopSignal,
+			Author:       cfg.Author,
+		},
+		Layers: make([]LayerReport, 0, len(img.Layers)),
+	}
+	for _, ref := range img.Images {
+		r.Images = append(r.Images, normRefJSON(ref))
+	}
+	for k, v := range cfg.Config.Labels {
+		r.Config.Labels[k] = v
+	}
+	if cfg.Created != nil {
+		r.Config.Created = cfg.Created.UTC().Format(time.RFC3339)
+	}
+	if len(hidden) != len(img.Layers) {
+		hidden = nil
+	}
+	for i, l := range img.Layers {
+		lr := LayerReport{
+			Index:       l.Index,
+			DiffID:      l.DiffID.String(),
+			Digest:      l.Digest.String(),
+			MediaType:   l.MediaType,
+			Compression: l.Compression.String(),
+			StoredSize:  l.StoredSize,
+			Size:        l.Size,
+			CreatedBy:   l.CreatedBy,
+		}
+		if l.TarIndex != nil {
+			lr.Entries = len(l.TarIndex.Entries)
+		}
+		if hidden != nil {
+			lr.HiddenBytes = hidden[i]
+		}
+		r.Layers = append(r.Layers, lr)
+		r.StoredSize += lr.StoredSize
+		r.Size += lr.Size
+		r.HiddenBytes += lr.HiddenBytes
+	}
+	return r
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return slices.Clone(s)
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// normRefJSON makes Tags an empty array, not null, in JSON.
+func normRefJSON(r ImageRef) ImageRef {
+	r.Tags = nonNil(r.Tags)
+	return r
+}
+
+// HumanSize formats a byte count with decimal units, as docker does.
+func HumanSize(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	f := float64(n)
+	for _, u := range []string{"kB", "MB", "GB", "TB", "PB"} {
+		f /= unit
+		if f < unit || u == "PB" {
+			if f < 10 {
+				return fmt.Sprintf("%.2f %s", f, u)
+			}
+			if f < 100 {
+				return fmt.Sprintf("%.1f %s", f, u)
+			}
+			return fmt.Sprintf("%.0f %s", f, u)
+		}
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// oneLine collapses whitespace and truncates s to max runes.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > max {
+		return string(r[:max-1]) + "…"
+	}
+	return s
+}
+
+func quoteList(s []string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// WriteText prints the report as a human-readable summary: the images in
+// the tarball (the chosen one marked with *), the runtime config, and a
+// table of the layers.
+func (r Report) WriteText(w io.Writer) error {
+	ew := &errWriter{w: w}
+	ew.printf("Archive:  %s (%s)\n", r.Archive, r.Format)
+	ew.printf("Images:\n")
+	for _, ref := range r.Images {
+		mark := " "
+		if sameRef(ref, r.Image) {
+			mark = "*"
+		}
+		ew.printf("  %s %s\n", mark, describeRef(ref))
+	}
+	if len(r.Images) == 0 {
+		ew.printf("  * %s\n", describeRef(r.Image))
+	}
+
+	c := r.Config
+	ew.printf("Config:\n")
+	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+	plat := c.OS + "/" + c.Architecture
+	if c.Variant != "" {
+		plat += "/" + c.Variant
+	}
+	fmt.Fprintf(tw, "  Platform:\t%s\n", plat)
+	if c.Created != "" {
+		fmt.Fprintf(tw, "  Created:\t%s\n", c.Created)
+	}
+	if c.Author != "" {
+		fmt.Fprintf(tw, "  Author:\t%s\n", c.Author)
+	}
+	fmt.Fprintf(tw, "  Entrypoint:\t%s\n", quoteList(c.Entrypoint))
+	fmt.Fprintf(tw, "  Cmd:\t%s\n", quoteList(c.Cmd))
+	fmt.Fprintf(tw, "  WorkingDir:\t%s\n", orDash(c.WorkingDir))
+	fmt.Fprintf(tw, "  User:\t%s\n", orDash(c.User))
+	if len(c.Env) == 0 {
+		fmt.Fprintf(tw, "  Env:\t-\n")
+	}
+	for i, e := range c.Env {
+		label := "  Env:"
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", label, e)
+	}
+	fmt.Fprintf(tw, "  Ports:\t%s\n", orDash(strings.Join(c.ExposedPorts, ", ")))
+	if len(c.Volumes) > 0 {
+		fmt.Fprintf(tw, "  Volumes:\t%s\n", strings.Join(c.Volumes, ", "))
+	}
+	if c.StopSignal != "" {
+		fmt.Fprintf(tw, "  StopSignal:\t%s\n", c.StopSignal)
+	}
+	keys := make([]string, 0, len(c.Labels))
+	for k := range c.Labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	if len(keys) == 0 {
+		fmt.Fprintf(tw, "  Labels:\t-\n")
+	}
+	for i, k := range keys {
+		label := "  Labels:"
+		if i > 0 {
+			label = ""
+		}
+		fmt.Fprintf(tw, "%s\t%s=%s\n", label, k, oneLine(c.Labels[k], 100))
+	}
+	tw.Flush()
+
+	ew.printf("Layers:\n")
+	tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  #\tDIFF_ID\tCOMPRESSION\tSTORED\tSIZE\tENTRIES\tHIDDEN\tCREATED_BY\n")
+	for _, l := range r.Layers {
+		id := l.DiffID
+		if i := strings.IndexByte(id, ':'); i >= 0 {
+			id = id[i+1:]
+		}
+		if len(id) > 12 {
+			id = id[:12]
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.Index, id, l.Compression,
+			HumanSize(l.StoredSize), HumanSize(l.Size), l.Entries, HumanSize(l.HiddenBytes), orDash(oneLine(l.CreatedBy, 60)))
+	}
+	tw.Flush()
+	ew.printf("Total:  %d layers, %s stored, %s uncompressed, %s hidden by later layers\n",
+		len(r.Layers), HumanSize(r.StoredSize), HumanSize(r.Size), HumanSize(r.HiddenBytes))
+	return ew.err
+}
+
+func sameRef(a, b ImageRef) bool {
+	return a.ManifestDigest == b.ManifestDigest && a.ConfigDigest == b.ConfigDigest && a.Platform == b.Platform
+}
+
+func describeRef(r ImageRef) string {
+	name := strings.Join(r.Tags, ", ")
+	if name == "" {
+		name = "(untagged)"
+	}
+	var info []string
+	if r.Platform != "" {
+		info = append(info, r.Platform)
+	}
+	if r.ManifestDigest != "" {
+		info = append(info, "manifest "+ShortDigest(r.ManifestDigest))
+	}
+	if r.ConfigDigest != "" {
+		info = append(info, "config "+ShortDigest(r.ConfigDigest))
+	}
+	if len(info) > 0 {
+		name += "  (" + strings.Join(info, ", ") + ")"
+	}
+	return name
+}
+
+// errWriter keeps the first write error so the printing code stays flat.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
+}
+
+func (e *errWriter) printf(format string, a ...any) {
+	fmt.Fprintf(e, format, a...)
+}

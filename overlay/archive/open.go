@@ -1,0 +1,455 @@
+package archive
+
+import (
+	"bytes"
+	_ "crypto/sha256" // go-digest needs the hash registered
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/imgmount/imgmount/tarindex"
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Open reads the image tarball at path (docker save legacy or 25+, OCI
+// archive, or any of them gzip-compressed), picks one image by opts, and
+// returns it with every layer indexed and mapped.
+//
+// Selection: opts.Image names a tag (exactly; "name" means "name:latest";
+// "alpine:3" also matches a stored "docker.io/library/alpine:3") or a
+// digest prefix of a manifest, config or top-level index ("sha256:" and
+// any length, or at least 4 bare hex digits). Without opts.Image the
+// tarball must hold one image. Among the platforms of one image, an
+// explicit opts.Platform must match; otherwise the ones whose blobs are all
+// present are preferred, then the host's.
+//
+// Compressed input (the outer tarball or layers) is decompressed once into
+// opts.CacheDir, which compressed input therefore requires. Uncompressed
+// layers are served from the outer mapping and are not hashed.
+func Open(path string, opts OpenOptions) (_ *Image, err error) {
+	o := &opener{opts: opts}
+	if opts.CacheDir != "" {
+		o.cache = &tarindex.Cache{Dir: opts.CacheDir}
+	}
+	ar, err := openArchive(path, o.cache)
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{Archive: path}
+	img.closers = append(img.closers, ar.close)
+	defer func() {
+		if err != nil {
+			img.Close()
+		}
+	}()
+
+	groups, err := ar.parse()
+	if err != nil {
+		return nil, err
+	}
+	img.Format = ar.format
+	img.Images = []ImageRef{}
+	for _, g := range groups {
+		for _, c := range g.cands {
+			img.Images = append(img.Images, c.ref())
+		}
+	}
+	c, err := o.selectCandidate(ar, groups)
+	if err != nil {
+		return nil, err
+	}
+	img.Ref = c.ref()
+	label := c.group.name()
+	if p := platformString(c.platform); p != "" {
+		label += " " + p
+	}
+	if c.missing != "" {
+		return nil, Errorf(ErrLayerMissing, "%s: image %s: %s (the tarball was saved without this platform; choose another with --platform)", path, label, c.missing)
+	}
+
+	cfgName := c.configMember()
+	if _, err := ar.lookup(cfgName); errors.Is(err, errMemberAbsent) {
+		return nil, Errorf(ErrLayerMissing, "%s: image %s: its config %s is not in the tarball", path, label, cfgName)
+	}
+	if err := ar.readJSON("image config", cfgName, &img.Config); err != nil {
+		return nil, err
+	}
+	if b, err := ar.lookup(cfgName); err == nil {
+		// Kept verbatim so repack can edit the config without dropping the
+		// fields ocispec.Image does not know (Docker's container_config...).
+		img.ConfigRaw = bytes.Clone(b.bytes())
+	}
+	if img.Ref.Platform == "" {
+		img.Ref.Platform = platformString(normPlatform(img.Config.Platform))
+		for i, r := range img.Images {
+			if r.Platform == "" && r.ManifestDigest == img.Ref.ManifestDigest && r.ConfigDigest == img.Ref.ConfigDigest {
+				img.Images[i].Platform = img.Ref.Platform
+			}
+		}
+	}
+	diffIDs := img.Config.RootFS.DiffIDs
+	if len(diffIDs) != c.numLayers() {
+		return nil, fmt.Errorf("%s: image %s: its config (%s) lists %d diff_ids but its manifest lists %d layers", path, label, cfgName, len(diffIDs), c.numLayers())
+	}
+	for i, d := range diffIDs {
+		if err := d.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: image %s: config %s: diff_ids[%d] %q: %w", path, label, cfgName, i, d, err)
+		}
+	}
+
+	srcs, err := o.locateLayers(ar, c, diffIDs, img)
+	if err != nil {
+		return nil, err
+	}
+	createdBy := historyPerLayer(img.Config.History, len(diffIDs))
+	img.Layers, err = o.loadLayers(path, srcs, img)
+	if err != nil {
+		return nil, err
+	}
+	for i, l := range img.Layers {
+		l.CreatedBy = createdBy[i]
+	}
+	return img, nil
+}
+
+// opener carries what one Open call shares between its steps.
+type opener struct {
+	opts   OpenOptions
+	cache  *tarindex.Cache // nil when opts.CacheDir is ""
+	progMu sync.Mutex
+}
+
+// progress reports to opts.Progress, one call at a time.
+func (o *opener) progress(format string, a ...any) {
+	if o.opts.Progress == nil {
+		return
+	}
+	o.progMu.Lock()
+	defer o.progMu.Unlock()
+	o.opts.Progress(fmt.Sprintf(format, a...))
+}
+
+// index indexes the tar stream at [base, base+size) of data, through the
+// cache when there is one.
+func (o *opener) index(key string, data []byte, base, size int64) (*tarindex.Index, error) {
+	if o.cache == nil {
+		return tarindex.Build(bytes.NewReader(data), base, size)
+	}
+	return o.cache.Index(key, bytes.NewReader(data), base, size)
+}
+
+// historyPerLayer aligns the config's history with the layers: entries
+// marked empty_layer made no layer. When the counts disagree the alignment
+// is unknowable and nothing is returned rather than a wrong answer.
+func historyPerLayer(h []ocispec.History, n int) []string {
+	out := make([]string, n)
+	var lines []string
+	for _, e := range h {
+		if !e.EmptyLayer {
+			lines = append(lines, e.CreatedBy)
+		}
+	}
+	if len(lines) == n {
+		copy(out, lines)
+	}
+	return out
+}
+
+// layerSrc says where one layer's blob is.
+type layerSrc struct {
+	index      int
+	diffID     digest.Digest
+	blob       blobRef
+	member     string             // the name the manifest gives it
+	desc       ocispec.Descriptor // from an OCI manifest; zero for docker paths
+	nameDigest digest.Digest      // digest the member name implies, if any
+	base       string             // path of the base tarball that supplied it, if any
+}
+
+// locateLayers finds every layer's blob in ar, or else in a base tarball.
+func (o *opener) locateLayers(ar *archive, c *candidate, diffIDs []digest.Digest, img *Image) ([]layerSrc, error) {
+	srcs := make([]layerSrc, len(diffIDs))
+	var missing []int
+	for i, d := range diffIDs {
+		member, nd, desc := c.layerMember(i)
+		s := layerSrc{index: i, diffID: d, member: member, nameDigest: nd, desc: desc}
+		b, err := ar.lookup(member)
+		switch {
+		case err == nil:
+			s.blob = b
+		case errors.Is(err, errMemberAbsent):
+			missing = append(missing, i)
+		default:
+			return nil, fmt.Errorf("%s: layer %d (%s): %w", ar.path, i, d, err)
+		}
+		srcs[i] = s
+	}
+	if len(missing) == 0 {
+		return srcs, nil
+	}
+	if len(o.opts.Bases) > 0 {
+		found, err := o.searchBases(diffIDs, missing, img)
+		if err != nil {
+			return nil, err
+		}
+		var still []int
+		for _, i := range missing {
+			if s, ok := found[diffIDs[i]]; ok {
+				s.index, s.diffID = i, diffIDs[i]
+				srcs[i] = s
+			} else {
+				still = append(still, i)
+			}
+		}
+		missing = still
+		if len(missing) == 0 {
+			return srcs, nil
+		}
+	}
+	var names []string
+	for _, i := range missing {
+		names = append(names, fmt.Sprintf("%d (%s)", i, diffIDs[i]))
+	}
+	msg := fmt.Sprintf("%s: layer %s is not in the tarball (a thin tarball?); supply a base tarball that has it with --base BASE.tar", ar.path, names[0])
+	if len(names) > 1 {
+		msg = fmt.Sprintf("%s: layers %s are not in the tarball (a thin tarball?); supply a base tarball that has them with --base BASE.tar", ar.path, strings.Join(names, ", "))
+	}
+	if len(c.group.cands) > 1 && len(missing) == len(diffIDs) {
+		msg += fmt.Sprintf("; or the tarball was saved without platform %s: choose another with --platform", platformString(c.platform))
+	}
+	if len(o.opts.Bases) > 0 {
+		msg += fmt.Sprintf(" (the base tarballs given, %s, do not have %s either)", strings.Join(o.opts.Bases, ", "), map[bool]string{true: "it", false: "them"}[len(names) == 1])
+	}
+	return nil, Errorf(ErrLayerMissing, "%s", msg)
+}
+
+// searchBases opens the base tarballs and returns, for each wanted diff_id
+// that one of them holds, where. Bases that supply something stay open
+// until img is closed; the others are closed at once.
+func (o *opener) searchBases(diffIDs []digest.Digest, missing []int, img *Image) (map[digest.Digest]layerSrc, error) {
+	want := map[digest.Digest]bool{}
+	for _, i := range missing {
+		want[diffIDs[i]] = true
+	}
+	found := map[digest.Digest]layerSrc{}
+	for _, bp := range o.opts.Bases {
+		if len(found) == len(want) {
+			break
+		}
+		bar, err := openArchive(bp, o.cache)
+		if err != nil {
+			return nil, fmt.Errorf("base tarball: %w", err)
+		}
+		groups, err := bar.parse()
+		if err != nil {
+			bar.close()
+			return nil, fmt.Errorf("base tarball: %w", err)
+		}
+		used := false
+		for _, g := range groups {
+			for _, c := range g.cands {
+				if c.missing != "" {
+					continue
+				}
+				var cfg ocispec.Image
+				if bar.readJSON("", c.configMember(), &cfg) != nil || len(cfg.RootFS.DiffIDs) != c.numLayers() {
+					continue
+				}
+				for j, d := range cfg.RootFS.DiffIDs {
+					if !want[d] || d.Validate() != nil {
+						continue
+					}
+					if _, ok := found[d]; ok {
+						continue
+					}
+					member, nd, desc := c.layerMember(j)
+					b, err := bar.lookup(member)
+					if err != nil {
+						continue
+					}
+					s := layerSrc{blob: b, member: member, nameDigest: nd, desc: desc, base: bp}
+					found[d] = s
+					used = true
+				}
+			}
+		}
+		if used {
+			img.closers = append(img.closers, bar.close)
+		} else {
+			bar.close()
+		}
+	}
+	return found, nil
+}
+
+// loadLayers decompresses (if needed), maps and indexes every layer, in
+// parallel, bounded by GOMAXPROCS.
+func (o *opener) loadLayers(path string, srcs []layerSrc, img *Image) ([]*Layer, error) {
+	type result struct {
+		layer  *Layer
+		closer func() error
+		err    error
+	}
+	results := make([]result, len(srcs))
+	var njobs int
+	for _, s := range srcs {
+		if c := tarindex.DetectCompression(s.blob.head()); c != tarindex.CompressionNone {
+			njobs++
+		}
+	}
+	var (
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, runtime.GOMAXPROCS(0))
+		jobMu sync.Mutex
+		job   int
+	)
+	nextJob := func() int {
+		jobMu.Lock()
+		defer jobMu.Unlock()
+		job++
+		return job
+	}
+	for i := range srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			l, closer, err := o.loadLayer(path, srcs[i], func() string {
+				return fmt.Sprintf("%d/%d", nextJob(), njobs)
+			})
+			results[i] = result{l, closer, err}
+		}()
+	}
+	wg.Wait()
+	layers := make([]*Layer, len(srcs))
+	var firstErr error
+	for i, r := range results {
+		if r.closer != nil {
+			img.closers = append(img.closers, r.closer)
+		}
+		if r.err != nil && firstErr == nil {
+			firstErr = r.err
+		}
+		layers[i] = r.layer
+	}
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return layers, nil
+}
+
+// head returns the first bytes of the blob, enough to detect compression.
+func (b blobRef) head() []byte {
+	return b.ar.data[b.off : b.off+min(b.size, 8)]
+}
+
+// isCacheIOError tells a failure to write the cache (disk full, permissions)
+// from a failure of the compressed data.
+func isCacheIOError(err error) bool {
+	var pe *fs.PathError
+	var le *os.LinkError
+	return errors.As(err, &pe) || errors.As(err, &le)
+}
+
+// loadLayer makes one layer ready: its bytes mapped and its tar indexed.
+// job numbers the decompression for progress messages.
+func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, func() error, error) {
+	ar := s.blob.ar
+	where := fmt.Sprintf("%s: layer %d (%s)", path, s.index, s.diffID)
+	if s.base != "" {
+		where = fmt.Sprintf("%s: layer %d (%s, from base %s %s)", path, s.index, s.diffID, s.base, s.member)
+	}
+	comp := tarindex.DetectCompression(s.blob.head())
+	l := &Layer{
+		Index:       s.index,
+		DiffID:      s.diffID,
+		Digest:      s.desc.Digest,
+		MediaType:   s.desc.MediaType,
+		Compression: comp,
+		StoredSize:  s.blob.size,
+		Stored:      s.blob.bytes(),
+	}
+	if l.Digest == "" {
+		l.Digest = s.nameDigest
+	}
+	if s.desc.Size > 0 && s.desc.Size != s.blob.size {
+		return nil, nil, Errorf(ErrCorruptLayer, "%s: %s is %d bytes but the manifest says %d (truncated?)", where, s.member, s.blob.size, s.desc.Size)
+	}
+
+	switch comp {
+	case tarindex.CompressionNone:
+		// An uncompressed blob's digest is its diff_id: a blob named by
+		// another digest is the wrong content, and checking costs nothing.
+		if l.Digest != "" && l.Digest.Algorithm() == s.diffID.Algorithm() && l.Digest != s.diffID {
+			return nil, nil, Errorf(ErrDiffIDMismatch, "%s: stored uncompressed as %s, which does not match the config's diff_id", where, l.Digest)
+		}
+		if l.Digest == "" {
+			l.Digest = s.diffID
+		}
+		if l.MediaType == "" {
+			l.MediaType = MediaTypeDockerLayer
+		}
+		key := ar.ident + "@" + strconv.FormatInt(s.blob.off, 10)
+		ix, err := o.index(key, ar.data, s.blob.off, s.blob.size)
+		if err != nil {
+			return nil, nil, Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s): %w", where, s.member, err)
+		}
+		if o.cache != nil {
+			// Hashed on the first mount only: the cache remembers the check
+			// for these exact bytes (the key changes if the file does).
+			if err := o.cache.VerifyOnce(key, s.diffID, s.blob.bytes()); err != nil {
+				if errors.Is(err, tarindex.ErrDigestMismatch) {
+					return nil, nil, Errorf(ErrDiffIDMismatch, "%s: %s does not match the config's diff_id: %w", where, s.member, err)
+				}
+				return nil, nil, fmt.Errorf("%s: %w", where, err)
+			}
+			// The blob is the tar: its digest is the diff_id just checked.
+			l.StoredVerified = l.Digest == s.diffID
+		}
+		l.Data, l.Size, l.TarIndex = ar.data, s.blob.size, ix
+		return l, nil, nil
+
+	case tarindex.CompressionGzip, tarindex.CompressionZstd:
+		if l.MediaType == "" {
+			l.MediaType = MediaTypeDockerLayerGzip
+			if comp == tarindex.CompressionZstd {
+				l.MediaType = ocispec.MediaTypeImageLayerZstd
+			}
+		}
+		if o.cache == nil {
+			return nil, nil, fmt.Errorf("%s: a %s-compressed layer needs a cache directory to decompress into", where, comp)
+		}
+		o.progress("decompressing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), comp)
+		p, err := o.cache.Decompress(ar.ident+"@"+strconv.FormatInt(s.blob.off, 10), s.diffID, comp, bytes.NewReader(s.blob.bytes()))
+		switch {
+		case err == nil:
+		case errors.Is(err, tarindex.ErrDigestMismatch):
+			return nil, nil, Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, s.member, err)
+		case isCacheIOError(err):
+			return nil, nil, fmt.Errorf("%s: decompressing into the cache: %w", where, err)
+		default:
+			return nil, nil, Errorf(ErrCorruptLayer, "%s: corrupt %s data in %s: %w", where, comp, s.member, err)
+		}
+		m, err := tarindex.MapFile(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", where, err)
+		}
+		ix, err := o.index("decompressed:"+s.diffID.String(), m.Data, 0, int64(len(m.Data)))
+		if err != nil {
+			m.Close()
+			return nil, nil, Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s, decompressed): %w", where, s.member, err)
+		}
+		l.Data, l.Size, l.TarIndex = m.Data, int64(len(m.Data)), ix
+		return l, m.Close, nil
+
+	default:
+		return nil, nil, fmt.Errorf("%s: %s-compressed layers are not supported", where, comp)
+	}
+}

@@ -1,0 +1,283 @@
+package archive
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/imgmount/imgmount/tarindex"
+)
+
+// maxJSONSize bounds the JSON documents we parse out of an archive
+// (manifest.json, index.json, manifests, configs). Real ones are kilobytes.
+const maxJSONSize = 64 << 20
+
+// maxLinkHops bounds symlink/hardlink chains inside an outer tarball.
+const maxLinkHops = 40
+
+// errMemberAbsent reports a member that an archive does not hold (or that a
+// link inside it points to but nothing provides).
+var errMemberAbsent = errors.New("not in the tarball")
+
+// sentinelError carries an exported sentinel (ErrLayerMissing, ...) for
+// errors.Is without repeating its text in the message.
+type sentinelError struct {
+	sentinel error
+	err      error
+}
+
+func (e *sentinelError) Error() string   { return e.err.Error() }
+func (e *sentinelError) Unwrap() []error { return []error{e.sentinel, e.err} }
+
+// Errorf formats an error (%w allowed) that also matches sentinel, one of
+// the Err* values above, with errors.Is: every package that finds a corrupt
+// layer or a missing one tags its error this way.
+func Errorf(sentinel error, format string, a ...any) error {
+	return &sentinelError{sentinel: sentinel, err: fmt.Errorf(format, a...)}
+}
+
+// archive is one opened outer tarball: its uncompressed bytes mapped, and
+// its members indexed by name.
+type archive struct {
+	path    string // as the caller gave it; used in messages
+	ident   string // identity of the file: dev, inode, size, mtime, absolute path
+	data    []byte // the uncompressed outer tar
+	entries []tarindex.Entry
+	byName  map[string]int // cleaned name → index in entries (the last one wins, as extraction does)
+	format  Format
+	closers []func() error
+	// noEnd is set when the tar lacks its end-of-archive marker (two zero
+	// blocks): archive/tar accepts that, but it often means a truncated copy.
+	noEnd bool
+}
+
+// blobRef locates one member's content in an archive.
+type blobRef struct {
+	ar   *archive
+	name string // the member that holds the bytes (after following links)
+	off  int64
+	size int64
+}
+
+func (b blobRef) bytes() []byte { return b.ar.data[b.off : b.off+b.size] }
+
+func (ar *archive) close() error {
+	var errs []error
+	for i := len(ar.closers) - 1; i >= 0; i-- {
+		errs = append(errs, ar.closers[i]())
+	}
+	ar.closers = nil
+	return errors.Join(errs...)
+}
+
+// fileIdentity names the bytes of a file for cache keys: a different file,
+// or the same file rewritten, gets a different identity.
+func fileIdentity(abs string, fi os.FileInfo) string {
+	var dev, ino uint64
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		dev, ino = uint64(st.Dev), st.Ino
+	}
+	return fmt.Sprintf("dev=%d,ino=%d,size=%d,mtime=%d,path=%s", dev, ino, fi.Size(), fi.ModTime().UnixNano(), abs)
+}
+
+// openArchive maps the tarball at p (decompressing it into the cache first
+// if it is gzip or zstd) and indexes its members.
+func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.IsDir() {
+		return nil, Errorf(ErrNotImage, "%s: is a directory, not an image tarball (for an OCI layout directory, make an archive of it first, e.g. skopeo copy oci:DIR:TAG oci-archive:IMAGE.tar)", p)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, Errorf(ErrNotImage, "%s: not a regular file", p)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		abs = p
+	}
+	ar := &archive{path: p, ident: fileIdentity(abs, fi)}
+	defer func() {
+		if err != nil {
+			ar.close()
+		}
+	}()
+
+	head := make([]byte, 8)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	mapPath := p
+	switch comp := tarindex.DetectCompression(head); comp {
+	case tarindex.CompressionNone:
+	case tarindex.CompressionGzip, tarindex.CompressionZstd:
+		if cache == nil {
+			return nil, fmt.Errorf("%s: a %s-compressed tarball needs a cache directory to decompress into", p, comp)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		mapPath, err = cache.Decompress(ar.ident, "", comp, bufio.NewReaderSize(f, 1<<20))
+		if err != nil {
+			var pe *os.PathError
+			var le *os.LinkError
+			if errors.As(err, &pe) || errors.As(err, &le) {
+				return nil, fmt.Errorf("%s: decompressing into the cache: %w", p, err)
+			}
+			return nil, fmt.Errorf("%s: corrupt or truncated %s data: %w", p, comp, err)
+		}
+	default:
+		return nil, fmt.Errorf("%s: %s-compressed tarballs are not supported; decompress it first", p, comp)
+	}
+
+	m, err := tarindex.MapFile(mapPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	ar.closers = append(ar.closers, m.Close)
+	ar.data = m.Data
+	if len(ar.data) == 0 {
+		return nil, Errorf(ErrNotImage, "%s: empty file", p)
+	}
+	compressed := ""
+	if mapPath != p {
+		compressed = fmt.Sprintf(" (%s-compressed)", tarindex.DetectCompression(head))
+	}
+
+	var ix *tarindex.Index
+	if cache != nil {
+		ix, err = cache.Index(ar.ident+"@outer", bytes.NewReader(ar.data), 0, int64(len(ar.data)))
+	} else {
+		ix, err = tarindex.Build(bytes.NewReader(ar.data), 0, int64(len(ar.data)))
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, tarindex.ErrNotTar):
+		return nil, Errorf(ErrNotImage, "%s%s: %w", p, compressed, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, fmt.Errorf("%s: truncated tarball (incomplete copy or download?): %w", p, err)
+	default:
+		return nil, fmt.Errorf("%s: reading the tarball: %w", p, err)
+	}
+	if len(ix.Entries) == 0 {
+		return nil, Errorf(ErrNotImage, "%s: empty tar archive", p)
+	}
+	ar.noEnd = ix.End < 1024 || ix.End > int64(len(ar.data)) || !allZero(ar.data[ix.End-1024:ix.End])
+	ar.entries = ix.Entries
+	ar.byName = make(map[string]int, len(ix.Entries))
+	for i := range ix.Entries {
+		ar.byName[ix.Entries[i].Name] = i
+	}
+	return ar, nil
+}
+
+// has tells whether name resolves to a regular member.
+func (ar *archive) has(name string) bool {
+	_, err := ar.lookup(name)
+	return err == nil
+}
+
+// lookup finds the regular member called name, following symlinks
+// (relative to the link's directory; absolute ones from the archive root)
+// and hardlinks inside the archive. It never leaves the archive. The error
+// wraps errMemberAbsent when nothing provides the member.
+func (ar *archive) lookup(name string) (blobRef, error) {
+	orig := name
+	name, err := tarindex.CleanName(name)
+	if err != nil {
+		return blobRef{}, fmt.Errorf("member %q: %w", orig, err)
+	}
+	for hop := 0; hop <= maxLinkHops; hop++ {
+		i, ok := ar.byName[name]
+		if !ok {
+			if name != orig {
+				return blobRef{}, fmt.Errorf("%s (a link to %s): %w", orig, name, errMemberAbsent)
+			}
+			return blobRef{}, fmt.Errorf("%s: %w", orig, errMemberAbsent)
+		}
+		e := &ar.entries[i]
+		switch e.Type {
+		case tarindex.TypeReg:
+			if e.Sparse != nil {
+				return blobRef{}, fmt.Errorf("member %s: is a sparse file", name)
+			}
+			if e.Offset < 0 || e.Offset+e.Size > int64(len(ar.data)) {
+				return blobRef{}, fmt.Errorf("member %s: extends past the end of the tarball", name)
+			}
+			return blobRef{ar: ar, name: name, off: e.Offset, size: e.Size}, nil
+		case tarindex.TypeHardlink:
+			name = e.Linkname
+		case tarindex.TypeSymlink:
+			target := e.Linkname
+			if !strings.HasPrefix(target, "/") {
+				target = path.Join(path.Dir(name), target)
+			}
+			next, err := tarindex.CleanName(target)
+			if err != nil {
+				return blobRef{}, fmt.Errorf("member %s: symlink to %q: %w", name, e.Linkname, err)
+			}
+			name = next
+		default:
+			return blobRef{}, fmt.Errorf("member %s: is a %s, not a file", name, e.Type)
+		}
+	}
+	return blobRef{}, fmt.Errorf("member %s: too many levels of links", orig)
+}
+
+// readJSON decodes the member name into v; what says what it is ("image
+// config") when the name does not. Errors name the archive and the member;
+// malformed JSON is an error, never a panic.
+func (ar *archive) readJSON(what, name string, v any) error {
+	label := name
+	if what != "" {
+		label = what + " " + name
+	}
+	b, err := ar.lookup(name)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", ar.path, label, err)
+	}
+	if b.size > maxJSONSize {
+		return fmt.Errorf("%s: %s: %d bytes is too large for a JSON document", ar.path, label, b.size)
+	}
+	if err := json.Unmarshal(b.bytes(), v); err != nil {
+		return fmt.Errorf("%s: %s: malformed JSON: %w", ar.path, label, err)
+	}
+	return nil
+}
+
+// hint names a member that suggests the image was archived one directory
+// down (e.g. "myimage/index.json"), for the not-an-image message.
+func (ar *archive) hint() string {
+	if ar.noEnd {
+		return " (the tarball has no end-of-archive marker: is it truncated?)"
+	}
+	for _, e := range ar.entries {
+		base := path.Base(e.Name)
+		if (base == "manifest.json" || base == "index.json") && e.Name != base {
+			return fmt.Sprintf(" (it has %s: was the image archived inside a directory?)", e.Name)
+		}
+	}
+	return ""
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

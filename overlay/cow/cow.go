@@ -1,0 +1,737 @@
+package cow
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/imgmount/imgmount/overlay/union"
+	"github.com/imgmount/imgmount/tarindex"
+	"golang.org/x/sys/unix"
+)
+
+// View is the writable view of an image: the union tree below, read-only,
+// and an upper directory above that receives every change (see upperdir.go
+// for its format). It is path based: every call names a path relative to
+// the root ("" for the root itself, "a/b" below it) and works out afresh from
+// the upper directory what is there, so nothing is cached that a crash could
+// lose. Paths are resolved beneath the upper directory's file descriptor
+// one component at a time without following symlinks, so nothing outside it
+// is ever touched.
+//
+// Errors are unix.Errno values (wrapped with context where the failure is
+// not the caller's doing): what the filesystem should answer.
+type View struct {
+	tree *union.Tree
+	dir  string // the upper directory, for messages
+	root int    // O_PATH descriptor of the upper directory
+	// priv is true when the process can chown and mknod for real (root).
+	// Otherwise owners, modes and device types that cannot be applied are
+	// recorded in StatXattr.
+	priv bool
+
+	// mu serialises changes (including copy-up) against each other and
+	// against lookups, which must never see half a copy-up.
+	mu sync.RWMutex
+
+	lockFD int // holds the flock on the upper directory
+
+	// rootLow is the lower root, nil if the upper root is opaque (which
+	// nothing done through the mount can change).
+	rootLow *union.Node
+
+	// dirs caches, by path, upper directories resolve walked to: an O_PATH
+	// descriptor and the lower directory visible beneath. Most requests
+	// name a path whose parent the previous one used (tar creating files
+	// in one directory), so this saves a walk from the root each time.
+	// Entries are added under the read lock (dirMu guards the map) and
+	// removed only under the write lock, when no loc can be using them.
+	dirMu sync.Mutex
+	dirs  map[string]cachedDir
+
+	// Rebased is true when the upper directory was made over other layers
+	// than this tree's (see checkLower).
+	Rebased bool
+
+	aliasOnce sync.Once
+	aliases   map[uint64][]*union.Node // lower hardlink groups by inode
+}
+
+// Stat is what the view reports for a path (the kernel's stat layout).
+type Stat = unix.Stat_t
+
+// Owner is who creates an entry (the caller of the FUSE request).
+type Owner struct{ UID, GID uint32 }
+
+const (
+	// upperInoBit marks inode numbers of entries that exist only in the
+	// upper directory (the upper inode with this bit set), so they never
+	// collide with the lower tree's small numbers.
+	upperInoBit = 1 << 62
+	// originXattr on an upper entry copied up from the lower tree holds the
+	// lower inode number, so the entry keeps its inode number across copy-up
+	// and rename, as overlayfs keeps them.
+	originXattr = privatePrefix + "origin"
+	copyChunk   = 1 << 20
+)
+
+// ErrReservedName is returned for names the upper directory's format
+// reserves (".wh." prefix).
+var ErrReservedName = fmt.Errorf("names starting with %s are reserved for whiteouts: %w", union.WhiteoutPrefix, unix.EPERM)
+
+// New opens (creating if missing) the upper directory dir over tree.
+func New(tree *union.Tree, dir string) (*View, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("upper directory: %w", err)
+	}
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("upper directory %s: %w", dir, err)
+	}
+	c := &View{tree: tree, dir: dir, root: fd, lockFD: -1, priv: os.Geteuid() == 0, dirs: map[string]cachedDir{}}
+	if err := c.lock(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if err := c.checkUpper(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.adoptRoot(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if err := c.checkLower(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if !c.opaque(c.root) {
+		c.rootLow = tree.Root
+	}
+	return c, nil
+}
+
+// lock takes an exclusive lock on the upper directory for as long as the
+// view is open: two mounts writing one upper directory would each trust
+// what they last saw of it.
+func (c *View) lock() error {
+	fd, err := unix.Openat(c.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("upper directory %s: %w", c.dir, err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("upper directory %s is in use by another imgmount mount (unmount it first, or commit through its mountpoint)", c.dir)
+		}
+		return fmt.Errorf("upper directory %s: locking it: %w", c.dir, err)
+	}
+	c.lockFD = fd
+	return nil
+}
+
+// adoptRoot gives a new upper directory the owner, mode and times of the
+// image's root, as a copy-up would, so that the mount's root looks like the
+// image's until it is changed. An upper directory used before carries the
+// origin mark and is left as it is.
+func (c *View) adoptRoot() error {
+	if _, err := getxattrPath(procPath(c.root, "."), originXattr); err == nil {
+		return nil
+	}
+	fd, err := unix.Openat(c.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("upper directory %s: %w", c.dir, err)
+	}
+	defer unix.Close(fd)
+	if err := c.apply(fdTarget(fd), nodeMeta(c.tree.Root)); err != nil {
+		return fmt.Errorf("upper directory %s: giving it the image root's attributes: %w", c.dir, err)
+	}
+	return nil
+}
+
+// lowerXattr on the upper root names the layers the upper directory's edits
+// were made over (a digest of their diff_ids).
+const lowerXattr = privatePrefix + "lower"
+
+// lowerKey identifies the lower tree by its layers.
+func lowerKey(t *union.Tree) string {
+	h := sha256.New()
+	for _, l := range t.Layers {
+		fmt.Fprintln(h, l.DiffID)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// checkLower records which layers the upper directory's edits apply to. An
+// upper directory made over other layers still works (its edits apply over
+// these, like a rebase), but the inode numbers its copied-up entries kept
+// are those of the other tree and could collide with this one's: they are
+// dropped, and Rebased says so.
+func (c *View) checkLower() error {
+	key := lowerKey(c.tree)
+	root := procPath(c.root, ".")
+	old, err := getxattrPath(root, lowerXattr)
+	if err == nil && string(old) == key {
+		return nil
+	}
+	if err == nil {
+		c.Rebased = true
+		werr := filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.Type()&fs.ModeSymlink != 0 {
+				return err
+			}
+			if err := unix.Lremovexattr(p, originXattr); err != nil && !errors.Is(err, unix.ENODATA) {
+				return err
+			}
+			return nil
+		})
+		if werr != nil {
+			return fmt.Errorf("upper directory %s was made over other layers; forgetting their inode numbers: %w", c.dir, werr)
+		}
+	}
+	if err := unix.Setxattr(root, lowerXattr, []byte(key), 0); err != nil {
+		return fmt.Errorf("upper directory %s: recording its image: %w", c.dir, err)
+	}
+	return nil
+}
+
+// checkUpper makes sure the upper directory can hold what the view needs:
+// O_TMPFILE (atomic copy-up) and user xattrs (bookkeeping).
+func (c *View) checkUpper() error {
+	fd, err := unix.Openat(c.root, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("upper directory %s: its filesystem cannot create unnamed temporary files (O_TMPFILE), which copy-up needs: %w", c.dir, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsetxattr(fd, originXattr, []byte("0"), 0); err != nil {
+		return fmt.Errorf("upper directory %s: its filesystem does not store user extended attributes, which the upper directory needs: %w", c.dir, err)
+	}
+	return nil
+}
+
+// Close releases the upper directory and its lock.
+func (c *View) Close() error {
+	if c.root < 0 {
+		return nil
+	}
+	c.forgetAll()
+	err := errors.Join(unix.Close(c.lockFD), unix.Close(c.root))
+	c.root, c.lockFD = -1, -1
+	return err
+}
+
+// Tree is the lower tree.
+func (c *View) Tree() *union.Tree { return c.tree }
+
+// loc is one resolved path.
+type loc struct {
+	path string
+	// parent is an O_PATH descriptor of the upper directory holding the
+	// entry, or -1 when the parent exists only below. owned tells whether
+	// close must close it.
+	parent int
+	owned  bool
+	name   string
+	up     *unix.Stat_t // the upper entry, nil if none
+	low    *union.Node  // the lower entry visible at this path, nil if none
+	// parentLow is the parent's lower directory when its lower children are
+	// visible (nil when the parent is upper-only or opaque).
+	parentLow *union.Node
+	whiteout  bool // the upper parent holds .wh.<name>
+}
+
+func (l *loc) exists() bool { return l.up != nil || l.low != nil }
+
+func (l *loc) isDir() bool {
+	if l.up != nil {
+		return l.up.Mode&unix.S_IFMT == unix.S_IFDIR
+	}
+	return l.low != nil && l.low.IsDir()
+}
+
+func (l *loc) close() {
+	if l.owned && l.parent >= 0 {
+		unix.Close(l.parent)
+	}
+	l.parent, l.owned = -1, false
+}
+
+func splitPath(p string) []string {
+	if p == "" || p == "." {
+		return nil
+	}
+	return strings.Split(p, "/")
+}
+
+func parentPath(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// exists tells whether dirfd holds name (not following symlinks).
+func present(dirfd int, name string) bool {
+	var st unix.Stat_t
+	return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
+}
+
+func (c *View) opaque(dirfd int) bool { return present(dirfd, union.OpaqueMarker) }
+
+// lowerChild is the lower child of a visible lower directory, or nil.
+func lowerChild(dir *union.Node, name string) *union.Node {
+	if dir == nil || !dir.IsDir() {
+		return nil
+	}
+	return dir.Lookup(name)
+}
+
+// resolve works out what is at path. The caller must close the loc.
+func (c *View) resolve(path string) (*loc, error) {
+	comps := splitPath(path)
+	low := c.rootLow
+	if len(comps) == 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(c.root, &st); err != nil {
+			return nil, fmt.Errorf("upper directory %s: %w", c.dir, err)
+		}
+		return &loc{path: "", parent: -1, up: &st, low: low}, nil
+	}
+	fd, owned := c.root, false
+	closeFD := func() {
+		if owned && fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+	dirPath := parentPath(path)
+	walk := comps[:len(comps)-1]
+	if cd, ok := c.cachedDir(dirPath); ok {
+		fd, low, walk = cd.fd, cd.low, nil
+	}
+	for _, comp := range walk {
+		if strings.HasPrefix(comp, union.WhiteoutPrefix) {
+			closeFD()
+			return nil, unix.ENOENT
+		}
+		next := -1
+		lc := lowerChild(low, comp)
+		if fd >= 0 {
+			// One openat tells a directory (opened), a non-directory
+			// (ENOTDIR, ELOOP for a symlink) and nothing (ENOENT).
+			var err error
+			next, err = unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			switch {
+			case err == nil:
+				// The lower directory merges in unless the upper one is
+				// opaque (asked only when there is one below).
+				if lc != nil && (!lc.IsDir() || c.opaque(next)) {
+					lc = nil
+				}
+			case errors.Is(err, unix.ENOENT):
+				next = -1
+				if lc != nil && present(fd, union.WhiteoutPrefix+comp) {
+					lc = nil
+				}
+			case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+				closeFD()
+				return nil, unix.ENOTDIR
+			default:
+				closeFD()
+				return nil, fmt.Errorf("upper directory %s: opening %s: %w", c.dir, comp, err)
+			}
+		}
+		low = lc
+		closeFD()
+		fd, owned = next, next >= 0
+		if fd < 0 && low == nil {
+			return nil, unix.ENOENT
+		}
+		if fd < 0 && !low.IsDir() {
+			return nil, unix.ENOTDIR
+		}
+	}
+	if owned && c.remember(dirPath, fd, low) {
+		owned = false // the cache has it now
+	}
+	name := comps[len(comps)-1]
+	l := &loc{path: path, parent: fd, owned: owned, name: name, parentLow: low}
+	if strings.HasPrefix(name, union.WhiteoutPrefix) {
+		// Never visible; creating one is refused by the callers.
+		return l, nil
+	}
+	if fd >= 0 {
+		var st unix.Stat_t
+		err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		switch {
+		case err == nil:
+			l.up = &st
+		case errors.Is(err, unix.ENOENT):
+			l.whiteout = present(fd, union.WhiteoutPrefix+name)
+		default:
+			l.close()
+			return nil, fmt.Errorf("upper directory %s: %s: %w", c.dir, path, err)
+		}
+	}
+	if !l.whiteout {
+		l.low = lowerChild(low, name)
+	}
+	if l.up != nil && l.low != nil {
+		// An upper entry hides the lower one, but for a directory over a
+		// directory, whose children merge unless the upper one is opaque.
+		if l.up.Mode&unix.S_IFMT != unix.S_IFDIR || !l.low.IsDir() {
+			l.low = nil
+		} else if fd2, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			if c.opaque(fd2) {
+				l.low = nil
+			}
+			unix.Close(fd2)
+		}
+	}
+	return l, nil
+}
+
+// cachedDir is one entry of View.dirs.
+type cachedDir struct {
+	fd  int
+	low *union.Node
+}
+
+const dirCacheMax = 4096
+
+func (c *View) cachedDir(p string) (cachedDir, bool) {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	cd, ok := c.dirs[p]
+	return cd, ok
+}
+
+// remember caches an upper directory's descriptor; false if the cache
+// already has the path (the caller keeps and closes fd).
+func (c *View) remember(p string, fd int, low *union.Node) bool {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	if _, ok := c.dirs[p]; ok {
+		return false
+	}
+	c.dirs[p] = cachedDir{fd: fd, low: low}
+	return true
+}
+
+// forget drops the cached directories at p and below it: they moved, went
+// or became opaque. Called under the write lock.
+func (c *View) forget(p string) {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	for k, cd := range c.dirs {
+		if k == p || strings.HasPrefix(k, p+"/") {
+			unix.Close(cd.fd)
+			delete(c.dirs, k)
+		}
+	}
+}
+
+func (c *View) forgetAll() {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	for k, cd := range c.dirs {
+		unix.Close(cd.fd)
+		delete(c.dirs, k)
+	}
+}
+
+// beginChange takes the write lock for a change, and empties the
+// directory cache when it has grown large (only now is no descriptor of
+// it in use).
+func (c *View) beginChange() {
+	c.mu.Lock()
+	c.dirMu.Lock()
+	full := len(c.dirs) > dirCacheMax
+	c.dirMu.Unlock()
+	if full {
+		c.forgetAll()
+	}
+}
+
+// resolveExisting is resolve that answers ENOENT for nothing there.
+func (c *View) resolveExisting(path string) (*loc, error) {
+	l, err := c.resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	if !l.exists() {
+		l.close()
+		return nil, unix.ENOENT
+	}
+	return l, nil
+}
+
+// reading runs fn on what is at path (which must exist) under the read
+// lock.
+func (c *View) reading(path string, fn func(l *loc) error) error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+	return fn(l)
+}
+
+// procPath names an entry of an O_PATH directory descriptor through
+// /proc/self/fd, for the calls that have no *at form (xattrs on symlinks,
+// chmod). The final component is looked up by the call itself.
+func procPath(dirfd int, name string) string {
+	p := "/proc/self/fd/" + strconv.Itoa(dirfd)
+	if name != "" {
+		p += "/" + name
+	}
+	return p
+}
+
+// Lookup reports what is at path.
+func (c *View) Lookup(path string) (st Stat, err error) {
+	err = c.reading(path, func(l *loc) error {
+		st, err = c.stat(l)
+		return err
+	})
+	return st, err
+}
+
+// stat gives the view's attributes of a resolved, existing path.
+func (c *View) stat(l *loc) (Stat, error) {
+	if l.up == nil {
+		return union.NodeStat(l.low), nil
+	}
+	st := *l.up
+	if l.low != nil {
+		// A merged directory: its link count would depend on both layers;
+		// 1 says "unknown" to find and friends, as overlayfs says it.
+		st.Nlink = 1
+	}
+	if l.parent < 0 {
+		// The root: its inode number is the tree's.
+		rootIno := c.tree.Root.Ino
+		if v, err := getxattrPath(procPath(c.root, "."), StatXattr); err == nil {
+			applyOverride(&st, string(v))
+		}
+		st.Ino = rootIno
+		return st, nil
+	}
+	c.applyXattrs(nameTarget(l.parent, l.name), &st)
+	return st, nil
+}
+
+// applyXattrs adjusts an upper entry's stat by its bookkeeping xattrs: the
+// inode number it was copied up from, and the owner/mode override.
+func (c *View) applyXattrs(t target, st *Stat) {
+	st.Ino |= upperInoBit
+	// One listxattr answers the common case (neither is there) in one
+	// call instead of two failed getxattrs.
+	names, err := t.listxattr()
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		switch n {
+		case originXattr:
+			if v, err := t.getxattr(originXattr); err == nil {
+				if ino, err := strconv.ParseUint(string(v), 10, 64); err == nil && ino != 0 {
+					st.Ino = ino
+				}
+			}
+		case StatXattr:
+			if v, err := t.getxattr(StatXattr); err == nil {
+				applyOverride(st, string(v))
+			}
+		}
+	}
+}
+
+// applyOverride applies a StatXattr value to st (ignored if malformed).
+func applyOverride(st *Stat, v string) {
+	o, err := ParseStatOverride(v, modeToGo(st.Mode))
+	if err != nil {
+		return
+	}
+	st.Uid, st.Gid = o.UID, o.GID
+	st.Mode = goToMode(o.Mode)
+	if o.Mode&os.ModeDevice != 0 {
+		st.Rdev = unix.Mkdev(o.Major, o.Minor)
+	}
+}
+
+// DirEntry is one name in a directory listing.
+type DirEntry struct {
+	Name string
+	Mode uint32 // S_IF* type bits
+	Ino  uint64
+}
+
+// ReadDir lists a directory of the view, sorted by name, without "." and
+// "..".
+func (c *View) ReadDir(path string) (ents []DirEntry, err error) {
+	err = c.reading(path, func(l *loc) error {
+		if !l.isDir() {
+			return unix.ENOTDIR
+		}
+		ents, err = c.readDir(l)
+		return err
+	})
+	return ents, err
+}
+
+func (c *View) readDir(l *loc) ([]DirEntry, error) {
+	var out []DirEntry
+	seen := map[string]bool{}
+	if l.up != nil {
+		dfd, err := c.openUpperDir(l)
+		if err != nil {
+			return nil, err
+		}
+		f := os.NewFile(uintptr(dfd), l.path)
+		ents, err := f.ReadDir(-1)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("upper directory %s: listing %s: %w", c.dir, l.path, err)
+		}
+		for _, e := range ents {
+			name := e.Name()
+			if strings.HasPrefix(name, union.WhiteoutPrefix) {
+				if name != union.OpaqueMarker {
+					seen[name[len(union.WhiteoutPrefix):]] = true
+				}
+				continue
+			}
+			seen[name] = true
+			var st unix.Stat_t
+			if err := unix.Fstatat(int(f.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				continue // gone meanwhile
+			}
+			c.applyXattrs(nameTarget(int(f.Fd()), name), &st)
+			out = append(out, DirEntry{Name: name, Mode: st.Mode & unix.S_IFMT, Ino: st.Ino})
+		}
+		f.Close()
+	}
+	if l.low != nil {
+		for _, ch := range l.low.Children() {
+			if !seen[ch.Name] {
+				out = append(out, DirEntry{Name: ch.Name, Mode: union.NodeType(ch), Ino: ch.Ino})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// openUpperDir opens an existing upper directory for reading.
+func (c *View) openUpperDir(l *loc) (int, error) {
+	var fd int
+	var err error
+	if l.parent < 0 {
+		fd, err = unix.Openat(c.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	} else {
+		fd, err = unix.Openat(l.parent, l.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("upper directory %s: opening %s: %w", c.dir, l.path, err)
+	}
+	return fd, nil
+}
+
+// Readlink gives a symlink's target.
+func (c *View) Readlink(path string) (target string, err error) {
+	err = c.reading(path, func(l *loc) error {
+		if l.up == nil {
+			if l.low.Entry == nil || l.low.Entry.Type != tarindex.TypeSymlink {
+				return unix.EINVAL
+			}
+			target = l.low.Entry.Linkname
+			return nil
+		}
+		buf := make([]byte, 4096)
+		n, err := unix.Readlinkat(l.parent, l.name, buf)
+		target = string(buf[:max(n, 0)])
+		return err
+	})
+	return target, err
+}
+
+// Statfs reports the upper directory's filesystem.
+func (c *View) Statfs() (unix.Statfs_t, error) {
+	var st unix.Statfs_t
+	err := unix.Fstatfs(c.root, &st)
+	return st, err
+}
+
+// modeToGo converts S_IF* type bits to an fs.FileMode type.
+func modeToGo(m uint32) os.FileMode {
+	var t os.FileMode
+	switch m & unix.S_IFMT {
+	case unix.S_IFDIR:
+		t = os.ModeDir
+	case unix.S_IFLNK:
+		t = os.ModeSymlink
+	case unix.S_IFIFO:
+		t = os.ModeNamedPipe
+	case unix.S_IFSOCK:
+		t = os.ModeSocket
+	case unix.S_IFCHR:
+		t = os.ModeDevice | os.ModeCharDevice
+	case unix.S_IFBLK:
+		t = os.ModeDevice
+	}
+	t |= os.FileMode(m & 0o777)
+	if m&unix.S_ISUID != 0 {
+		t |= os.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		t |= os.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		t |= os.ModeSticky
+	}
+	return t
+}
+
+// goToMode is the inverse of modeToGo.
+func goToMode(m os.FileMode) uint32 {
+	var t uint32
+	switch m.Type() {
+	case os.ModeDir:
+		t = unix.S_IFDIR
+	case os.ModeSymlink:
+		t = unix.S_IFLNK
+	case os.ModeNamedPipe:
+		t = unix.S_IFIFO
+	case os.ModeSocket:
+		t = unix.S_IFSOCK
+	case os.ModeDevice | os.ModeCharDevice:
+		t = unix.S_IFCHR
+	case os.ModeDevice:
+		t = unix.S_IFBLK
+	default:
+		t = unix.S_IFREG
+	}
+	return t | uint32(permBits(m))
+}
+
+// UpperInUse tells whether a mount has the upper directory dir open (and
+// locked). Reading it then would race with the mount's own writes: commit
+// through the mountpoint instead, which flushes first.
+func UpperInUse(dir string) bool {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	return errors.Is(unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB), unix.EWOULDBLOCK)
+}

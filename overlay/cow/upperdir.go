@@ -1,0 +1,157 @@
+package cow
+
+import (
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+)
+
+// The upper directory of a writable mount is itself an OCI layer directory:
+//
+//   - files, directories, symlinks, devices and fifos as they should appear;
+//   - a deletion of a lower path NAME as an empty regular file ".wh.NAME"
+//     beside where NAME was;
+//   - a directory whose lower contents are all hidden holds an empty regular
+//     file ".wh..wh..opq";
+//   - where the mount could not give a file its real owner, mode or type
+//     (an unprivileged mount cannot chown or mknod a device), the intended
+//     values are in the xattr StatXattr; xattrs outside the user namespace
+//     that could not be set are kept as XattrPrefix + their name;
+//   - the directory itself carries the image root's owner, mode and times
+//     (adopted when it was made), and the xattr rootChangedXattr once they
+//     were changed in the mount: only then does the layer hold a "./" entry.
+//
+// Repack walks it as a layer; remounting with the same directory shows every
+// edit again.
+const (
+	// StatXattr holds "UID:GID:MODE[:TYPE[:MAJOR:MINOR]]": MODE the
+	// permission bits in octal (with setuid, setgid, sticky), TYPE one of
+	// file, dir, symlink, fifo, socket, char, block (the file's own type if
+	// absent), MAJOR:MINOR for devices.
+	StatXattr = "user.imgmount.stat"
+	// XattrPrefix is prepended to the names of xattrs kept on behalf of a
+	// namespace the mount cannot write (trusted.*, security.* unprivileged).
+	XattrPrefix = "user.imgmount.xattr."
+	// privatePrefix marks xattrs that are imgmount's own bookkeeping: never
+	// shown in the mount, never copied into a layer.
+	privatePrefix = "user.imgmount."
+	// rootChangedXattr on the upper directory itself says that the mount's
+	// root had its owner, mode, times or xattrs changed, so that a layer
+	// made from the directory carries the root as its "./" entry. Creating
+	// and deleting entries in the root changes its times too, but that is
+	// no change to commit (as docker commit and umoci repack do not).
+	rootChangedXattr = privatePrefix + "root"
+)
+
+// IsPrivateXattr tells whether name is imgmount's own bookkeeping xattr.
+func IsPrivateXattr(name string) bool { return strings.HasPrefix(name, privatePrefix) }
+
+// StatOverride is the decoded StatXattr.
+type StatOverride struct {
+	UID, GID uint32
+	Mode     fs.FileMode // Go file mode: type bits and permissions (with ModeSetuid etc.)
+	// Rdev is major/minor for devices.
+	Major, Minor uint32
+}
+
+var overrideTypes = []struct {
+	name string
+	mode fs.FileMode
+}{
+	{"file", 0},
+	{"dir", fs.ModeDir},
+	{"symlink", fs.ModeSymlink},
+	{"fifo", fs.ModeNamedPipe},
+	{"socket", fs.ModeSocket},
+	{"char", fs.ModeDevice | fs.ModeCharDevice},
+	{"block", fs.ModeDevice},
+}
+
+// FormatStatOverride encodes o as the StatXattr value.
+func FormatStatOverride(o StatOverride) string {
+	s := fmt.Sprintf("%d:%d:%04o", o.UID, o.GID, permBits(o.Mode))
+	typ := o.Mode.Type()
+	for _, t := range overrideTypes {
+		if t.mode == typ {
+			s += ":" + t.name
+			break
+		}
+	}
+	if typ&fs.ModeDevice != 0 {
+		s += fmt.Sprintf(":%d:%d", o.Major, o.Minor)
+	}
+	return s
+}
+
+// ParseStatOverride decodes a StatXattr value. fileType is the type of the
+// file that carries it, used when the value names none.
+func ParseStatOverride(v string, fileType fs.FileMode) (StatOverride, error) {
+	f := strings.Split(v, ":")
+	bad := func() (StatOverride, error) {
+		return StatOverride{}, fmt.Errorf("malformed %s value %q (want UID:GID:MODE[:TYPE[:MAJOR:MINOR]])", StatXattr, v)
+	}
+	if len(f) < 3 {
+		return bad()
+	}
+	var o StatOverride
+	uid, err1 := strconv.ParseUint(f[0], 10, 32)
+	gid, err2 := strconv.ParseUint(f[1], 10, 32)
+	perm, err3 := strconv.ParseUint(f[2], 8, 32)
+	if err1 != nil || err2 != nil || err3 != nil || perm > 0o7777 {
+		return bad()
+	}
+	o.UID, o.GID = uint32(uid), uint32(gid)
+	o.Mode = fs.FileMode(perm & 0o777)
+	if perm&0o4000 != 0 {
+		o.Mode |= fs.ModeSetuid
+	}
+	if perm&0o2000 != 0 {
+		o.Mode |= fs.ModeSetgid
+	}
+	if perm&0o1000 != 0 {
+		o.Mode |= fs.ModeSticky
+	}
+	typ := fileType.Type()
+	if len(f) > 3 {
+		found := false
+		for _, t := range overrideTypes {
+			if t.name == f[3] {
+				typ, found = t.mode, true
+			}
+		}
+		if !found {
+			return bad()
+		}
+	}
+	o.Mode |= typ
+	if typ&fs.ModeDevice != 0 && len(f) > 3 {
+		if len(f) != 6 {
+			return bad()
+		}
+		ma, err1 := strconv.ParseUint(f[4], 10, 32)
+		mi, err2 := strconv.ParseUint(f[5], 10, 32)
+		if err1 != nil || err2 != nil {
+			return bad()
+		}
+		o.Major, o.Minor = uint32(ma), uint32(mi)
+	} else if len(f) > 4 {
+		return bad()
+	}
+	return o, nil
+}
+
+// permBits gives the tar mode (07777) of an fs.FileMode.
+func permBits(m fs.FileMode) int64 {
+	p := int64(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		p |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		p |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		p |= 0o1000
+	}
+	return p
+}

@@ -1,0 +1,197 @@
+package repack
+
+import (
+	"archive/tar"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/union"
+	"github.com/imgmount/imgmount/tarindex"
+)
+
+// exportChunk is how much file content WriteTreeTar hands the tar writer at
+// a time.
+const exportChunk = 1 << 20
+
+// WriteTreeTar writes the tree t (a union) as one plain tar to w: what
+// `docker export` gives of a container made from the image, and the single
+// layer of a squashed image. It returns the number of entries written.
+//
+// Entries come depth first in name order, a directory before its contents;
+// the root is an entry ("./") only when a layer gave it attributes.
+// Directories no layer stores are 0755 root:root with mtime 0, as the mount
+// shows them. Nodes sharing an inode are written once and then as
+// hardlinks to that first name. Sparse files are written in full (holes as
+// zeros). Headers are PAX, with xattrs, nanosecond mtimes and no user or
+// group names, so the same tree always gives the same bytes.
+func WriteTreeTar(w io.Writer, t *union.Tree) (int, error) {
+	tw := &treeWriter{tw: tar.NewWriter(w), tree: t, links: map[uint64]string{}}
+	if t.Root.Entry != nil {
+		if err := tw.write(t.Root, "./"); err != nil {
+			return tw.count, err
+		}
+	}
+	if err := tw.writeChildren(t.Root); err != nil {
+		return tw.count, err
+	}
+	if err := tw.tw.Close(); err != nil {
+		return tw.count, fmt.Errorf("writing the tar: %w", err)
+	}
+	return tw.count, nil
+}
+
+type treeWriter struct {
+	tw    *tar.Writer
+	tree  *union.Tree
+	links map[uint64]string // Ino -> first name written, for nodes with Nlink > 1
+	buf   []byte            // for sparse files
+	count int
+}
+
+func (w *treeWriter) writeChildren(n *union.Node) error {
+	for _, c := range n.Children() {
+		name := c.Path()
+		if c.IsDir() {
+			name += "/"
+		}
+		if err := w.write(c, name); err != nil {
+			return err
+		}
+		if c.IsDir() {
+			if err := w.writeChildren(c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// nodeWhere names a node and the layer it comes from, for errors.
+func (w *treeWriter) nodeWhere(n *union.Node) string {
+	if n.Layer < 0 {
+		return n.Path()
+	}
+	return fmt.Sprintf("%s (layer %d, %s)", n.Path(), n.Layer, archive.ShortDigest(w.tree.Layers[n.Layer].DiffID))
+}
+
+func (w *treeWriter) write(n *union.Node, name string) error {
+	hdr := nodeHeader(n, name)
+	if hdr.Typeflag == tar.TypeReg && n.Nlink > 1 {
+		if first, ok := w.links[n.Ino]; ok {
+			hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeLink, first, 0
+		} else {
+			w.links[n.Ino] = name
+		}
+	}
+	if err := w.tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("%s: writing its tar header: %w", w.nodeWhere(n), err)
+	}
+	w.count++
+	if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
+		return nil
+	}
+	if err := w.copyContent(n); err != nil {
+		return fmt.Errorf("%s: copying its content: %w", w.nodeWhere(n), err)
+	}
+	return nil
+}
+
+// nodeHeader is the tar header of a tree node written under name.
+func nodeHeader(n *union.Node, name string) *tar.Header {
+	hdr := &tar.Header{Name: name, Format: tar.FormatPAX}
+	e := n.Entry
+	if e == nil {
+		hdr.Typeflag, hdr.Mode, hdr.ModTime = tar.TypeDir, 0o755, time.Unix(0, 0)
+		return hdr
+	}
+	hdr.Mode = int64(e.Mode & 0o7777)
+	hdr.Uid, hdr.Gid = int(e.UID), int(e.GID)
+	hdr.ModTime = time.Unix(e.MtimeSec, int64(e.Mtime))
+	switch e.Type {
+	case tarindex.TypeDir:
+		hdr.Typeflag = tar.TypeDir
+	case tarindex.TypeSymlink:
+		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, e.Linkname
+	case tarindex.TypeChar, tarindex.TypeBlock:
+		hdr.Typeflag = tar.TypeChar
+		if e.Type == tarindex.TypeBlock {
+			hdr.Typeflag = tar.TypeBlock
+		}
+		hdr.Devmajor, hdr.Devminor = int64(e.Devmajor), int64(e.Devminor)
+	case tarindex.TypeFifo:
+		hdr.Typeflag = tar.TypeFifo
+	default: // regular files; hardlinks are resolved in the tree
+		hdr.Typeflag, hdr.Size = tar.TypeReg, e.Size
+	}
+	if len(e.Xattrs) > 0 {
+		hdr.PAXRecords = make(map[string]string, len(e.Xattrs))
+		for _, x := range e.Xattrs {
+			hdr.PAXRecords["SCHILY.xattr."+x.Name] = x.Value
+		}
+	}
+	return hdr
+}
+
+// copyContent writes a regular file's content: slices of the layer's
+// mapping, or for sparse files chunks read with the holes filled.
+func (w *treeWriter) copyContent(n *union.Node) error {
+	size := n.Entry.Size
+	for off := int64(0); off < size; {
+		chunk, ok := w.tree.Slice(n, off, exportChunk)
+		if !ok {
+			if w.buf == nil {
+				w.buf = make([]byte, exportChunk)
+			}
+			k, err := w.tree.ReadAt(n, w.buf[:min(int64(len(w.buf)), size-off)], off)
+			if k == 0 {
+				return fmt.Errorf("reading at %d: %w", off, orEOF(err))
+			}
+			chunk = w.buf[:k]
+		}
+		if len(chunk) == 0 {
+			return fmt.Errorf("the layer ends at %d of %d bytes: %w", off, size, archive.ErrCorruptLayer)
+		}
+		if _, err := w.tw.Write(chunk); err != nil {
+			return err
+		}
+		off += int64(len(chunk))
+	}
+	return nil
+}
+
+func orEOF(err error) error {
+	if err == nil {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// ExportOptions says what Export writes.
+type ExportOptions struct {
+	// Upper is an upper directory whose edits go over the image ("" for
+	// none).
+	Upper string
+	// TempDir receives the upper directory's layer while Export runs.
+	TempDir string
+	// Warn, if set, hears about upper entries that cannot be exported
+	// (sockets).
+	Warn func(string)
+}
+
+// Export writes the union root filesystem of img, with the upper
+// directory's edits if one is given, to w as one plain tar (see
+// WriteTreeTar). It returns the number of entries written.
+func Export(img *archive.Image, w io.Writer, opts ExportOptions) (int, error) {
+	t, release, err := unionWithUpper(img, opts.Upper, opts.TempDir, opts.Warn)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	n, err := WriteTreeTar(w, t)
+	if err != nil {
+		return n, fmt.Errorf("%s: exporting: %w", img.Archive, err)
+	}
+	return n, nil
+}

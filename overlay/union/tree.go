@@ -1,0 +1,112 @@
+// Package union builds the filesystem trees an image shows: the union of
+// its layers, with whiteouts, opaque directories and hardlinks applied as
+// the OCI image spec says (BuildUnion), and the per-layer view
+// (BuildLayersView). Trees are immutable once built; reads of a node's
+// content are slices of its layer's data. It knows nothing of FUSE or of
+// edits (overlay/cow).
+package union
+
+import (
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/tarindex"
+)
+
+// Node is one path of a filesystem tree built from the image (the union, or
+// the per-layer view). Trees are immutable once built and safe for
+// concurrent readers.
+type Node struct {
+	Name   string // base name; "" for the root
+	Parent *Node  // nil for the root
+	// Layer is the index (into Tree.Layers) of the layer whose entry gives
+	// this node's attributes and content, or -1 for a directory that no
+	// layer stores (an implied parent, the root, a per-layer view folder).
+	Layer int
+	// Entry holds attributes and content. For a hardlink it is the resolved
+	// target entry as it stood when the link was made (Type is never
+	// TypeHardlink here). Nil when Layer is -1.
+	Entry *tarindex.Entry
+	// Ino is stable for the life of the tree; nodes that are hardlinks of one
+	// another share it.
+	Ino   uint64
+	Nlink uint32
+
+	// Build-time state (see union.go): the layer stamp (layer+1 once the
+	// layer being applied created or passed through this node; deadStamp
+	// once removed) and, for hardlinked nodes, the inode they share.
+	stamp int32
+	inode *inode
+
+	children []*Node // sorted by Name once built; in insertion order, dead nodes included, while building
+}
+
+// Children returns the node's children sorted by name (nil for non-dirs).
+func (n *Node) Children() []*Node { return n.children }
+
+// Lookup returns the child called name, or nil.
+func (n *Node) Lookup(name string) *Node {
+	i := sort.Search(len(n.children), func(i int) bool { return n.children[i].Name >= name })
+	if i < len(n.children) && n.children[i].Name == name {
+		return n.children[i]
+	}
+	return nil
+}
+
+// Find returns the node at the slash path p ("." is the root), or nil.
+func (t *Tree) Find(p string) *Node {
+	n := t.Root
+	if p == "." {
+		return n
+	}
+	for _, name := range strings.Split(p, "/") {
+		if n = n.Lookup(name); n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
+// IsDir tells whether the node is a directory.
+func (n *Node) IsDir() bool { return n.Entry == nil || n.Entry.Type == tarindex.TypeDir }
+
+// Path returns the node's path relative to the root ("." for the root).
+func (n *Node) Path() string {
+	if n.Parent == nil {
+		return "."
+	}
+	if n.Parent.Parent == nil {
+		return n.Name
+	}
+	return n.Parent.Path() + "/" + n.Name
+}
+
+// Tree is a built filesystem tree over an image's layers.
+type Tree struct {
+	Root   *Node
+	Layers []*archive.Layer
+	// Hidden[i] is how many bytes of regular-file content in layer i are
+	// not visible in the union because a later layer overwrote or deleted
+	// them (what dive calls wasted space). Only the union fills it.
+	Hidden []int64
+}
+
+// Slice returns up to size bytes of n's content at off as a subslice of the
+// layer's mapping (zero copy). ok is false for sparse files, which must go
+// through ReadAt.
+func (t *Tree) Slice(n *Node, off int64, size int) (data []byte, ok bool) {
+	if n.Entry == nil || n.Entry.Sparse != nil {
+		return nil, false
+	}
+	return n.Entry.Slice(t.Layers[n.Layer].Data, off, size), true
+}
+
+// ReadAt copies n's content at off into p.
+func (t *Tree) ReadAt(n *Node, p []byte, off int64) (int, error) {
+	if n.Entry == nil {
+		return 0, io.EOF
+	}
+	return n.Entry.ReadAt(t.Layers[n.Layer].Data, p, off)
+}

@@ -1,0 +1,622 @@
+package union
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/tarindex"
+)
+
+// Whiteout names, as the OCI image spec defines them (layer.md, "Whiteouts"),
+// plus the AUFS names Docker still writes. The upper directory of a writable
+// mount (overlay/cow) uses the same names.
+const (
+	WhiteoutPrefix = ".wh."
+	WhiteoutMeta   = ".wh..wh."      // AUFS metadata; skipped
+	OpaqueMarker   = ".wh..wh..opq"  // hides all lower children of its directory
+	AUFSLinkDir    = ".wh..wh.plnk/" // AUFS stash of hardlink targets (at the root)
+)
+
+// Join joins a slash-separated path relative to a tree's root ("" for the
+// root itself) and a name.
+func Join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// deadStamp marks a node removed from the tree being built.
+const deadStamp = -1
+
+// inode is what hardlinked nodes share while the tree is built.
+type inode struct {
+	links uint32 // live union paths sharing it
+	ino   uint64 // 0 until numbered
+}
+
+// plnkFile is a regular file of a layer's AUFS hardlink stash.
+type plnkFile struct {
+	entry *tarindex.Entry
+	ino   inode
+}
+
+// BuildUnion stacks the image's layers into the tree a container runtime gets
+// by extracting them in order (OCI image-spec layer.md; `umoci unpack` is the
+// oracle). Each layer's entries are applied in tar order:
+//
+//   - `.wh.<name>` deletes <name>, with its subtree, from lower layers only:
+//     nodes this layer created (or passed through, as parents of its entries)
+//     survive wherever the whiteout stands in the tar, and the removal
+//     descends into them to delete the lower content beneath. A directory
+//     that survives only as the parent of this layer's entries, with
+//     attributes from a lower layer, loses those attributes (it becomes a
+//     synthesized 0755 directory, as it would be had the whiteout come
+//     first). `.wh..wh..opq` in D does the same to every child of D. Other
+//     `.wh..wh.*` names are AUFS metadata and skipped, as is any entry below
+//     a `.wh.*` directory, except that regular files under the root's
+//     `.wh..wh.plnk/` are kept aside, as Docker does, for hardlinks that
+//     point into it. Whiteouts never create anything, and no `.wh.*` name
+//     ever appears in the union.
+//   - Directory over directory replaces the attributes and merges the
+//     children; anything else replaces the node (and its subtree). Within
+//     one layer the last duplicate wins the same way.
+//   - Missing parents are synthesized (0755, root-owned, Layer -1, Entry
+//     nil); an existing directory is kept with its attributes. A symlink
+//     standing where a parent must be is followed, within the root, as
+//     tar -x, umoci and Docker follow it (`lib/x` over `lib -> usr/lib`
+//     lands in usr/lib; a dangling link's target directories are made);
+//     whiteouts and hardlink targets are resolved the same way, creating
+//     nothing. Any other non-directory there (a file, a symlink to one or
+//     a looping symlink) is replaced by a synthesized directory. The
+//     per-layer view follows nothing: it shows each layer as stored.
+//   - A hardlink resolves to its target as it stands when the link entry is
+//     applied (lower layers, then this layer's earlier entries and
+//     whiteouts: what extraction links to). The node takes the target's
+//     entry and layer, and shares its inode with every node resolved to
+//     the same entry; later changes to the target path do not affect it. A
+//     missing or directory target is an error (errors.Is archive.ErrCorruptLayer).
+//   - A "." directory entry gives the root its attributes (the last one
+//     wins); "." entries of any other type are ignored.
+//
+// Inode numbers come from a depth-first walk in name order (root = 1), so
+// they are the same for the same image. Tree.Hidden counts, per layer, the
+// stored bytes of regular-file content no union path shows (for sparse
+// files, the bytes of their data fragments).
+func BuildUnion(img *archive.Image) (*Tree, error) {
+	total := 0
+	for _, l := range img.Layers {
+		total += len(l.TarIndex.Entries)
+	}
+	b := newTreeBuilder(false, total)
+	for i, l := range img.Layers {
+		if err := b.applyLayer(i, l); err != nil {
+			return nil, err
+		}
+	}
+	b.nodes = nil
+	t := &Tree{Root: b.root, Layers: img.Layers, Hidden: make([]int64, len(img.Layers))}
+	visible := make([]int64, len(img.Layers))
+	finishTree(t.Root, visible)
+	for i, l := range img.Layers {
+		var stored int64
+		for j := range l.TarIndex.Entries {
+			if e := &l.TarIndex.Entries[j]; e.Type == tarindex.TypeReg {
+				stored += storedSize(e)
+			}
+		}
+		t.Hidden[i] = stored - visible[i]
+	}
+	return t, nil
+}
+
+// treeBuilder applies layers to a tree under construction. Nodes are found
+// by path through one map whose keys are the entries' own name strings (or
+// prefixes of them, for synthesized parents), so building allocates no path
+// strings. Removed nodes are marked dead rather than unlinked; they may
+// linger in the map and in children lists until finishTree drops them.
+type treeBuilder struct {
+	root  *Node
+	nodes map[string]*Node
+	raw   bool // per-layer view: entries as stored, no whiteout processing
+
+	layer int   // index of the layer being applied
+	stamp int32 // layer+1
+	diff  string
+	plnk  map[string]*plnkFile // this layer's AUFS hardlink stash, by base name
+
+	lastDir    string // parent cache: tar entries come grouped by directory
+	lastParent *Node
+	lastPath   string // lastParent's real path (lastDir with symlinks followed)
+	keyBuf     []byte
+	slab       []Node
+}
+
+func newTreeBuilder(raw bool, sizeHint int) *treeBuilder {
+	b := &treeBuilder{raw: raw, nodes: make(map[string]*Node, sizeHint)}
+	b.root = b.alloc()
+	b.root.Layer = -1
+	return b
+}
+
+// alloc hands out zeroed nodes from slabs: one allocation per 256 nodes.
+func (b *treeBuilder) alloc() *Node {
+	if len(b.slab) == 0 {
+		b.slab = make([]Node, 256)
+	}
+	n := &b.slab[0]
+	b.slab = b.slab[1:]
+	return n
+}
+
+func (b *treeBuilder) applyLayer(i int, l *archive.Layer) error {
+	b.layer, b.stamp, b.plnk = i, int32(i+1), nil
+	b.diff = archive.ShortDigest(l.DiffID)
+	b.lastDir, b.lastParent = "", nil
+	entries := l.TarIndex.Entries
+	for j := range entries {
+		if err := b.add(&entries[j]); err != nil {
+			return err
+		}
+	}
+	b.plnk = nil
+	return nil
+}
+
+// errorf is a layer the union cannot be built from; it matches
+// archive.ErrCorruptLayer.
+func (b *treeBuilder) errorf(format string, a ...any) error {
+	return archive.Errorf(archive.ErrCorruptLayer, "layer %d (%s): %s", b.layer, b.diff, fmt.Sprintf(format, a...))
+}
+
+// splitName splits a cleaned name into its parent ("" for the root) and base.
+func splitName(name string) (dir, base string) {
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		return name[:i], name[i+1:]
+	}
+	return "", name
+}
+
+// live returns the node at path p ("" or "." is the root), or nil.
+func (b *treeBuilder) live(p string) *Node {
+	if p == "" || p == "." {
+		return b.root
+	}
+	if n := b.nodes[p]; n != nil && n.stamp != deadStamp {
+		return n
+	}
+	return nil
+}
+
+// touch stamps n and its ancestors as passed through by the current layer.
+// A stamped node's ancestors are always stamped, so it stops at the first.
+func (b *treeBuilder) touch(n *Node) {
+	for ; n != nil && n.stamp != b.stamp; n = n.Parent {
+		n.stamp = b.stamp
+	}
+}
+
+// kill removes n and its subtree. The parent cache goes too: it may hold
+// a directory reached through a symlink n was, or was under.
+func (b *treeBuilder) kill(n *Node) {
+	b.lastParent = nil
+	n.stamp = deadStamp
+	for _, c := range n.children {
+		if c.stamp != deadStamp {
+			b.kill(c)
+		}
+	}
+}
+
+// whiteout removes what lower layers put at n, keeping what the current
+// layer put there (see BuildUnion).
+func (b *treeBuilder) whiteout(n *Node) {
+	if n.stamp != b.stamp {
+		b.kill(n)
+		return
+	}
+	if !n.IsDir() {
+		return
+	}
+	if n.Layer != b.layer && n != b.root {
+		n.Layer, n.Entry = -1, nil
+	}
+	for _, c := range n.children {
+		if c.stamp != deadStamp {
+			b.whiteout(c)
+		}
+	}
+}
+
+func (b *treeBuilder) newChild(parent *Node, name string, layer int, e *tarindex.Entry) *Node {
+	n := b.alloc()
+	n.Name, n.Parent, n.Layer, n.Entry, n.stamp = name, parent, layer, e, b.stamp
+	parent.children = append(parent.children, n)
+	return n
+}
+
+// parentDir returns the directory at dir and its real path (dir itself
+// unless a symlink on the way was followed), creating it and its parents
+// as needed, stamped by the current layer.
+func (b *treeBuilder) parentDir(dir string) (*Node, string) {
+	if p := b.lastParent; p != nil && p.stamp != deadStamp && b.lastDir == dir {
+		b.touch(p)
+		return p, b.lastPath
+	}
+	p, real := b.ensureDir(dir)
+	b.lastDir, b.lastParent, b.lastPath = dir, p, real
+	return p, real
+}
+
+// maxSymlinkHops bounds the symlinks followed for one path, as the
+// kernel's ELOOP limit does.
+const maxSymlinkHops = 40
+
+// ensureDir walks dir from the root, creating missing directories,
+// following symlinks that lead to directories (not in the per-layer view)
+// and replacing other non-directories in the way. It returns the directory
+// and its real path. Node keys are real paths, so a directory found at dir
+// itself needs no walk.
+func (b *treeBuilder) ensureDir(dir string) (*Node, string) {
+	if n := b.live(dir); n != nil && n.IsDir() {
+		b.touch(n)
+		return n, dir
+	}
+	cur, real := b.root, ""
+	b.touch(cur)
+	hops, onPrefix := 0, true // onPrefix: real is still a prefix of dir
+	for start := 0; start < len(dir); {
+		end := strings.IndexByte(dir[start:], '/')
+		if end < 0 {
+			end = len(dir)
+		} else {
+			end += start
+		}
+		name := dir[start:end]
+		start = end + 1
+		p := dir[:end] // no allocation until a symlink is followed
+		if !onPrefix {
+			p = Join(real, name)
+		}
+		n := b.live(p)
+		switch {
+		case n == nil:
+		case n.IsDir():
+			b.touch(n)
+			cur, real = n, p
+			continue
+		case !b.raw && isSymlink(n):
+			if t, tp, missing, ok := b.lookupDir(cur, real, n.Entry.Linkname, &hops); ok {
+				b.touch(t)
+				for _, m := range missing { // a dangling link: its target made
+					tp = Join(tp, m)
+					t = b.newChild(t, m, -1, nil)
+					b.nodes[tp] = t
+				}
+				cur, real, onPrefix = t, tp, false
+				continue
+			}
+			b.kill(n) // looping, or not to a directory
+		default:
+			b.kill(n) // a non-directory where a directory must be
+		}
+		c := b.newChild(cur, name, -1, nil)
+		b.nodes[p] = c
+		cur, real = c, p
+	}
+	return cur, real
+}
+
+// lookupDir resolves rel from the directory dir (at real path dirPath)
+// following symlinks within the root, as extraction does: an absolute rel
+// or link target starts at the root, and ".." never climbs above it. It
+// returns the deepest existing directory on the way, its real path, and
+// the names still to create below it (mkdir -p through a dangling link, as
+// umoci and Docker do). It creates nothing; ok is false when the path ends
+// at or passes through a non-directory, or takes more than maxSymlinkHops
+// links.
+func (b *treeBuilder) lookupDir(dir *Node, dirPath, rel string, hops *int) (*Node, string, []string, bool) {
+	if *hops++; *hops > maxSymlinkHops {
+		return nil, "", nil, false
+	}
+	cur, real := dir, dirPath
+	if strings.HasPrefix(rel, "/") {
+		cur, real = b.root, ""
+	}
+	var missing []string
+	for _, name := range strings.Split(rel, "/") {
+		switch {
+		case name == "" || name == ".":
+			continue
+		case name == ".." && len(missing) > 0:
+			missing = missing[:len(missing)-1]
+			continue
+		case name == "..":
+			if cur != b.root {
+				cur = cur.Parent
+				real, _ = splitName(real)
+			}
+			continue
+		case len(missing) > 0:
+			missing = append(missing, name)
+			continue
+		}
+		p := Join(real, name)
+		n := b.live(p)
+		switch {
+		case n == nil:
+			missing = append(missing, name)
+		case n.IsDir():
+			cur, real = n, p
+		case isSymlink(n):
+			t, tp, more, ok := b.lookupDir(cur, real, n.Entry.Linkname, hops)
+			if !ok {
+				return nil, "", nil, false
+			}
+			cur, real, missing = t, tp, more
+		default:
+			return nil, "", nil, false
+		}
+	}
+	return cur, real, missing, true
+}
+
+// resolveDir finds the existing directory at dir, following symlinks on
+// the way (lookupDir), for whiteouts and hardlink targets, which create
+// nothing. It returns dir itself when no symlink stands in the way.
+func (b *treeBuilder) resolveDir(dir string) (string, bool) {
+	if n := b.live(dir); n != nil && n.IsDir() {
+		return dir, true
+	}
+	hops := 0
+	_, real, missing, ok := b.lookupDir(b.root, "", dir, &hops)
+	return real, ok && len(missing) == 0
+}
+
+func isSymlink(n *Node) bool { return n.Entry != nil && n.Entry.Type == tarindex.TypeSymlink }
+
+// underNonDir tells whether a non-directory stands at dir or above it.
+func (b *treeBuilder) underNonDir(dir string) bool {
+	for p := dir; p != ""; p, _ = splitName(p) {
+		if n := b.live(p); n != nil {
+			return !n.IsDir() // the deepest existing node decides: its parents are directories
+		}
+	}
+	return false
+}
+
+// add applies one entry of the current layer.
+func (b *treeBuilder) add(e *tarindex.Entry) error {
+	if e.Name == "." {
+		if e.Type == tarindex.TypeDir {
+			b.root.Layer, b.root.Entry = b.layer, e
+		}
+		return nil
+	}
+	dir, base := splitName(e.Name)
+	if !b.raw {
+		if strings.HasPrefix(base, WhiteoutPrefix) {
+			b.applyWhiteout(dir, base)
+			return nil
+		}
+		if strings.HasPrefix(dir, WhiteoutPrefix) || strings.Contains(dir, "/"+WhiteoutPrefix) {
+			if e.Type == tarindex.TypeReg && strings.HasPrefix(e.Name, AUFSLinkDir) {
+				if b.plnk == nil {
+					b.plnk = map[string]*plnkFile{}
+				}
+				b.plnk[base] = &plnkFile{entry: e}
+			}
+			return nil
+		}
+	}
+	if b.raw && strings.HasPrefix(base, WhiteoutPrefix) && b.underNonDir(dir) {
+		// A whiteout file never displaces stored content, not even in
+		// the per-layer view (extraction could not create it either).
+		return nil
+	}
+	entry, layer := e, b.layer
+	var ino *inode
+	if e.Type == tarindex.TypeHardlink {
+		target, tlayer, tino, err := b.linkTarget(e)
+		switch {
+		case err == nil:
+			entry, layer, ino = target, tlayer, tino
+		case b.raw:
+			// The per-layer view shows a link it cannot resolve within
+			// its layer as the empty regular file the link entry is.
+			stored := *e
+			stored.Type, stored.Size, stored.Sparse = tarindex.TypeReg, 0, nil
+			entry = &stored
+		default:
+			return err
+		}
+	}
+	parent, real := b.parentDir(dir)
+	key := e.Name
+	if real != dir {
+		key = Join(real, base) // under a followed symlink
+	}
+	if old := b.live(key); old != nil {
+		if old.IsDir() && entry.Type == tarindex.TypeDir {
+			old.Layer, old.Entry = layer, entry // attributes replaced, children merged
+			b.touch(old)
+			return nil
+		}
+		b.kill(old)
+	}
+	n := b.newChild(parent, base, layer, entry)
+	n.inode = ino
+	b.nodes[key] = n
+	return nil
+}
+
+// linkTarget resolves hardlink e against the tree as it stands now.
+func (b *treeBuilder) linkTarget(e *tarindex.Entry) (*tarindex.Entry, int, *inode, error) {
+	if !b.raw && strings.HasPrefix(e.Linkname, AUFSLinkDir) {
+		_, base := splitName(e.Linkname)
+		if f := b.plnk[base]; f != nil {
+			return f.entry, b.layer, &f.ino, nil // links to one stashed file share its inode
+		}
+	}
+	t := b.live(e.Linkname)
+	if t == nil && !b.raw {
+		if dir, base := splitName(e.Linkname); dir != "" {
+			if real, ok := b.resolveDir(dir); ok && real != dir {
+				t = b.live(Join(real, base))
+			}
+		}
+	}
+	if t == nil {
+		return nil, 0, nil, b.errorf("hardlink %q: target %q does not exist", e.Name, e.Linkname)
+	}
+	if t.IsDir() {
+		return nil, 0, nil, b.errorf("hardlink %q: target %q is a directory", e.Name, e.Linkname)
+	}
+	if t.inode == nil {
+		t.inode = &inode{}
+	}
+	return t.Entry, t.Layer, t.inode, nil
+}
+
+func (b *treeBuilder) applyWhiteout(dir, base string) {
+	if dir != "" {
+		real, ok := b.resolveDir(dir)
+		if !ok {
+			return // nothing there to white out
+		}
+		dir = real
+	}
+	if base == OpaqueMarker {
+		if d := b.live(dir); d != nil && d.IsDir() {
+			for _, c := range d.children {
+				if c.stamp != deadStamp {
+					b.whiteout(c)
+				}
+			}
+		}
+		return
+	}
+	if strings.HasPrefix(base, WhiteoutMeta) {
+		return
+	}
+	name := base[len(WhiteoutPrefix):]
+	if name == "" || name == "." || name == ".." {
+		return
+	}
+	var n *Node
+	if dir == "" {
+		n = b.live(name)
+	} else {
+		b.keyBuf = append(append(append(b.keyBuf[:0], dir...), '/'), name...)
+		n = b.nodes[string(b.keyBuf)] // no allocation for the lookup
+		if n != nil && n.stamp == deadStamp {
+			n = nil
+		}
+	}
+	if n != nil {
+		b.whiteout(n)
+	}
+}
+
+// finishTree drops dead nodes, sorts children by name, numbers inodes in a
+// depth-first walk in name order (root = 1) and sets link counts. If
+// visible is not nil it receives, per layer, the stored bytes of the
+// regular files the tree shows (hardlinked content once).
+func finishTree(root *Node, visible []int64) {
+	total := compactTree(root)
+	arena := make([]*Node, 0, total)
+	var next uint64
+	numberTree(root, &arena, &next, visible)
+}
+
+// compactTree drops dead children below n, sorts the rest and counts the
+// links of shared inodes; it returns the number of live nodes below n.
+func compactTree(n *Node) int {
+	kids := n.children[:0]
+	for _, c := range n.children {
+		if c.stamp == deadStamp {
+			clearDead(c)
+			continue
+		}
+		kids = append(kids, c)
+	}
+	clear(n.children[len(kids):])
+	n.children = kids
+	slices.SortFunc(kids, func(a, c *Node) int { return strings.Compare(a.Name, c.Name) })
+	count := len(kids)
+	for _, c := range kids {
+		if c.IsDir() {
+			count += compactTree(c)
+		} else if c.inode != nil {
+			c.inode.links++
+		}
+	}
+	return count
+}
+
+// clearDead zeroes a removed subtree so that the slabs holding it keep
+// nothing else alive.
+func clearDead(n *Node) {
+	for _, c := range n.children {
+		clearDead(c)
+	}
+	*n = Node{stamp: deadStamp}
+}
+
+func numberTree(n *Node, arena *[]*Node, next *uint64, visible []int64) {
+	*next++
+	n.Ino = *next
+	n.stamp = 0
+	start := len(*arena)
+	*arena = append(*arena, n.children...)
+	n.children = (*arena)[start:len(*arena):len(*arena)]
+	n.Nlink = 2
+	for _, c := range n.children {
+		if c.IsDir() {
+			n.Nlink++
+			numberTree(c, arena, next, visible)
+			continue
+		}
+		c.stamp = 0
+		first := true
+		if c.inode == nil {
+			*next++
+			c.Ino, c.Nlink = *next, 1
+		} else {
+			if c.inode.ino == 0 {
+				*next++
+				c.inode.ino = *next
+			} else {
+				first = false
+			}
+			c.Ino, c.Nlink = c.inode.ino, c.inode.links
+			c.inode = nil
+		}
+		if first && visible != nil && c.Entry.Type == tarindex.TypeReg {
+			visible[c.Layer] += storedSize(c.Entry)
+		}
+	}
+}
+
+// storedSize is the number of content bytes an entry stores in its layer.
+func storedSize(e *tarindex.Entry) int64 {
+	if e.Sparse == nil {
+		return e.Size
+	}
+	var n int64
+	for _, f := range e.Sparse {
+		n += f.Length
+	}
+	return n
+}
+
+// Walk visits n and its descendants depth first, parents before children,
+// in name order.
+func Walk(n *Node, fn func(*Node)) {
+	fn(n)
+	for _, c := range n.children {
+		Walk(c, fn)
+	}
+}

@@ -127,7 +127,7 @@ func nonNil[T any](s []T) []T {
 	return slices.Clone(s)
 }
 
-func sortedKeys(m map[string]struct{}) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)
@@ -194,6 +194,18 @@ func orDash(s string) string {
 func (r Report) WriteText(w io.Writer) error {
 	ew := &errWriter{w: w}
 	ew.printf("Archive:  %s (%s)\n", r.Archive, r.Format)
+	r.writeImages(ew)
+	ew.printf("Config:\n")
+	r.Config.writeText(ew)
+	ew.printf("Layers:\n")
+	r.writeLayers(ew)
+	ew.printf("Total:  %d layers, %s stored, %s uncompressed, %s hidden by later layers\n",
+		len(r.Layers), HumanSize(r.StoredSize), HumanSize(r.Size), HumanSize(r.HiddenBytes))
+	return ew.err
+}
+
+// writeImages lists the tarball's images, the chosen one marked.
+func (r Report) writeImages(ew *errWriter) {
 	ew.printf("Images:\n")
 	for _, ref := range r.Images {
 		mark := " "
@@ -205,10 +217,12 @@ func (r Report) WriteText(w io.Writer) error {
 	if len(r.Images) == 0 {
 		ew.printf("  * %s\n", describeRef(r.Image))
 	}
+}
 
-	c := r.Config
-	ew.printf("Config:\n")
-	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+// writeText writes the config as aligned "Name: value" lines, one line per
+// element of lists (Env, Labels).
+func (c ConfigSummary) writeText(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	plat := c.OS + "/" + c.Architecture
 	if c.Variant != "" {
 		plat += "/" + c.Variant
@@ -224,16 +238,7 @@ func (r Report) WriteText(w io.Writer) error {
 	fmt.Fprintf(tw, "  Cmd:\t%s\n", quoteList(c.Cmd))
 	fmt.Fprintf(tw, "  WorkingDir:\t%s\n", orDash(c.WorkingDir))
 	fmt.Fprintf(tw, "  User:\t%s\n", orDash(c.User))
-	if len(c.Env) == 0 {
-		fmt.Fprintf(tw, "  Env:\t-\n")
-	}
-	for i, e := range c.Env {
-		label := "  Env:"
-		if i > 0 {
-			label = ""
-		}
-		fmt.Fprintf(tw, "%s\t%s\n", label, e)
-	}
+	writeList(tw, "Env", c.Env)
 	fmt.Fprintf(tw, "  Ports:\t%s\n", orDash(strings.Join(c.ExposedPorts, ", ")))
 	if len(c.Volumes) > 0 {
 		fmt.Fprintf(tw, "  Volumes:\t%s\n", strings.Join(c.Volumes, ", "))
@@ -241,25 +246,32 @@ func (r Report) WriteText(w io.Writer) error {
 	if c.StopSignal != "" {
 		fmt.Fprintf(tw, "  StopSignal:\t%s\n", c.StopSignal)
 	}
-	keys := make([]string, 0, len(c.Labels))
-	for k := range c.Labels {
-		keys = append(keys, k)
+	labels := make([]string, 0, len(c.Labels))
+	for _, k := range sortedKeys(c.Labels) {
+		labels = append(labels, k+"="+oneLine(c.Labels[k], 100))
 	}
-	slices.Sort(keys)
-	if len(keys) == 0 {
-		fmt.Fprintf(tw, "  Labels:\t-\n")
+	writeList(tw, "Labels", labels)
+	tw.Flush()
+}
+
+// writeList writes a list under its name, one element per line ("-" if
+// empty).
+func writeList(w io.Writer, name string, items []string) {
+	if len(items) == 0 {
+		fmt.Fprintf(w, "  %s:\t-\n", name)
 	}
-	for i, k := range keys {
-		label := "  Labels:"
+	for i, item := range items {
+		label := "  " + name + ":"
 		if i > 0 {
 			label = ""
 		}
-		fmt.Fprintf(tw, "%s\t%s=%s\n", label, k, oneLine(c.Labels[k], 100))
+		fmt.Fprintf(w, "%s\t%s\n", label, item)
 	}
-	tw.Flush()
+}
 
-	ew.printf("Layers:\n")
-	tw = tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+// writeLayers writes the layer table.
+func (r Report) writeLayers(ew *errWriter) {
+	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  #\tDIFF_ID\tCOMPRESSION\tSTORED\tSIZE\tENTRIES\tHIDDEN\tCREATED_BY\n")
 	for _, l := range r.Layers {
 		id := l.DiffID
@@ -273,9 +285,6 @@ func (r Report) WriteText(w io.Writer) error {
 			HumanSize(l.StoredSize), HumanSize(l.Size), l.Entries, HumanSize(l.HiddenBytes), orDash(oneLine(l.CreatedBy, 60)))
 	}
 	tw.Flush()
-	ew.printf("Total:  %d layers, %s stored, %s uncompressed, %s hidden by later layers\n",
-		len(r.Layers), HumanSize(r.StoredSize), HumanSize(r.Size), HumanSize(r.HiddenBytes))
-	return ew.err
 }
 
 func sameRef(a, b ImageRef) bool {

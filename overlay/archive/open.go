@@ -5,8 +5,6 @@ import (
 	_ "crypto/sha256" // go-digest needs the hash registered
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -49,6 +47,38 @@ func Open(path string, opts OpenOptions) (_ *Image, err error) {
 		}
 	}()
 
+	c, err := o.choose(ar, img)
+	if err != nil {
+		return nil, err
+	}
+	label := c.group.name()
+	if p := platformString(c.platform); p != "" {
+		label += " " + p
+	}
+	if c.missing != "" {
+		return nil, Errorf(ErrLayerMissing, "%s: image %s: %s (the tarball was saved without this platform; choose another with --platform)", path, label, c.missing)
+	}
+	if err := readConfig(ar, c, img, label); err != nil {
+		return nil, err
+	}
+	diffIDs := img.Config.RootFS.DiffIDs
+	srcs, err := o.locateLayers(ar, c, diffIDs, img)
+	if err != nil {
+		return nil, err
+	}
+	createdBy := historyPerLayer(img.Config.History, len(diffIDs))
+	img.Layers, err = o.loadLayers(path, srcs, img)
+	if err != nil {
+		return nil, err
+	}
+	for i, l := range img.Layers {
+		l.CreatedBy = createdBy[i]
+	}
+	return img, nil
+}
+
+// choose lists the tarball's images in img and picks the one opts name.
+func (o *opener) choose(ar *archive, img *Image) (*candidate, error) {
 	groups, err := ar.parse()
 	if err != nil {
 		return nil, err
@@ -65,20 +95,18 @@ func Open(path string, opts OpenOptions) (_ *Image, err error) {
 		return nil, err
 	}
 	img.Ref = c.ref()
-	label := c.group.name()
-	if p := platformString(c.platform); p != "" {
-		label += " " + p
-	}
-	if c.missing != "" {
-		return nil, Errorf(ErrLayerMissing, "%s: image %s: %s (the tarball was saved without this platform; choose another with --platform)", path, label, c.missing)
-	}
+	return c, nil
+}
 
+// readConfig reads the chosen image's config into img and checks that it
+// lists one valid diff_id per layer of the manifest.
+func readConfig(ar *archive, c *candidate, img *Image, label string) error {
 	cfgName := c.configMember()
 	if _, err := ar.lookup(cfgName); errors.Is(err, errMemberAbsent) {
-		return nil, Errorf(ErrLayerMissing, "%s: image %s: its config %s is not in the tarball", path, label, cfgName)
+		return Errorf(ErrLayerMissing, "%s: image %s: its config %s is not in the tarball", ar.path, label, cfgName)
 	}
 	if err := ar.readJSON("image config", cfgName, &img.Config); err != nil {
-		return nil, err
+		return err
 	}
 	if b, err := ar.lookup(cfgName); err == nil {
 		// Kept verbatim so repack can edit the config without dropping the
@@ -95,27 +123,14 @@ func Open(path string, opts OpenOptions) (_ *Image, err error) {
 	}
 	diffIDs := img.Config.RootFS.DiffIDs
 	if len(diffIDs) != c.numLayers() {
-		return nil, fmt.Errorf("%s: image %s: its config (%s) lists %d diff_ids but its manifest lists %d layers", path, label, cfgName, len(diffIDs), c.numLayers())
+		return fmt.Errorf("%s: image %s: its config (%s) lists %d diff_ids but its manifest lists %d layers", ar.path, label, cfgName, len(diffIDs), c.numLayers())
 	}
 	for i, d := range diffIDs {
 		if err := d.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: image %s: config %s: diff_ids[%d] %q: %w", path, label, cfgName, i, d, err)
+			return fmt.Errorf("%s: image %s: config %s: diff_ids[%d] %q: %w", ar.path, label, cfgName, i, d, err)
 		}
 	}
-
-	srcs, err := o.locateLayers(ar, c, diffIDs, img)
-	if err != nil {
-		return nil, err
-	}
-	createdBy := historyPerLayer(img.Config.History, len(diffIDs))
-	img.Layers, err = o.loadLayers(path, srcs, img)
-	if err != nil {
-		return nil, err
-	}
-	for i, l := range img.Layers {
-		l.CreatedBy = createdBy[i]
-	}
-	return img, nil
+	return nil
 }
 
 // opener carries what one Open call shares between its steps.
@@ -350,18 +365,9 @@ func (b blobRef) head() []byte {
 	return b.ar.data[b.off : b.off+min(b.size, 8)]
 }
 
-// isCacheIOError tells a failure to write the cache (disk full, permissions)
-// from a failure of the compressed data.
-func isCacheIOError(err error) bool {
-	var pe *fs.PathError
-	var le *os.LinkError
-	return errors.As(err, &pe) || errors.As(err, &le)
-}
-
 // loadLayer makes one layer ready: its bytes mapped and its tar indexed.
 // job numbers the decompression for progress messages.
 func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, func() error, error) {
-	ar := s.blob.ar
 	where := fmt.Sprintf("%s: layer %d (%s)", path, s.index, s.diffID)
 	if s.base != "" {
 		where = fmt.Sprintf("%s: layer %d (%s, from base %s %s)", path, s.index, s.diffID, s.base, s.member)
@@ -383,73 +389,92 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 		return nil, nil, Errorf(ErrCorruptLayer, "%s: %s is %d bytes but the manifest says %d (truncated?)", where, s.member, s.blob.size, s.desc.Size)
 	}
 
+	var closer func() error
+	var err error
 	switch comp {
 	case tarindex.CompressionNone:
-		// An uncompressed blob's digest is its diff_id: a blob named by
-		// another digest is the wrong content, and checking costs nothing.
-		if l.Digest != "" && l.Digest.Algorithm() == s.diffID.Algorithm() && l.Digest != s.diffID {
-			return nil, nil, Errorf(ErrDiffIDMismatch, "%s: stored uncompressed as %s, which does not match the config's diff_id", where, l.Digest)
-		}
-		if l.Digest == "" {
-			l.Digest = s.diffID
-		}
-		if l.MediaType == "" {
-			l.MediaType = MediaTypeDockerLayer
-		}
-		key := ar.ident + "@" + strconv.FormatInt(s.blob.off, 10)
-		ix, err := o.index(key, ar.data, s.blob.off, s.blob.size)
-		if err != nil {
-			return nil, nil, Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s): %w", where, s.member, err)
-		}
-		if o.cache != nil {
-			// Hashed on the first mount only: the cache remembers the check
-			// for these exact bytes (the key changes if the file does).
-			if err := o.cache.VerifyOnce(key, s.diffID, s.blob.bytes()); err != nil {
-				if errors.Is(err, tarindex.ErrDigestMismatch) {
-					return nil, nil, Errorf(ErrDiffIDMismatch, "%s: %s does not match the config's diff_id: %w", where, s.member, err)
-				}
-				return nil, nil, fmt.Errorf("%s: %w", where, err)
-			}
-			// The blob is the tar: its digest is the diff_id just checked.
-			l.StoredVerified = l.Digest == s.diffID
-		}
-		l.Data, l.Size, l.TarIndex = ar.data, s.blob.size, ix
-		return l, nil, nil
-
+		err = o.indexStored(l, s, where)
 	case tarindex.CompressionGzip, tarindex.CompressionZstd:
-		if l.MediaType == "" {
-			l.MediaType = MediaTypeDockerLayerGzip
-			if comp == tarindex.CompressionZstd {
-				l.MediaType = ocispec.MediaTypeImageLayerZstd
-			}
-		}
-		if o.cache == nil {
-			return nil, nil, fmt.Errorf("%s: a %s-compressed layer needs a cache directory to decompress into", where, comp)
-		}
-		o.progress("decompressing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), comp)
-		p, err := o.cache.Decompress(ar.ident+"@"+strconv.FormatInt(s.blob.off, 10), s.diffID, comp, bytes.NewReader(s.blob.bytes()))
-		switch {
-		case err == nil:
-		case errors.Is(err, tarindex.ErrDigestMismatch):
-			return nil, nil, Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, s.member, err)
-		case isCacheIOError(err):
-			return nil, nil, fmt.Errorf("%s: decompressing into the cache: %w", where, err)
-		default:
-			return nil, nil, Errorf(ErrCorruptLayer, "%s: corrupt %s data in %s: %w", where, comp, s.member, err)
-		}
-		m, err := tarindex.MapFile(p)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", where, err)
-		}
-		ix, err := o.index("decompressed:"+s.diffID.String(), m.Data, 0, int64(len(m.Data)))
-		if err != nil {
-			m.Close()
-			return nil, nil, Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s, decompressed): %w", where, s.member, err)
-		}
-		l.Data, l.Size, l.TarIndex = m.Data, int64(len(m.Data)), ix
-		return l, m.Close, nil
-
+		closer, err = o.indexDecompressed(l, s, where, job)
 	default:
-		return nil, nil, fmt.Errorf("%s: %s-compressed layers are not supported", where, comp)
+		err = fmt.Errorf("%s: %s-compressed layers are not supported", where, comp)
 	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, closer, nil
+}
+
+// indexStored indexes an uncompressed layer in place: its reads are slices
+// of the tarball's mapping.
+func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
+	ar := s.blob.ar
+	// An uncompressed blob's digest is its diff_id: a blob named by
+	// another digest is the wrong content, and checking costs nothing.
+	if l.Digest != "" && l.Digest.Algorithm() == s.diffID.Algorithm() && l.Digest != s.diffID {
+		return Errorf(ErrDiffIDMismatch, "%s: stored uncompressed as %s, which does not match the config's diff_id", where, l.Digest)
+	}
+	if l.Digest == "" {
+		l.Digest = s.diffID
+	}
+	if l.MediaType == "" {
+		l.MediaType = MediaTypeDockerLayer
+	}
+	key := ar.ident + "@" + strconv.FormatInt(s.blob.off, 10)
+	ix, err := o.index(key, ar.data, s.blob.off, s.blob.size)
+	if err != nil {
+		return Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s): %w", where, s.member, err)
+	}
+	if o.cache != nil {
+		// Hashed on the first mount only: the cache remembers the check
+		// for these exact bytes (the key changes if the file does).
+		if err := o.cache.VerifyOnce(key, s.diffID, s.blob.bytes()); err != nil {
+			if errors.Is(err, tarindex.ErrDigestMismatch) {
+				return Errorf(ErrDiffIDMismatch, "%s: %s does not match the config's diff_id: %w", where, s.member, err)
+			}
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		// The blob is the tar: its digest is the diff_id just checked.
+		l.StoredVerified = l.Digest == s.diffID
+	}
+	l.Data, l.Size, l.TarIndex = ar.data, s.blob.size, ix
+	return nil
+}
+
+// indexDecompressed decompresses a gzip or zstd layer into the cache
+// (checking its diff_id on the way) and indexes the copy; the returned
+// function unmaps it.
+func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func() string) (func() error, error) {
+	ar, comp := s.blob.ar, l.Compression
+	if l.MediaType == "" {
+		l.MediaType = MediaTypeDockerLayerGzip
+		if comp == tarindex.CompressionZstd {
+			l.MediaType = ocispec.MediaTypeImageLayerZstd
+		}
+	}
+	if o.cache == nil {
+		return nil, fmt.Errorf("%s: a %s-compressed layer needs a cache directory to decompress into", where, comp)
+	}
+	o.progress("decompressing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), comp)
+	p, err := o.cache.Decompress(ar.ident+"@"+strconv.FormatInt(s.blob.off, 10), s.diffID, comp, bytes.NewReader(s.blob.bytes()))
+	switch {
+	case err == nil:
+	case errors.Is(err, tarindex.ErrDigestMismatch):
+		return nil, Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, s.member, err)
+	case isCacheIOError(err):
+		return nil, fmt.Errorf("%s: decompressing into the cache: %w", where, err)
+	default:
+		return nil, Errorf(ErrCorruptLayer, "%s: corrupt %s data in %s: %w", where, comp, s.member, err)
+	}
+	m, err := tarindex.MapFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	ix, err := o.index("decompressed:"+s.diffID.String(), m.Data, 0, int64(len(m.Data)))
+	if err != nil {
+		m.Close()
+		return nil, Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s, decompressed): %w", where, s.member, err)
+	}
+	l.Data, l.Size, l.TarIndex = m.Data, int64(len(m.Data)), ix
+	return m.Close, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -91,21 +92,11 @@ func fileIdentity(abs string, fi os.FileInfo) string {
 // openArchive maps the tarball at p (decompressing it into the cache first
 // if it is gzip or zstd) and indexes its members.
 func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
-	f, err := os.Open(p)
+	f, fi, err := openTarball(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.IsDir() {
-		return nil, Errorf(ErrNotImage, "%s: is a directory, not an image tarball (for an OCI layout directory, make an archive of it first, e.g. skopeo copy oci:DIR:TAG oci-archive:IMAGE.tar)", p)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, Errorf(ErrNotImage, "%s: not a regular file", p)
-	}
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		abs = p
@@ -116,33 +107,10 @@ func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
 			ar.close()
 		}
 	}()
-
-	head := make([]byte, 8)
-	n, _ := io.ReadFull(f, head)
-	head = head[:n]
-	mapPath := p
-	switch comp := tarindex.DetectCompression(head); comp {
-	case tarindex.CompressionNone:
-	case tarindex.CompressionGzip, tarindex.CompressionZstd:
-		if cache == nil {
-			return nil, fmt.Errorf("%s: a %s-compressed tarball needs a cache directory to decompress into", p, comp)
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return nil, err
-		}
-		mapPath, err = cache.Decompress(ar.ident, "", comp, bufio.NewReaderSize(f, 1<<20))
-		if err != nil {
-			var pe *os.PathError
-			var le *os.LinkError
-			if errors.As(err, &pe) || errors.As(err, &le) {
-				return nil, fmt.Errorf("%s: decompressing into the cache: %w", p, err)
-			}
-			return nil, fmt.Errorf("%s: corrupt or truncated %s data: %w", p, comp, err)
-		}
-	default:
-		return nil, fmt.Errorf("%s: %s-compressed tarballs are not supported; decompress it first", p, comp)
+	mapPath, comp, err := ar.uncompressed(f, cache)
+	if err != nil {
+		return nil, err
 	}
-
 	m, err := tarindex.MapFile(mapPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
@@ -152,12 +120,82 @@ func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
 	if len(ar.data) == 0 {
 		return nil, Errorf(ErrNotImage, "%s: empty file", p)
 	}
-	compressed := ""
-	if mapPath != p {
-		compressed = fmt.Sprintf(" (%s-compressed)", tarindex.DetectCompression(head))
+	if err := ar.indexMembers(cache, comp); err != nil {
+		return nil, err
 	}
+	return ar, nil
+}
 
+// openTarball opens p, refusing anything but a regular file.
+func openTarball(p string) (*os.File, os.FileInfo, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+	case fi.IsDir():
+		err = Errorf(ErrNotImage, "%s: is a directory, not an image tarball (for an OCI layout directory, make an archive of it first, e.g. skopeo copy oci:DIR:TAG oci-archive:IMAGE.tar)", p)
+	case !fi.Mode().IsRegular():
+		err = Errorf(ErrNotImage, "%s: not a regular file", p)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
+}
+
+// uncompressed returns the path of the tarball's uncompressed bytes: the
+// tarball itself, or its decompressed copy in the cache; and how the
+// tarball is compressed.
+func (ar *archive) uncompressed(f *os.File, cache *tarindex.Cache) (string, tarindex.Compression, error) {
+	p := ar.path
+	head := make([]byte, 8)
+	n, _ := io.ReadFull(f, head)
+	comp := tarindex.DetectCompression(head[:n])
+	switch comp {
+	case tarindex.CompressionNone:
+		return p, comp, nil
+	case tarindex.CompressionGzip, tarindex.CompressionZstd:
+	default:
+		return "", comp, fmt.Errorf("%s: %s-compressed tarballs are not supported; decompress it first", p, comp)
+	}
+	if cache == nil {
+		return "", comp, fmt.Errorf("%s: a %s-compressed tarball needs a cache directory to decompress into", p, comp)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return "", comp, err
+	}
+	mapPath, err := cache.Decompress(ar.ident, "", comp, bufio.NewReaderSize(f, 1<<20))
+	switch {
+	case err == nil:
+		return mapPath, comp, nil
+	case isCacheIOError(err):
+		return "", comp, fmt.Errorf("%s: decompressing into the cache: %w", p, err)
+	default:
+		return "", comp, fmt.Errorf("%s: corrupt or truncated %s data: %w", p, comp, err)
+	}
+}
+
+// isCacheIOError tells a failure to write the cache (disk full, permissions)
+// from a failure of the compressed data.
+func isCacheIOError(err error) bool {
+	var pe *fs.PathError
+	var le *os.LinkError
+	return errors.As(err, &pe) || errors.As(err, &le)
+}
+
+// indexMembers indexes the mapped tarball's members by name. comp is how
+// the tarball was compressed, for messages.
+func (ar *archive) indexMembers(cache *tarindex.Cache, comp tarindex.Compression) error {
+	p := ar.path
+	if comp != tarindex.CompressionNone {
+		p = fmt.Sprintf("%s (%s-compressed)", p, comp)
+	}
 	var ix *tarindex.Index
+	var err error
 	if cache != nil {
 		ix, err = cache.Index(ar.ident+"@outer", bytes.NewReader(ar.data), 0, int64(len(ar.data)))
 	} else {
@@ -166,14 +204,14 @@ func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
 	switch {
 	case err == nil:
 	case errors.Is(err, tarindex.ErrNotTar):
-		return nil, Errorf(ErrNotImage, "%s%s: %w", p, compressed, err)
+		return Errorf(ErrNotImage, "%s: %w", p, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, fmt.Errorf("%s: truncated tarball (incomplete copy or download?): %w", p, err)
+		return fmt.Errorf("%s: truncated tarball (incomplete copy or download?): %w", ar.path, err)
 	default:
-		return nil, fmt.Errorf("%s: reading the tarball: %w", p, err)
+		return fmt.Errorf("%s: reading the tarball: %w", ar.path, err)
 	}
 	if len(ix.Entries) == 0 {
-		return nil, Errorf(ErrNotImage, "%s: empty tar archive", p)
+		return Errorf(ErrNotImage, "%s: empty tar archive", ar.path)
 	}
 	ar.noEnd = ix.End < 1024 || ix.End > int64(len(ar.data)) || !allZero(ar.data[ix.End-1024:ix.End])
 	ar.entries = ix.Entries
@@ -181,7 +219,7 @@ func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
 	for i := range ix.Entries {
 		ar.byName[ix.Entries[i].Name] = i
 	}
-	return ar, nil
+	return nil
 }
 
 // has tells whether name resolves to a regular member.

@@ -294,69 +294,84 @@ func (ar *archive) walk(g *imageGroup, d ocispec.Descriptor, from string, depth 
 	if isAttestation(d) {
 		return nil
 	}
-	name := BlobPath(d.Digest)
-	b, err := ar.lookup(name)
-	present := err == nil
-	kind := d.MediaType
-	if !isIndexType(kind) && !isManifestType(kind) {
-		// Unknown or missing media type: sniff the blob if we have it.
-		if !present || b.size > maxJSONSize {
-			return nil
-		}
-		var probe struct {
-			Manifests json.RawMessage `json:"manifests"`
-			Config    json.RawMessage `json:"config"`
-			Layers    json.RawMessage `json:"layers"`
-		}
-		if json.Unmarshal(b.bytes(), &probe) != nil {
-			return nil
-		}
-		switch {
-		case probe.Manifests != nil:
-			kind = ocispec.MediaTypeImageIndex
-		case probe.Config != nil && probe.Layers != nil:
-			kind = ocispec.MediaTypeImageManifest
-		default:
-			return nil
-		}
-	}
 	var plat ocispec.Platform
 	if d.Platform != nil {
 		plat = normPlatform(*d.Platform)
 	}
+	switch kind := ar.kindOf(d); {
+	case isIndexType(kind):
+		return ar.walkIndex(g, d, plat, depth)
+	case isManifestType(kind):
+		return ar.addManifest(g, d, plat)
+	}
+	return nil
+}
 
-	if isIndexType(kind) {
-		// A hostile index could list itself (or a sibling) many times:
-		// read each index once per image.
-		if g.seen == nil {
-			g.seen = map[digest.Digest]bool{}
-		}
-		if g.seen[d.Digest] {
-			return nil
-		}
-		g.seen[d.Digest] = true
-		if !present {
-			g.cands = append(g.cands, &candidate{group: g, manifestDigest: d.Digest, platform: plat,
-				missing: fmt.Sprintf("its index %s is not in the tarball", d.Digest)})
-			return nil
-		}
-		var idx ocispec.Index
-		if err := ar.readJSON("image index", name, &idx); err != nil {
-			return err
-		}
-		for i, c := range idx.Manifests {
-			if err := c.Digest.Validate(); err != nil {
-				return fmt.Errorf("%s: %s: manifests[%d]: digest %q: %w", ar.path, name, i, c.Digest, err)
-			}
-			if err := ar.walk(g, c, name, depth+1); err != nil {
-				return err
-			}
-		}
+// kindOf is d's media type, or for a descriptor without a known one, what
+// its blob looks like (an index or a manifest); "" when neither.
+func (ar *archive) kindOf(d ocispec.Descriptor) string {
+	if isIndexType(d.MediaType) || isManifestType(d.MediaType) {
+		return d.MediaType
+	}
+	b, err := ar.lookup(BlobPath(d.Digest))
+	if err != nil || b.size > maxJSONSize {
+		return ""
+	}
+	var probe struct {
+		Manifests json.RawMessage `json:"manifests"`
+		Config    json.RawMessage `json:"config"`
+		Layers    json.RawMessage `json:"layers"`
+	}
+	if json.Unmarshal(b.bytes(), &probe) != nil {
+		return ""
+	}
+	switch {
+	case probe.Manifests != nil:
+		return ocispec.MediaTypeImageIndex
+	case probe.Config != nil && probe.Layers != nil:
+		return ocispec.MediaTypeImageManifest
+	}
+	return ""
+}
+
+// walkIndex walks every manifest the index d lists.
+func (ar *archive) walkIndex(g *imageGroup, d ocispec.Descriptor, plat ocispec.Platform, depth int) error {
+	// A hostile index could list itself (or a sibling) many times: read
+	// each index once per image.
+	if g.seen == nil {
+		g.seen = map[digest.Digest]bool{}
+	}
+	if g.seen[d.Digest] {
 		return nil
 	}
+	g.seen[d.Digest] = true
+	name := BlobPath(d.Digest)
+	if !ar.has(name) {
+		g.cands = append(g.cands, &candidate{group: g, manifestDigest: d.Digest, platform: plat,
+			missing: fmt.Sprintf("its index %s is not in the tarball", d.Digest)})
+		return nil
+	}
+	var idx ocispec.Index
+	if err := ar.readJSON("image index", name, &idx); err != nil {
+		return err
+	}
+	for i, c := range idx.Manifests {
+		if err := c.Digest.Validate(); err != nil {
+			return fmt.Errorf("%s: %s: manifests[%d]: digest %q: %w", ar.path, name, i, c.Digest, err)
+		}
+		if err := ar.walk(g, c, name, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
+// addManifest adds the image manifest d to g's candidates, unless it is an
+// artifact or already there.
+func (ar *archive) addManifest(g *imageGroup, d ocispec.Descriptor, plat ocispec.Platform) error {
 	c := &candidate{group: g, manifestDigest: d.Digest, platform: plat}
-	if !present {
+	name := BlobPath(d.Digest)
+	if !ar.has(name) {
 		c.missing = fmt.Sprintf("its manifest %s is not in the tarball", d.Digest)
 		g.cands = append(g.cands, c)
 		return nil

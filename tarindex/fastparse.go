@@ -34,45 +34,26 @@ const maxSpecialFileSize = 1 << 20
 // member, truncation, an unsupported type, a name that is unsafe), so
 // that archive/tar decides, and reports, exactly as before.
 func buildFast(r io.ReaderAt, base, size int64) (*Index, error) {
+	p := &fastParser{r: r, base: base, size: size}
 	ix := &Index{}
-	var (
-		blk      [blockSize]byte
-		pos      int64 // section offset of the next header block
-		pax      map[string]string
-		longName string
-		longLink string
-		meta     bool // PAX or GNU long-name headers are pending
-		buf      []byte
-	)
+	var blk [blockSize]byte
+	var pos int64 // section offset of the next header block
 	for {
-		if pos == size {
-			if meta {
-				return nil, errFallback
-			}
-			break
-		}
 		if pos+blockSize > size {
+			if pos == size && !p.meta {
+				break
+			}
 			return nil, errFallback
 		}
 		if _, err := r.ReadAt(blk[:], base+pos); err != nil {
 			return nil, errFallback
 		}
 		if blk == [blockSize]byte{} {
-			// End of archive: two zero blocks (or one at the very end).
-			if meta {
+			end, ok := p.endOfArchive(pos)
+			if !ok {
 				return nil, errFallback
 			}
-			if pos+blockSize == size {
-				pos += blockSize
-				break
-			}
-			if pos+2*blockSize > size {
-				return nil, errFallback
-			}
-			if _, err := r.ReadAt(blk[:], base+pos+blockSize); err != nil || blk != [blockSize]byte{} {
-				return nil, errFallback
-			}
-			pos += 2 * blockSize
+			pos = end
 			break
 		}
 		h, ok := parseBlock(&blk)
@@ -82,36 +63,8 @@ func buildFast(r io.ReaderAt, base, size int64) (*Index, error) {
 		dataAt := pos + blockSize
 		switch h.Typeflag {
 		case tar.TypeXHeader, tar.TypeXGlobalHeader, tar.TypeGNULongName, tar.TypeGNULongLink:
-			if h.Size < 0 || h.Size > maxSpecialFileSize || dataAt+h.Size > size {
+			if pos, ok = p.readMeta(&h, dataAt); !ok {
 				return nil, errFallback
-			}
-			if cap(buf) < int(h.Size) {
-				buf = make([]byte, h.Size)
-			}
-			data := buf[:h.Size]
-			if _, err := r.ReadAt(data, base+dataAt); err != nil {
-				return nil, errFallback
-			}
-			pos = dataAt + roundBlock(h.Size)
-			switch h.Typeflag {
-			case tar.TypeXHeader:
-				if pax, ok = parsePAXRecords(data); !ok {
-					return nil, errFallback
-				}
-				meta = true
-			case tar.TypeXGlobalHeader:
-				// Build skips global headers; archive/tar drops any
-				// pending meta headers at one, which we leave to it.
-				if meta {
-					return nil, errFallback
-				}
-				if _, ok := parsePAXRecords(data); !ok {
-					return nil, errFallback
-				}
-			case tar.TypeGNULongName:
-				longName, meta = cString(data), true
-			case tar.TypeGNULongLink:
-				longLink, meta = cString(data), true
 			}
 			continue
 		case tar.TypeReg, typeRegA, tar.TypeLink, tar.TypeSymlink, tar.TypeChar,
@@ -119,22 +72,8 @@ func buildFast(r io.ReaderAt, base, size int64) (*Index, error) {
 		default:
 			return nil, errFallback // GNU sparse, vendor types: archive/tar's business
 		}
-		if pax != nil && !mergePAXRecords(&h, pax) {
+		if !p.applyMeta(&h) {
 			return nil, errFallback
-		}
-		if longName != "" {
-			h.Name = longName
-		}
-		if longLink != "" {
-			h.Linkname = longLink
-		}
-		pax, longName, longLink, meta = nil, "", "", false
-		if h.Typeflag == typeRegA {
-			if strings.HasSuffix(h.Name, "/") {
-				h.Typeflag = tar.TypeDir
-			} else {
-				h.Typeflag = tar.TypeReg
-			}
 		}
 		nb := h.Size
 		switch h.Typeflag {
@@ -159,6 +98,98 @@ func buildFast(r io.ReaderAt, base, size int64) (*Index, error) {
 		ix.Entries = append([]Entry(nil), ix.Entries...)
 	}
 	return ix, nil
+}
+
+// fastParser is buildFast's state between header blocks: the section it
+// reads and the PAX and GNU long-name headers that apply to the next entry.
+type fastParser struct {
+	r          io.ReaderAt
+	base, size int64
+	pax        map[string]string
+	longName   string
+	longLink   string
+	meta       bool // PAX or GNU long-name headers are pending
+	buf        []byte
+}
+
+// endOfArchive checks the end-of-archive marker whose first zero block is
+// at pos: two zero blocks, or one at the very end of the section. It
+// returns the offset after the marker.
+func (p *fastParser) endOfArchive(pos int64) (int64, bool) {
+	if p.meta {
+		return 0, false
+	}
+	if pos+blockSize == p.size {
+		return pos + blockSize, true
+	}
+	if pos+2*blockSize > p.size {
+		return 0, false
+	}
+	var blk [blockSize]byte
+	if _, err := p.r.ReadAt(blk[:], p.base+pos+blockSize); err != nil || blk != [blockSize]byte{} {
+		return 0, false
+	}
+	return pos + 2*blockSize, true
+}
+
+// readMeta reads a PAX or GNU long-name header's data (at dataAt) and keeps
+// it for the next entry; it returns the offset of the next header.
+func (p *fastParser) readMeta(h *tar.Header, dataAt int64) (int64, bool) {
+	if h.Size < 0 || h.Size > maxSpecialFileSize || dataAt+h.Size > p.size {
+		return 0, false
+	}
+	if cap(p.buf) < int(h.Size) {
+		p.buf = make([]byte, h.Size)
+	}
+	data := p.buf[:h.Size]
+	if _, err := p.r.ReadAt(data, p.base+dataAt); err != nil {
+		return 0, false
+	}
+	var ok bool
+	switch h.Typeflag {
+	case tar.TypeXHeader:
+		if p.pax, ok = parsePAXRecords(data); !ok {
+			return 0, false
+		}
+		p.meta = true
+	case tar.TypeXGlobalHeader:
+		// Build skips global headers; archive/tar drops any pending meta
+		// headers at one, which we leave to it.
+		if p.meta {
+			return 0, false
+		}
+		if _, ok := parsePAXRecords(data); !ok {
+			return 0, false
+		}
+	case tar.TypeGNULongName:
+		p.longName, p.meta = cString(data), true
+	case tar.TypeGNULongLink:
+		p.longLink, p.meta = cString(data), true
+	}
+	return dataAt + roundBlock(h.Size), true
+}
+
+// applyMeta applies the pending meta headers to the entry h, normalises
+// its type as archive/tar does, and clears them.
+func (p *fastParser) applyMeta(h *tar.Header) bool {
+	if p.pax != nil && !mergePAXRecords(h, p.pax) {
+		return false
+	}
+	if p.longName != "" {
+		h.Name = p.longName
+	}
+	if p.longLink != "" {
+		h.Linkname = p.longLink
+	}
+	p.pax, p.longName, p.longLink, p.meta = nil, "", "", false
+	if h.Typeflag == typeRegA {
+		if strings.HasSuffix(h.Name, "/") {
+			h.Typeflag = tar.TypeDir
+		} else {
+			h.Typeflag = tar.TypeReg
+		}
+	}
+	return true
 }
 
 // parseBlock decodes a USTAR, PAX or GNU header block as archive/tar does.

@@ -151,7 +151,7 @@ func (w *treeWriter) copyContent(n *union.Node) error {
 			chunk = w.buf[:k]
 		}
 		if len(chunk) == 0 {
-			return fmt.Errorf("the layer ends at %d of %d bytes: %w", off, size, archive.ErrCorruptLayer)
+			return archive.Errorf(archive.ErrCorruptLayer, "the layer ends at %d of %d bytes", off, size)
 		}
 		if _, err := w.tw.Write(chunk); err != nil {
 			return err

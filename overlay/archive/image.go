@@ -64,7 +64,7 @@ type Image struct {
 	// Ref.ConfigDigest).
 	ConfigRaw []byte
 	Layers    []*Layer // base first
-	closers   []func() error
+	closers   cleanup
 }
 
 // Layer is one layer of the image, ready to serve reads.
@@ -92,11 +92,18 @@ type Layer struct {
 
 // Close releases the mappings. Trees built from the image must not be used
 // afterwards.
-func (img *Image) Close() error {
+func (img *Image) Close() error { return img.closers.run() }
+
+// cleanup is a list of release functions (unmaps, closes), run last first.
+type cleanup []func() error
+
+func (c *cleanup) add(f func() error) { *c = append(*c, f) }
+
+func (c *cleanup) run() error {
 	var errs []error
-	for i := len(img.closers) - 1; i >= 0; i-- {
-		errs = append(errs, img.closers[i]())
+	for i := len(*c) - 1; i >= 0; i-- {
+		errs = append(errs, (*c)[i]())
 	}
-	img.closers = nil
+	*c = nil
 	return errors.Join(errs...)
 }

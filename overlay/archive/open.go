@@ -40,7 +40,7 @@ func Open(path string, opts OpenOptions) (_ *Image, err error) {
 		return nil, err
 	}
 	img := &Image{Archive: path}
-	img.closers = append(img.closers, ar.close)
+	img.closers.add(ar.close)
 	defer func() {
 		if err != nil {
 			img.Close()
@@ -295,7 +295,7 @@ func (o *opener) searchBases(diffIDs []digest.Digest, missing []int, img *Image)
 			}
 		}
 		if used {
-			img.closers = append(img.closers, bar.close)
+			img.closers.add(bar.close)
 		} else {
 			bar.close()
 		}
@@ -347,7 +347,7 @@ func (o *opener) loadLayers(path string, srcs []layerSrc, img *Image) ([]*Layer,
 	var firstErr error
 	for i, r := range results {
 		if r.closer != nil {
-			img.closers = append(img.closers, r.closer)
+			img.closers.add(r.closer)
 		}
 		if r.err != nil && firstErr == nil {
 			firstErr = r.err

@@ -54,7 +54,7 @@ type archive struct {
 	entries []tarindex.Entry
 	byName  map[string]int // cleaned name → index in entries (the last one wins, as extraction does)
 	format  Format
-	closers []func() error
+	closers cleanup
 	// noEnd is set when the tar lacks its end-of-archive marker (two zero
 	// blocks): archive/tar accepts that, but it often means a truncated copy.
 	noEnd bool
@@ -70,14 +70,7 @@ type blobRef struct {
 
 func (b blobRef) bytes() []byte { return b.ar.data[b.off : b.off+b.size] }
 
-func (ar *archive) close() error {
-	var errs []error
-	for i := len(ar.closers) - 1; i >= 0; i-- {
-		errs = append(errs, ar.closers[i]())
-	}
-	ar.closers = nil
-	return errors.Join(errs...)
-}
+func (ar *archive) close() error { return ar.closers.run() }
 
 // fileIdentity names the bytes of a file for cache keys: a different file,
 // or the same file rewritten, gets a different identity.
@@ -115,7 +108,7 @@ func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	ar.closers = append(ar.closers, m.Close)
+	ar.closers.add(m.Close)
 	ar.data = m.Data
 	if len(ar.data) == 0 {
 		return nil, Errorf(ErrNotImage, "%s: empty file", p)

@@ -5,3 +5,6 @@ var (
 	OneLine      = oneLine
 	HostPlatform = hostPlatform
 )
+
+// MaxIndexDepth is how deep indexes may nest.
+const MaxIndexDepth = maxIndexDepth

@@ -31,6 +31,9 @@ var (
 	ErrAmbiguous      = errors.New("several images in the tarball")
 	ErrNoSuchImage    = errors.New("no such image in the tarball")
 	ErrCorruptLayer   = errors.New("corrupt layer")
+	// ErrDigestMismatch: an index, manifest or config blob does not hash to
+	// the digest that names it.
+	ErrDigestMismatch = errors.New("blob content does not match its digest")
 )
 
 // OpenOptions chooses the image and says where caches live.

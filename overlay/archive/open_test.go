@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -690,7 +691,13 @@ func TestArchOpenDockerOCIQuirks(t *testing.T) {
 	require.NoError(t, json.Unmarshal(b.Manifest, &m))
 	m.Layers = nil
 	noLayers := imagetest.JSON(t, m)
-	lay.Add("blobs/sha256/"+b.ManifestDesc.Digest.Encoded(), noLayers) // the blob no longer hashes to its name: docker did worse
+	// Docker 25.0.0 could write an OCI manifest that lists no layers, with
+	// the layers only in manifest.json.
+	lay.Blob(noLayers)
+	var idx ocispec.Index
+	require.NoError(t, json.Unmarshal(lay.Files["index.json"].Body, &idx))
+	idx.Manifests[0].Digest, idx.Manifests[0].Size = digest.FromBytes(noLayers), int64(len(noLayers))
+	lay.Add("index.json", imagetest.JSON(t, idx))
 	img, err := imagetest.Open(t, lay.Write(t, dir, "nolayers.tar"), archive.OpenOptions{})
 	require.NoError(t, err)
 	require.Equal(t, archive.FormatDockerOCI, img.Format)
@@ -711,12 +718,13 @@ func TestArchOpenDockerOCIQuirks(t *testing.T) {
 func TestArchOpenIndexCycle(t *testing.T) {
 	dir := t.TempDir()
 	b := imagetest.Build(t, imagetest.Simple(nil, tarindex.CompressionNone, tarindex.CompressionNone))
+
+	// Indexes that list each other: a digest cycle cannot be built from real
+	// hashes, so the blobs are named by digests they do not have, and the
+	// first one read is refused.
 	lay := imagetest.OCI(t, false, b)
-	// Two indexes listing each other 40 times each, plus the manifest.
 	var ia, ib ocispec.Index
 	ia.Manifests = []ocispec.Descriptor{b.ManifestDesc}
-	// A digest cycle cannot be built from real hashes, so name the blobs by
-	// digests they do not have (lookups go by name).
 	da, db := digest.FromString("index a"), digest.FromString("index b")
 	for range 40 {
 		ia.Manifests = append(ia.Manifests, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: db})
@@ -725,8 +733,118 @@ func TestArchOpenIndexCycle(t *testing.T) {
 	lay.Add("blobs/sha256/"+da.Encoded(), imagetest.JSON(t, ia))
 	lay.Add("blobs/sha256/"+db.Encoded(), imagetest.JSON(t, ib))
 	lay.Add("index.json", imagetest.JSON(t, ocispec.Index{Manifests: []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageIndex, Digest: da, Annotations: map[string]string{ocispec.AnnotationRefName: "cyc"}}}}))
-	img, err := imagetest.Open(t, lay.Write(t, dir, "cycle.tar"), archive.OpenOptions{Image: "cyc"})
+	_, err := imagetest.Open(t, lay.Write(t, dir, "cycle.tar"), archive.OpenOptions{Image: "cyc"})
+	require.ErrorIs(t, err, archive.ErrDigestMismatch)
+	require.ErrorContains(t, err, da.Encoded())
+
+	// A chain of real indexes, each listing the next 40 times: read once
+	// each, not 40^depth times.
+	lay = imagetest.OCI(t, false, b)
+	next := b.ManifestDesc
+	for range archive.MaxIndexDepth - 1 {
+		var idx ocispec.Index
+		for range 40 {
+			idx.Manifests = append(idx.Manifests, next)
+		}
+		js := imagetest.JSON(t, idx)
+		lay.Blob(js)
+		next = ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromBytes(js), Size: int64(len(js))}
+	}
+	next.Annotations = map[string]string{ocispec.AnnotationRefName: "fan"}
+	lay.Add("index.json", imagetest.JSON(t, ocispec.Index{Manifests: []ocispec.Descriptor{next}}))
+	img, err := imagetest.Open(t, lay.Write(t, dir, "fan.tar"), archive.OpenOptions{Image: "fan"})
 	require.NoError(t, err)
 	require.Len(t, img.Images, 1)
 	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+}
+
+// A blob whose content is another's (image B's config stored under image
+// A's config digest) would show one image while naming another: every
+// index, manifest and config is checked against the digest that names it.
+func TestArchOpenBlobDigests(t *testing.T) {
+	dir := t.TempDir()
+	a := imagetest.Build(t, imagetest.Simple([]string{"a:1"}, tarindex.CompressionNone, tarindex.CompressionNone))
+	other := imagetest.Simple([]string{"b:1"}, tarindex.CompressionNone, tarindex.CompressionNone)
+	other.Config.User = "evil"
+	b := imagetest.Build(t, other)
+
+	for _, tc := range []struct {
+		name   string
+		layout func() *imagetest.Layout
+		member string
+		body   []byte
+	}{
+		{"oci config", func() *imagetest.Layout { return imagetest.OCI(t, false, a) }, "blobs/sha256/" + a.ConfigDigest.Encoded(), b.Config},
+		{"docker 25 config", func() *imagetest.Layout { return imagetest.OCI(t, true, a) }, "blobs/sha256/" + a.ConfigDigest.Encoded(), b.Config},
+		{"oci manifest", func() *imagetest.Layout { return imagetest.OCI(t, false, a) }, "blobs/sha256/" + a.ManifestDesc.Digest.Encoded(), b.Manifest},
+		{"legacy config", func() *imagetest.Layout { return imagetest.Legacy(t, a) }, a.ConfigDigest.Encoded() + ".json", b.Config},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lay := tc.layout()
+			lay.Add(tc.member, tc.body)
+			_, err := imagetest.Open(t, lay.Write(t, dir, "swapped.tar"), archive.OpenOptions{})
+			require.ErrorIs(t, err, archive.ErrDigestMismatch)
+			require.ErrorContains(t, err, tc.member)
+		})
+	}
+}
+
+// Two members of one name: skopeo and umoci read the first, tar and docker
+// load the last, so the tarball is refused, naming them.
+func TestArchOpenDuplicateMembers(t *testing.T) {
+	dir := t.TempDir()
+	b := imagetest.Build(t, imagetest.Simple([]string{"a:1"}, tarindex.CompressionNone, tarindex.CompressionNone))
+	other := imagetest.Build(t, imagetest.Spec{Tags: []string{"b:1"}, Layers: []imagetest.LayerSpec{{Files: map[string]string{"x": "y"}}}})
+	for _, tc := range []struct{ name, member string }{
+		{"manifest.json", "manifest.json"},
+		{"a layer", "blobs/sha256/" + b.BlobDigests[0].Encoded()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lay := imagetest.OCI(t, true, b)
+			tarball := lay.Tar(t)
+			var extra []byte
+			if tc.member == "manifest.json" {
+				extra = imagetest.OCI(t, true, other).Files["manifest.json"].Body
+			} else {
+				extra = b.Blobs[1]
+			}
+			// The second copy goes after the first, before the end blocks.
+			dup := imagetest.Tar(t, imagetest.TarFile{Name: tc.member, Body: extra})
+			tarball = append(tarball[:len(tarball)-1024], dup...)
+			p := imagetest.WriteFile(t, dir, "dup.tar", tarball)
+			_, err := imagetest.Open(t, p, archive.OpenOptions{})
+			require.ErrorIs(t, err, archive.ErrNotImage)
+			require.ErrorContains(t, err, `"`+tc.member+`" more than once`)
+		})
+	}
+	// A directory listed twice is harmless.
+	lay := imagetest.Legacy(t, b)
+	first := lay.Names[0]
+	require.True(t, lay.Files[first].Dir, first)
+	tarball := lay.Tar(t)
+	tarball = append(tarball[:len(tarball)-1024], imagetest.Tar(t, imagetest.TarFile{Name: first, Dir: true})...)
+	_, err := imagetest.Open(t, imagetest.WriteFile(t, dir, "dirs.tar", tarball), archive.OpenOptions{})
+	require.NoError(t, err)
+}
+
+// An index listing thousands of images gives an error of a few lines.
+func TestArchOpenManyImagesShortError(t *testing.T) {
+	dir := t.TempDir()
+	b := imagetest.Build(t, imagetest.Simple(nil, tarindex.CompressionNone, tarindex.CompressionNone))
+	lay := imagetest.OCI(t, false, b)
+	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex}
+	var m ocispec.Manifest
+	require.NoError(t, json.Unmarshal(b.Manifest, &m))
+	for i := range 5000 {
+		m.Annotations = map[string]string{"n": fmt.Sprint(i)} // a distinct manifest each
+		js := imagetest.JSON(t, m)
+		lay.Blob(js)
+		idx.Manifests = append(idx.Manifests, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest,
+			Digest: digest.FromBytes(js), Size: int64(len(js)), Annotations: map[string]string{ocispec.AnnotationRefName: fmt.Sprintf("v%d", i)}})
+	}
+	lay.Add("index.json", imagetest.JSON(t, idx))
+	_, err := imagetest.Open(t, lay.Write(t, dir, "many.tar"), archive.OpenOptions{})
+	require.ErrorIs(t, err, archive.ErrAmbiguous)
+	require.Less(t, len(err.Error()), 2000, err.Error())
+	require.ErrorContains(t, err, "and 4990 more (imgmount inspect lists them all)")
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -209,10 +210,37 @@ func (ar *archive) indexMembers(cache *tarindex.Cache, comp tarindex.Compression
 	ar.noEnd = ix.End < 1024 || ix.End > int64(len(ar.data)) || !allZero(ar.data[ix.End-1024:ix.End])
 	ar.entries = ix.Entries
 	ar.byName = make(map[string]int, len(ix.Entries))
+	var dups []string
 	for i := range ix.Entries {
-		ar.byName[ix.Entries[i].Name] = i
+		e := &ix.Entries[i]
+		if j, ok := ar.byName[e.Name]; ok && (e.Type != tarindex.TypeDir || ix.Entries[j].Type != tarindex.TypeDir) {
+			dups = append(dups, e.Name)
+		}
+		ar.byName[e.Name] = i
+	}
+	if len(dups) > 0 {
+		// Tools disagree on which copy counts (skopeo and umoci take the
+		// first, tar -x and docker load the last): one tarball could show
+		// a reviewer one image and a runtime another.
+		return Errorf(ErrNotImage, "%s: %s more than once in the tarball (tools disagree on which copy counts, so imgmount refuses it)", ar.path, listSome(dups, 5))
 	}
 	return nil
+}
+
+// listSome quotes the first max names, then says how many more there are.
+func listSome(names []string, max int) string {
+	var b strings.Builder
+	for i, n := range names {
+		if i == max {
+			fmt.Fprintf(&b, " and %d more", len(names)-max)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(n))
+	}
+	return b.String()
 }
 
 // has tells whether name resolves to a regular member.
@@ -268,6 +296,21 @@ func (ar *archive) lookup(name string) (blobRef, error) {
 	return blobRef{}, fmt.Errorf("member %s: too many levels of links", orig)
 }
 
+// checkNamedDigest checks a member whose name promises a digest (a blob
+// path, a legacy config name) against it: an index, manifest or config
+// stored under another blob's name would otherwise show one image while
+// naming another, as skopeo and docker load refuse to.
+func (ar *archive) checkNamedDigest(name string, b blobRef) error {
+	want := namedDigest(name)
+	if want == "" || !want.Algorithm().Available() {
+		return nil
+	}
+	if got := want.Algorithm().FromBytes(b.bytes()); got != want {
+		return Errorf(ErrDigestMismatch, "%s: %s holds content whose digest is %s", ar.path, name, got)
+	}
+	return nil
+}
+
 // readJSON decodes the member name into v; what says what it is ("image
 // config") when the name does not. Errors name the archive and the member;
 // malformed JSON is an error, never a panic.
@@ -282,6 +325,9 @@ func (ar *archive) readJSON(what, name string, v any) error {
 	}
 	if b.size > maxJSONSize {
 		return fmt.Errorf("%s: %s: %d bytes is too large for a JSON document", ar.path, label, b.size)
+	}
+	if err := ar.checkNamedDigest(name, b); err != nil {
+		return err
 	}
 	if err := json.Unmarshal(b.bytes(), v); err != nil {
 		return fmt.Errorf("%s: %s: malformed JSON: %w", ar.path, label, err)

@@ -147,6 +147,25 @@ func digestFromPath(name string) digest.Digest {
 	return d
 }
 
+var legacyConfigRE = regexp.MustCompile(`^([a-f0-9]{64})\.json$`)
+
+// namedDigest is the digest a member's name promises for its content: that
+// of an OCI layout's blob path, or of the "<hex>.json" config name docker
+// save (before 25) and skopeo write; "" for any other name.
+func namedDigest(name string) digest.Digest {
+	if d := digestFromPath(name); d != "" {
+		return d
+	}
+	clean, err := tarindex.CleanName(name)
+	if err != nil {
+		return ""
+	}
+	if m := legacyConfigRE.FindStringSubmatch(clean); m != nil {
+		return digest.NewDigestFromEncoded(digest.SHA256, m[1])
+	}
+	return ""
+}
+
 // BlobPath is where an OCI layout keeps the blob d.
 func BlobPath(d digest.Digest) string {
 	return "blobs/" + d.Algorithm().String() + "/" + d.Encoded()
@@ -182,6 +201,9 @@ func (ar *archive) parseDocker(groups []*imageGroup) ([]*imageGroup, error) {
 		cd := digestFromPath(e.Config)
 		var raw []byte
 		if b, err := ar.lookup(e.Config); err == nil {
+			if err := ar.checkNamedDigest(e.Config, b); err != nil {
+				return nil, err
+			}
 			raw = b.bytes()
 			if cd == "" {
 				cd = digest.FromBytes(raw)

@@ -181,11 +181,19 @@ func (g *imageGroup) name() string {
 	return ShortDigest(g.id())
 }
 
+// maxListed is how many images (or platforms) an error message lists: a
+// hostile index can name hundreds of thousands.
+const maxListed = 10
+
 // describeGroups lists images for error messages:
 // "alpine:3.19 (sha256:0123456789ab; linux/amd64, linux/arm64 [absent])".
 func describeGroups(ar *archive, gs []*imageGroup) string {
 	var parts []string
-	for _, g := range gs {
+	for i, g := range gs {
+		if i == maxListed {
+			parts = append(parts, fmt.Sprintf("and %d more (imgmount inspect lists them all)", len(gs)-maxListed))
+			break
+		}
 		name := strings.Join(g.tags, ", ")
 		if name == "" {
 			name = "(untagged)"
@@ -195,7 +203,11 @@ func describeGroups(ar *archive, gs []*imageGroup) string {
 			info = append(info, ShortDigest(id))
 		}
 		var plats []string
-		for _, c := range g.cands {
+		for j, c := range g.cands {
+			if j == maxListed {
+				plats = append(plats, fmt.Sprintf("and %d more", len(g.cands)-maxListed))
+				break
+			}
 			p := platformString(c.platform)
 			if p == "" {
 				p = "unknown platform"
@@ -289,7 +301,11 @@ func (o *opener) selectCandidate(ar *archive, groups []*imageGroup) (*candidate,
 		return cands[0], nil
 	}
 	var plats []string
-	for _, c := range cands {
+	for i, c := range cands {
+		if i == maxListed {
+			plats = append(plats, fmt.Sprintf("and %d more", len(cands)-maxListed))
+			break
+		}
 		plats = append(plats, platformString(c.platform))
 	}
 	return nil, Errorf(ErrAmbiguous, "%s: image %s has several platforms (%s); choose one with --platform OS/ARCH[/VARIANT]", ar.path, cands[0].group.name(), strings.Join(plats, ", "))

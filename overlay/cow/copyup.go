@@ -164,33 +164,14 @@ func nodeMeta(n *union.Node) meta {
 
 // apply gives a new upper entry its owner, mode, xattrs and times, in the
 // order that keeps each (chown clears setuid bits and capabilities, so it
-// comes first). Without privilege the owner and full mode are recorded in
-// StatXattr, and the real mode keeps the owner able to read and write.
+// comes first), through c.metaStore.
 func (c *View) apply(t target, m meta) error {
 	isLink := m.mode&unix.S_IFMT == unix.S_IFLNK
-	if c.priv {
-		if err := t.chown(int(m.uid), int(m.gid)); err != nil {
-			return fmt.Errorf("chown: %w", err)
-		}
-		if !isLink {
-			if err := t.chmod(m.mode & 0o7777); err != nil {
-				return fmt.Errorf("chmod: %w", err)
-			}
-		}
-	} else if !isLink {
-		real := m.mode&0o777 | 0o600
-		if m.mode&unix.S_IFMT == unix.S_IFDIR {
-			real |= 0o700
-		}
-		if err := t.chmod(real); err != nil {
-			return fmt.Errorf("chmod: %w", err)
-		}
-		if err := c.setOverride(t, m); err != nil {
-			return err
-		}
+	if err := c.metaStore.setOwnerMode(t, m); err != nil {
+		return err
 	}
 	for _, x := range m.xattrs {
-		if err := c.setXattr(t, x.Name, []byte(x.Value), isLink); err != nil {
+		if err := c.metaStore.setxattr(t, x.Name, []byte(x.Value), 0, isLink); err != nil {
 			return fmt.Errorf("setting xattr %s: %w", x.Name, err)
 		}
 	}
@@ -205,25 +186,6 @@ func (c *View) apply(t target, m meta) error {
 		}
 	}
 	return nil
-}
-
-// setOverride records owner, mode and type in StatXattr.
-func (c *View) setOverride(t target, m meta) error {
-	o := StatOverride{UID: m.uid, GID: m.gid, Mode: modeToGo(m.mode), Major: unix.Major(m.rdev), Minor: unix.Minor(m.rdev)}
-	if err := t.setxattr(StatXattr, []byte(FormatStatOverride(o))); err != nil {
-		return fmt.Errorf("recording owner and mode: %w", err)
-	}
-	return nil
-}
-
-// setXattr sets one xattr; without privilege, names outside the user
-// namespace the filesystem refuses are kept under XattrPrefix.
-func (c *View) setXattr(t target, name string, value []byte, isLink bool) error {
-	err := t.setxattr(name, value)
-	if err == nil || c.priv || !(errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) || isLink {
-		return err
-	}
-	return t.setxattr(XattrPrefix+name, value)
 }
 
 // keepTimes runs fn, which adds an entry to the upper directory dirfd as
@@ -354,26 +316,11 @@ func (c *View) materialize(dirfd int, name string, n *union.Node, withData bool)
 		}
 		return c.apply(nameTarget(dirfd, name), m)
 	default:
-		if err := c.mknod(dirfd, name, m.mode, m.rdev); err != nil {
+		if err := c.metaStore.mknod(dirfd, name, m.mode, m.rdev); err != nil {
 			return err
 		}
 		return c.apply(nameTarget(dirfd, name), m)
 	}
-}
-
-// mknod creates a device, fifo or socket node; without privilege a device
-// becomes an empty regular file whose StatXattr gives the type.
-func (c *View) mknod(dirfd int, name string, mode uint32, rdev uint64) error {
-	typ := mode & unix.S_IFMT
-	isDev := typ == unix.S_IFCHR || typ == unix.S_IFBLK
-	if isDev && !c.priv {
-		fd, err := unix.Openat(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return err
-		}
-		return unix.Close(fd)
-	}
-	return unix.Mknodat(dirfd, name, typ|0o600, int(rdev))
 }
 
 // copyData writes n's content into fd, leaving the holes of sparse files

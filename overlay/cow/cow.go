@@ -33,10 +33,10 @@ type View struct {
 	tree *union.Tree
 	dir  string // the upper directory, for messages
 	root int    // O_PATH descriptor of the upper directory
-	// priv is true when the process can chown and mknod for real (root).
-	// Otherwise owners, modes and device types that cannot be applied are
-	// recorded in StatXattr.
-	priv bool
+	// metaStore applies owners, modes, devices and xattrs: for real when
+	// the process runs as root, else recording what it cannot apply (see
+	// metastore.go).
+	metaStore metaStore
 
 	// mu serialises changes (including copy-up) against each other and
 	// against lookups, which must never see half a copy-up.
@@ -96,7 +96,7 @@ func New(tree *union.Tree, dir string) (*View, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upper directory %s: %w", dir, err)
 	}
-	c := &View{tree: tree, dir: dir, root: fd, lockFD: -1, priv: os.Geteuid() == 0, dirs: map[string]cachedDir{}}
+	c := &View{tree: tree, dir: dir, root: fd, lockFD: -1, metaStore: newMetaStore(), dirs: map[string]cachedDir{}}
 	if err := c.lock(); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -526,13 +526,13 @@ func (c *View) stat(l *loc) (Stat, error) {
 		st.Ino = rootIno
 		return st, nil
 	}
-	c.applyXattrs(nameTarget(l.parent, l.name), &st)
+	applyXattrs(nameTarget(l.parent, l.name), &st)
 	return st, nil
 }
 
 // applyXattrs adjusts an upper entry's stat by its bookkeeping xattrs: the
 // inode number it was copied up from, and the owner/mode override.
-func (c *View) applyXattrs(t target, st *Stat) {
+func applyXattrs(t target, st *Stat) {
 	st.Ino |= upperInoBit
 	// One listxattr answers the common case (neither is there) in one
 	// call instead of two failed getxattrs.
@@ -616,7 +616,7 @@ func (c *View) readDir(l *loc) ([]DirEntry, error) {
 			if err := unix.Fstatat(int(f.Fd()), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				continue // gone meanwhile
 			}
-			c.applyXattrs(nameTarget(int(f.Fd()), name), &st)
+			applyXattrs(nameTarget(int(f.Fd()), name), &st)
 			out = append(out, DirEntry{Name: name, Mode: st.Mode & unix.S_IFMT, Ino: st.Ino})
 		}
 		f.Close()

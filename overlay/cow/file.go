@@ -1,7 +1,6 @@
 package cow
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -119,7 +118,7 @@ func (f *upperFile) Stat() (Stat, error) {
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return Stat{}, err
 	}
-	f.c.applyXattrs(fdTarget(f.fd), &st)
+	applyXattrs(fdTarget(f.fd), &st)
 	return st, nil
 }
 
@@ -214,43 +213,8 @@ func (c *View) setattr(t target, a SetAttr) error {
 	if err != nil {
 		return err
 	}
-	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
-	if c.priv {
-		if a.UID != nil || a.GID != nil {
-			uid, gid := -1, -1
-			if a.UID != nil {
-				uid = int(*a.UID)
-			}
-			if a.GID != nil {
-				gid = int(*a.GID)
-			}
-			if err := t.chown(uid, gid); err != nil {
-				return err
-			}
-		}
-		if a.Mode != nil && !isLink {
-			if err := t.chmod(*a.Mode & 0o7777); err != nil {
-				return err
-			}
-		}
-	} else if (a.UID != nil || a.GID != nil || a.Mode != nil) && !isLink {
-		view := st
-		c.applyXattrs(t, &view)
-		m := meta{mode: view.Mode, uid: view.Uid, gid: view.Gid, rdev: view.Rdev}
-		if a.UID != nil {
-			m.uid = *a.UID
-		}
-		if a.GID != nil {
-			m.gid = *a.GID
-		}
-		if a.Mode != nil {
-			m.mode = m.mode&unix.S_IFMT | *a.Mode&0o7777
-		} else if (a.UID != nil || a.GID != nil) && m.mode&unix.S_IFMT != unix.S_IFDIR {
-			m.mode &^= unix.S_ISUID | unix.S_ISGID // as chown does
-		}
-		if err := c.apply(t, m); err != nil {
-			return err
-		}
+	if err := c.metaStore.changeOwnerMode(t, &st, a); err != nil {
+		return err
 	}
 	if a.Size != nil {
 		var err error
@@ -295,10 +259,7 @@ func (c *View) Getxattr(path, name string) (value []byte, err error) {
 			return unix.ENODATA
 		}
 		return c.withTarget(l, func(t target) error {
-			value, err = t.getxattr(name)
-			if errors.Is(err, unix.ENODATA) && !c.priv {
-				value, err = t.getxattr(XattrPrefix + name)
-			}
+			value, err = c.metaStore.getxattr(t, name)
 			return err
 		})
 	})
@@ -343,11 +304,7 @@ func (c *View) Setxattr(path, name string, value []byte, flags int) error {
 		return unix.EPERM
 	}
 	return c.changeXattr(path, func(t target, isLink bool) error {
-		err := t.setxattrFlags(name, value, flags)
-		if err != nil && !c.priv && !isLink && (errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) && !strings.HasPrefix(name, "user.") {
-			err = t.setxattrFlags(XattrPrefix+name, value, flags)
-		}
-		return err
+		return c.metaStore.setxattr(t, name, value, flags, isLink)
 	})
 }
 
@@ -357,11 +314,7 @@ func (c *View) Removexattr(path, name string) error {
 		return unix.ENODATA
 	}
 	return c.changeXattr(path, func(t target, isLink bool) error {
-		err := t.removexattr(name)
-		if errors.Is(err, unix.ENODATA) && !c.priv && !isLink {
-			err = t.removexattr(XattrPrefix + name)
-		}
-		return err
+		return c.metaStore.removexattr(t, name, isLink)
 	})
 }
 

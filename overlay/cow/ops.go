@@ -193,7 +193,7 @@ func (c *View) Mknod(path string, mode uint32, rdev uint64, o Owner) (Stat, erro
 	}
 	defer l.close()
 	o, mode = c.newOwner(l, o, mode)
-	if err := c.mknod(pfd, l.name, mode, rdev); err != nil {
+	if err := c.metaStore.mknod(pfd, l.name, mode, rdev); err != nil {
 		return Stat{}, err
 	}
 	if err := c.applyNamed(pfd, l.name, meta{mode: mode, uid: o.UID, gid: o.GID, rdev: rdev}); err != nil {
@@ -219,11 +219,9 @@ func (c *View) Symlink(target, path string, o Owner) (Stat, error) {
 	if err := unix.Symlinkat(target, pfd, l.name); err != nil {
 		return Stat{}, err
 	}
-	if c.priv {
-		if err := unix.Fchownat(pfd, l.name, int(o.UID), int(o.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			unix.Unlinkat(pfd, l.name, 0)
-			return Stat{}, fmt.Errorf("upper directory %s: creating %s: %w", c.dir, path, err)
-		}
+	if err := c.applyNamed(pfd, l.name, meta{mode: unix.S_IFLNK, uid: o.UID, gid: o.GID}); err != nil {
+		unix.Unlinkat(pfd, l.name, 0)
+		return Stat{}, fmt.Errorf("upper directory %s: creating %s: %w", c.dir, path, err)
 	}
 	if err := c.finishNew(l, pfd, false); err != nil {
 		return Stat{}, err

@@ -23,17 +23,17 @@ const exportChunk = 1 << 20
 // the root is an entry ("./") only when a layer gave it attributes.
 // Directories no layer stores are 0755 root:root with mtime 0, as the mount
 // shows them. Nodes sharing an inode are written once and then as
-// hardlinks to that first name. Sparse files are written in full (holes as
-// zeros). Headers are PAX, with xattrs, nanosecond mtimes and no user or
+// hardlinks to that first name. Sparse files are written as sparse
+// members (PAX 1.0), holes left out. Headers are PAX, with xattrs, nanosecond mtimes and no user or
 // group names, so the same tree always gives the same bytes.
 func WriteTreeTar(w io.Writer, t *union.Tree) (int, error) {
-	tw := &treeWriter{tw: tar.NewWriter(w), tree: t, links: map[uint64]string{}}
+	tw := &treeWriter{out: w, tw: tar.NewWriter(w), tree: t, links: map[uint64]string{}}
 	if t.Root.Entry != nil {
 		if err := tw.write(t.Root, "./"); err != nil {
 			return tw.count, err
 		}
 	}
-	if err := tw.writeChildren(t.Root); err != nil {
+	if err := tw.writeChildren(t.Root, ""); err != nil {
 		return tw.count, err
 	}
 	if err := tw.tw.Close(); err != nil {
@@ -43,6 +43,7 @@ func WriteTreeTar(w io.Writer, t *union.Tree) (int, error) {
 }
 
 type treeWriter struct {
+	out   io.Writer // what tw writes to, for sparse members (see sparse.go)
 	tw    *tar.Writer
 	tree  *union.Tree
 	links map[uint64]string // Ino -> first name written, for nodes with Nlink > 1
@@ -50,9 +51,12 @@ type treeWriter struct {
 	count int
 }
 
-func (w *treeWriter) writeChildren(n *union.Node) error {
+// writeChildren writes n's subtree; dir is n's path with a trailing slash
+// ("" for the root), built as the walk descends: asking each node for its
+// path would cost the square of the depth.
+func (w *treeWriter) writeChildren(n *union.Node, dir string) error {
 	for _, c := range n.Children() {
-		name := c.Path()
+		name := dir + c.Name
 		if c.IsDir() {
 			name += "/"
 		}
@@ -60,7 +64,7 @@ func (w *treeWriter) writeChildren(n *union.Node) error {
 			return err
 		}
 		if c.IsDir() {
-			if err := w.writeChildren(c); err != nil {
+			if err := w.writeChildren(c, name); err != nil {
 				return err
 			}
 		}
@@ -68,12 +72,13 @@ func (w *treeWriter) writeChildren(n *union.Node) error {
 	return nil
 }
 
-// nodeWhere names a node and the layer it comes from, for errors.
-func (w *treeWriter) nodeWhere(n *union.Node) string {
+// nodeWhere names a node written as name and the layer it comes from, for
+// errors.
+func (w *treeWriter) nodeWhere(n *union.Node, name string) string {
 	if n.Layer < 0 {
-		return n.Path()
+		return name
 	}
-	return fmt.Sprintf("%s (layer %d, %s)", n.Path(), n.Layer, archive.ShortDigest(w.tree.Layers[n.Layer].DiffID))
+	return fmt.Sprintf("%s (layer %d, %s)", name, n.Layer, archive.ShortDigest(w.tree.Layers[n.Layer].DiffID))
 }
 
 func (w *treeWriter) write(n *union.Node, name string) error {
@@ -85,15 +90,18 @@ func (w *treeWriter) write(n *union.Node, name string) error {
 			w.links[n.Ino] = name
 		}
 	}
+	if hdr.Typeflag == tar.TypeReg && n.Entry.Sparse != nil {
+		return w.writeSparse(n, hdr)
+	}
 	if err := w.tw.WriteHeader(hdr); err != nil {
-		return fmt.Errorf("%s: writing its tar header: %w", w.nodeWhere(n), err)
+		return fmt.Errorf("%s: writing its tar header: %w", w.nodeWhere(n, hdr.Name), err)
 	}
 	w.count++
 	if hdr.Typeflag != tar.TypeReg || hdr.Size == 0 {
 		return nil
 	}
 	if err := w.copyContent(n); err != nil {
-		return fmt.Errorf("%s: copying its content: %w", w.nodeWhere(n), err)
+		return fmt.Errorf("%s: copying its content: %w", w.nodeWhere(n, hdr.Name), err)
 	}
 	return nil
 }
@@ -134,21 +142,40 @@ func nodeHeader(n *union.Node, name string) *tar.Header {
 	return hdr
 }
 
+// writeSparse writes a sparse regular file as a sparse member.
+func (w *treeWriter) writeSparse(n *union.Node, hdr *tar.Header) error {
+	if err := w.tw.Flush(); err != nil {
+		return err
+	}
+	m := sparseMember{hdr: hdr, size: n.Entry.Size, frags: n.Entry.Sparse,
+		read: func(p []byte, off int64) (int, error) { return w.tree.ReadAt(n, p, off) }}
+	if err := writeSparse(w.out, m, w.buffer()); err != nil {
+		return fmt.Errorf("%s: writing it as a sparse member: %w", w.nodeWhere(n, hdr.Name), err)
+	}
+	w.count++
+	return nil
+}
+
+func (w *treeWriter) buffer() []byte {
+	if w.buf == nil {
+		w.buf = make([]byte, exportChunk)
+	}
+	return w.buf
+}
+
 // copyContent writes a regular file's content: slices of the layer's
-// mapping, or for sparse files chunks read with the holes filled.
+// mapping (compressed or not, never sparse).
 func (w *treeWriter) copyContent(n *union.Node) error {
 	size := n.Entry.Size
 	for off := int64(0); off < size; {
 		chunk, ok := w.tree.Slice(n, off, exportChunk)
 		if !ok {
-			if w.buf == nil {
-				w.buf = make([]byte, exportChunk)
-			}
-			k, err := w.tree.ReadAt(n, w.buf[:min(int64(len(w.buf)), size-off)], off)
+			buf := w.buffer()
+			k, err := w.tree.ReadAt(n, buf[:min(int64(len(buf)), size-off)], off)
 			if k == 0 {
 				return fmt.Errorf("reading at %d: %w", off, orEOF(err))
 			}
-			chunk = w.buf[:k]
+			chunk = buf[:k]
 		}
 		if len(chunk) == 0 {
 			return archive.Errorf(archive.ErrCorruptLayer, "the layer ends at %d of %d bytes", off, size)

@@ -33,18 +33,20 @@ func BuildLayersView(img *archive.Image) (*Tree, error) {
 		width = 3
 	}
 	root := &Node{Layer: -1}
+	var warnings []string
 	for i, l := range img.Layers {
 		b := newTreeBuilder(true, len(l.TarIndex.Entries))
 		if err := b.applyLayer(i, l); err != nil {
 			return nil, err
 		}
+		warnings = append(warnings, b.allWarnings()...)
 		sub := b.root
 		sub.Name = fmt.Sprintf("%0*d-%s", width, i, shortHex(l))
 		sub.Parent = root
 		root.children = append(root.children, sub)
 	}
 	finishTree(root, nil)
-	return &Tree{Root: root, Layers: img.Layers}, nil
+	return &Tree{Root: root, Layers: img.Layers, Warnings: warnings}, nil
 }
 
 func shortHex(l *archive.Layer) string {

@@ -72,15 +72,27 @@ func (t *Tree) Find(p string) *Node {
 // IsDir tells whether the node is a directory.
 func (n *Node) IsDir() bool { return n.Entry == nil || n.Entry.Type == tarindex.TypeDir }
 
-// Path returns the node's path relative to the root ("." for the root).
+// Path returns the node's path relative to the root ("." for the root),
+// built in one allocation: its cost is the path's length.
 func (n *Node) Path() string {
 	if n.Parent == nil {
 		return "."
 	}
-	if n.Parent.Parent == nil {
-		return n.Name
+	size := -1
+	for m := n; m.Parent != nil; m = m.Parent {
+		size += len(m.Name) + 1
 	}
-	return n.Parent.Path() + "/" + n.Name
+	b := make([]byte, size)
+	end := size
+	for m := n; m.Parent != nil; m = m.Parent {
+		start := end - len(m.Name)
+		copy(b[start:end], m.Name)
+		if start > 0 {
+			b[start-1] = '/'
+		}
+		end = start - 1
+	}
+	return string(b)
 }
 
 // Tree is a built filesystem tree over an image's layers.
@@ -91,6 +103,10 @@ type Tree struct {
 	// not visible in the union because a later layer overwrote or deleted
 	// them (what dive calls wasted space). Only the union fills it.
 	Hidden []int64
+	// Warnings name the entries left out because no Linux filesystem could
+	// show them (a name or symlink target past the kernel's limits), as GNU
+	// tar skips them with a message; the first hundred, then a count.
+	Warnings []string
 }
 
 // Slice returns up to size bytes of n's content at off as a subslice of the

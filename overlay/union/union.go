@@ -96,8 +96,8 @@ func BuildUnion(img *archive.Image) (*Tree, error) {
 			return nil, err
 		}
 	}
-	b.nodes = nil
-	t := &Tree{Root: b.root, Layers: img.Layers, Hidden: make([]int64, len(img.Layers))}
+	b.nodes, b.links = nil, nil
+	t := &Tree{Root: b.root, Layers: img.Layers, Hidden: make([]int64, len(img.Layers)), Warnings: b.allWarnings()}
 	visible := make([]int64, len(img.Layers))
 	finishTree(t.Root, visible)
 	for i, l := range img.Layers {
@@ -132,7 +132,35 @@ type treeBuilder struct {
 	lastPath   string // lastParent's real path (lastDir with symlinks followed)
 	keyBuf     []byte
 	slab       []Node
+
+	// Symlinked parents: each link's resolution is kept while no node has
+	// been removed since (gen counts removals), and the steps spent
+	// resolving are bounded per layer (a hostile layer could otherwise
+	// make every entry resolve a long link again).
+	links     map[*Node]resolvedLink
+	gen       uint64
+	steps     int
+	stepLimit int
+
+	warnings []string
+	skipped  int // warnings not kept (past maxWarnings)
 }
+
+// resolvedLink is where a symlink to a directory led, at generation gen.
+type resolvedLink struct {
+	gen  uint64
+	dir  *Node
+	real string
+}
+
+// Limits the kernel puts on what a filesystem may show (NAME_MAX,
+// PATH_MAX less the NUL): an entry past them could not be extracted, and
+// would make its whole directory unreadable through FUSE.
+const (
+	maxNameLen   = 255
+	maxTargetLen = 4095
+	maxWarnings  = 100
+)
 
 func newTreeBuilder(raw bool, sizeHint int) *treeBuilder {
 	b := &treeBuilder{raw: raw, nodes: make(map[string]*Node, sizeHint)}
@@ -153,6 +181,7 @@ func (b *treeBuilder) alloc() *Node {
 
 func (b *treeBuilder) applyLayer(i int, l *archive.Layer) error {
 	b.layer, b.stamp, b.plnk = i, int32(i+1), nil
+	b.steps, b.stepLimit = 0, 1<<20+256*len(l.TarIndex.Entries)
 	b.diff = archive.ShortDigest(l.DiffID)
 	b.lastDir, b.lastParent = "", nil
 	entries := l.TarIndex.Entries
@@ -169,6 +198,35 @@ func (b *treeBuilder) applyLayer(i int, l *archive.Layer) error {
 // archive.ErrCorruptLayer.
 func (b *treeBuilder) errorf(format string, a ...any) error {
 	return archive.Errorf(archive.ErrCorruptLayer, "layer %d (%s): %s", b.layer, b.diff, fmt.Sprintf(format, a...))
+}
+
+// warn records an entry left out of the tree.
+func (b *treeBuilder) warn(format string, a ...any) {
+	if len(b.warnings) == maxWarnings {
+		b.skipped++
+		return
+	}
+	b.warnings = append(b.warnings, fmt.Sprintf("layer %d (%s): ", b.layer, b.diff)+fmt.Sprintf(format, a...))
+}
+
+// allWarnings is what warn recorded, and how many more there were.
+func (b *treeBuilder) allWarnings() []string {
+	if b.skipped > 0 {
+		return append(b.warnings, fmt.Sprintf("and %d more entries left out", b.skipped))
+	}
+	return b.warnings
+}
+
+// tooLong tells whether a path has a component longer than NAME_MAX.
+func tooLong(p string) bool {
+	for len(p) > maxNameLen {
+		i := strings.IndexByte(p, '/')
+		if i < 0 || i > maxNameLen {
+			return true
+		}
+		p = p[i+1:]
+	}
+	return false
 }
 
 // splitName splits a cleaned name into its parent ("" for the root) and base.
@@ -202,6 +260,7 @@ func (b *treeBuilder) touch(n *Node) {
 // a directory reached through a symlink n was, or was under.
 func (b *treeBuilder) kill(n *Node) {
 	b.lastParent = nil
+	b.gen++
 	n.stamp = deadStamp
 	for _, c := range n.children {
 		if c.stamp != deadStamp {
@@ -288,7 +347,7 @@ func (b *treeBuilder) ensureDir(dir string) (*Node, string) {
 			cur, real = n, p
 			continue
 		case !b.raw && isSymlink(n):
-			if t, tp, missing, ok := b.lookupDir(cur, real, n.Entry.Linkname, &hops); ok {
+			if t, tp, missing, ok := b.followLink(n, cur, real, &hops); ok {
 				b.touch(t)
 				for _, m := range missing { // a dangling link: its target made
 					tp = Join(tp, m)
@@ -327,6 +386,9 @@ func (b *treeBuilder) lookupDir(dir *Node, dirPath, rel string, hops *int) (*Nod
 	}
 	var missing []string
 	for _, name := range strings.Split(rel, "/") {
+		if b.steps++; b.steps > b.stepLimit {
+			return nil, "", nil, false // add reports it
+		}
 		switch {
 		case name == "" || name == ".":
 			continue
@@ -351,7 +413,7 @@ func (b *treeBuilder) lookupDir(dir *Node, dirPath, rel string, hops *int) (*Nod
 		case n.IsDir():
 			cur, real = n, p
 		case isSymlink(n):
-			t, tp, more, ok := b.lookupDir(cur, real, n.Entry.Linkname, hops)
+			t, tp, more, ok := b.followLink(n, cur, real, hops)
 			if !ok {
 				return nil, "", nil, false
 			}
@@ -361,6 +423,24 @@ func (b *treeBuilder) lookupDir(dir *Node, dirPath, rel string, hops *int) (*Nod
 		}
 	}
 	return cur, real, missing, true
+}
+
+// followLink resolves the symlink n, which stands in the directory cur at
+// real path real, to a directory as lookupDir does. A resolution that
+// needed nothing created is kept until a node is removed or a symlink
+// added, either of which could change it.
+func (b *treeBuilder) followLink(n, cur *Node, real string, hops *int) (*Node, string, []string, bool) {
+	if r, ok := b.links[n]; ok && r.gen == b.gen {
+		return r.dir, r.real, nil, true
+	}
+	t, tp, missing, ok := b.lookupDir(cur, real, n.Entry.Linkname, hops)
+	if ok && len(missing) == 0 {
+		if b.links == nil {
+			b.links = map[*Node]resolvedLink{}
+		}
+		b.links[n] = resolvedLink{gen: b.gen, dir: t, real: tp}
+	}
+	return t, tp, missing, ok
 }
 
 // resolveDir finds the existing directory at dir, following symlinks on
@@ -393,6 +473,14 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 		if e.Type == tarindex.TypeDir {
 			b.root.Layer, b.root.Entry = b.layer, e
 		}
+		return nil
+	}
+	if tooLong(e.Name) || (e.Type == tarindex.TypeHardlink && tooLong(e.Linkname)) {
+		b.warn("%.80q... left out: a name longer than %d bytes", e.Name, maxNameLen)
+		return nil
+	}
+	if e.Type == tarindex.TypeSymlink && len(e.Linkname) > maxTargetLen {
+		b.warn("%q left out: its symlink target is %d bytes, more than the kernel takes", e.Name, len(e.Linkname))
 		return nil
 	}
 	dir, base := splitName(e.Name)
@@ -434,6 +522,9 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 		}
 	}
 	parent, real := b.parentDir(dir)
+	if b.steps > b.stepLimit {
+		return b.errorf("%q: resolving symlinked parents took more than %d steps in this layer", e.Name, b.stepLimit)
+	}
 	key := e.Name
 	if real != dir {
 		key = Join(real, base) // under a followed symlink
@@ -449,6 +540,9 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 	n := b.newChild(parent, base, layer, entry)
 	n.inode = ino
 	b.nodes[key] = n
+	if entry.Type == tarindex.TypeSymlink {
+		b.gen++ // a new link can change where paths through its name lead
+	}
 	return nil
 }
 

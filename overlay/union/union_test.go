@@ -2,12 +2,14 @@ package union
 
 import (
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -848,4 +850,55 @@ func TestUnionEmptyImage(t *testing.T) {
 	require.Equal(t, uint64(1), tr.Root.Ino)
 	require.EqualValues(t, 2, tr.Root.Nlink)
 	require.Empty(t, tr.Hidden)
+}
+
+// Entries no Linux filesystem could show are left out with a warning, as
+// GNU tar skips them; the rest of their directory stays readable.
+func TestUnionOverlongNames(t *testing.T) {
+	long := strings.Repeat("n", 256)
+	tr, err := BuildUnion(imagetest.Layers(t, []imagetest.Entry{
+		imagetest.Dir("d"),
+		imagetest.File("d/ok", "fine"),
+		imagetest.File("d/"+long, "too long a name"),
+		imagetest.File(long+"/x", "under too long a name"),
+		imagetest.Symlink("d/far", strings.Repeat("a/", 2048)),
+		imagetest.Symlink("d/near", strings.Repeat("a", 255)),
+		imagetest.Hardlink("d/link", "d/"+long),
+	}))
+	require.NoError(t, err)
+	require.Equal(t, []string{"d", "d/near", "d/ok"}, unionPaths(tr))
+	require.Len(t, tr.Warnings, 4)
+	require.Contains(t, tr.Warnings[2], `"d/far" left out: its symlink target is 4096 bytes`)
+	for _, w := range tr.Warnings {
+		require.True(t, strings.HasPrefix(w, "layer 0 (sha256:"), w)
+	}
+
+	lv, err := BuildLayersView(imagetest.Layers(t, []imagetest.Entry{imagetest.File("d/"+long, "x")}))
+	require.NoError(t, err)
+	require.Len(t, lv.Warnings, 1)
+}
+
+// A symlink with a long target, and thousands of entries in directories
+// under it: the link is resolved once, not once per entry.
+func TestUnionSymlinkFanOut(t *testing.T) {
+	target := strings.Repeat("./", 2040) + "real"
+	entries := []imagetest.Entry{imagetest.Dir("real"), imagetest.Symlink("l", target)}
+	for i := range 20000 {
+		entries = append(entries, imagetest.File(fmt.Sprintf("l/d%d/f", i), "x"))
+	}
+	tr, err := BuildUnion(imagetest.Layers(t, entries))
+	require.NoError(t, err)
+	require.Len(t, tr.Find("real").Children(), 20000)
+	require.Equal(t, "x", unionContent(t, tr, "real/d19999/f"))
+
+	// Removals between the entries defeat any cache: the work is bounded
+	// and the layer refused.
+	entries = entries[:2]
+	for i := range 20000 {
+		entries = append(entries, imagetest.File("junk", "x"), imagetest.File("junk", "y"),
+			imagetest.File(fmt.Sprintf("l/d%d/f", i), "x"))
+	}
+	_, err = BuildUnion(imagetest.Layers(t, entries))
+	require.ErrorIs(t, err, archive.ErrCorruptLayer)
+	require.ErrorContains(t, err, "resolving symlinked parents took more than")
 }

@@ -1,0 +1,105 @@
+package repack
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imgmount/imgmount/overlay/imagetest"
+	"github.com/imgmount/imgmount/overlay/union"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// countingWriter counts what is written and keeps none of it.
+type countingWriter struct{ n int64 }
+
+func (c *countingWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// Sparse files leave the export as sparse members: their holes are not
+// written, and Go's archive/tar and GNU tar read them back exactly.
+func TestExportSparse(t *testing.T) {
+	frags := map[int64]string{0: "start", 4 << 20: "middle", 8<<20 - 3: "end"}
+	img := imagetest.Image(t, imagetest.LayerTar(t, []imagetest.Entry{
+		imagetest.Dir("d"),
+		imagetest.File("d/plain", "plain file"),
+	}, imagetest.RawSparse("d/sparse", 8<<20, frags), imagetest.RawSparse("d/huge", 1<<40, map[int64]string{1<<40 - 4: "tail"})))
+	tree, err := union.BuildUnion(img)
+	require.NoError(t, err)
+
+	var cw countingWriter
+	_, err = WriteTreeTar(&cw, tree)
+	require.NoError(t, err)
+	require.Less(t, cw.n, int64(64<<10), "a 1 TiB file of holes takes a few blocks")
+
+	var buf bytes.Buffer
+	_, err = WriteTreeTar(&buf, &union.Tree{Root: tree.Root.Lookup("d"), Layers: tree.Layers})
+	require.NoError(t, err)
+	want := make([]byte, 8<<20)
+	for off, s := range frags {
+		copy(want[off:], s)
+	}
+	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
+	seen := map[string]int64{}
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+		seen[hdr.Name] = hdr.Size
+		if hdr.Name == "sparse" {
+			got, err := io.ReadAll(tr)
+			require.NoError(t, err)
+			require.True(t, bytes.Equal(want, got), "sparse content read back by archive/tar")
+		}
+	}
+	require.Equal(t, map[string]int64{"./": 0, "plain": 10, "sparse": 8 << 20, "huge": 1 << 40}, seen)
+
+	// GNU tar, the other reader people use, extracts it with its holes.
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Skip("no tar")
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "x.tar"), buf.Bytes(), 0o644))
+	out := filepath.Join(dir, "out")
+	require.NoError(t, os.Mkdir(out, 0o755))
+	cmd := exec.Command("tar", "-xf", "../x.tar", "--exclude", "huge")
+	cmd.Dir = out
+	msg, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", msg)
+	got, err := os.ReadFile(filepath.Join(out, "sparse"))
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, got), "sparse content extracted by GNU tar")
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(filepath.Join(out, "sparse"), &st))
+	require.Less(t, st.Blocks*512, int64(1<<20), "extracted with its holes")
+}
+
+// A deep tree exports in time proportional to its size: each entry's name
+// is built from its parent's, not by walking up from every node.
+func TestExportDeepTree(t *testing.T) {
+	const depth = 3000
+	var entries []imagetest.Entry
+	p := ""
+	for range depth {
+		p += "d/"
+		entries = append(entries, imagetest.Dir(strings.TrimSuffix(p, "/")))
+	}
+	entries = append(entries, imagetest.File(p+"leaf", "deep"))
+	tree, err := union.BuildUnion(imagetest.Layers(t, entries))
+	require.NoError(t, err)
+	var buf bytes.Buffer
+	n, err := WriteTreeTar(&buf, tree)
+	require.NoError(t, err)
+	require.Equal(t, depth+1, n)
+	es := imagetest.ReadTar(t, buf.Bytes())
+	require.Equal(t, p+"leaf", es[len(es)-1].Hdr.Name)
+	require.Equal(t, "deep", es[len(es)-1].Body)
+	require.Equal(t, depth*2+4, len(tree.Find(strings.TrimSuffix(p, "/")+"/leaf").Path()))
+}

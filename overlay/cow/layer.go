@@ -324,10 +324,14 @@ func typeName(t fs.FileMode) string {
 // none). A name kept under XattrPrefix stands for the real name; when both
 // are present, the real one wins (it is what the filesystem has).
 func readUpperXattrs(p string) (map[string]string, string, error) {
-	names, err := listXattrNames(p)
+	names, err := listxattrPath(p)
+	if errors.Is(err, unix.ENOTSUP) {
+		names, err = nil, nil // a filesystem without xattrs has none
+	}
 	if err != nil {
 		return nil, "", err
 	}
+	sort.Strings(names)
 	out := map[string]string{}
 	override := ""
 	kept := map[string]string{}
@@ -357,36 +361,6 @@ func readUpperXattrs(p string) (map[string]string, string, error) {
 		}
 	}
 	return out, override, nil
-}
-
-// listXattrNames lists the xattr names of p without following a final
-// symlink. A filesystem without xattrs has none.
-func listXattrNames(p string) ([]string, error) {
-	size, err := unix.Llistxattr(p, nil)
-	if errors.Is(err, unix.ENOTSUP) {
-		return nil, nil
-	}
-	for err == nil && size > 0 {
-		buf := make([]byte, size)
-		var n int
-		n, err = unix.Llistxattr(p, buf)
-		if errors.Is(err, unix.ERANGE) {
-			size, err = unix.Llistxattr(p, nil) // grew meanwhile
-			continue
-		}
-		if err != nil {
-			break
-		}
-		var names []string
-		for _, s := range strings.Split(string(buf[:n]), "\x00") {
-			if s != "" {
-				names = append(names, s)
-			}
-		}
-		sort.Strings(names)
-		return names, nil
-	}
-	return nil, err
 }
 
 // copyContent writes the content of the regular file at full, of the size

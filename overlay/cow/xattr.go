@@ -1,0 +1,140 @@
+package cow
+
+import (
+	"errors"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// This file holds the calls on upper entries that have a descriptor form
+// and a path form (target), and the xattr reads the view and the layer
+// writer share.
+
+// target is an upper entry to set attributes on: an open descriptor (fd),
+// or a name in an O_PATH directory descriptor (symlinks, devices, entries
+// not open).
+type target struct {
+	fd    int
+	dirfd int
+	name  string
+}
+
+func fdTarget(fd int) target                   { return target{fd: fd, dirfd: -1} }
+func nameTarget(dirfd int, name string) target { return target{fd: -1, dirfd: dirfd, name: name} }
+
+func (t target) path() string {
+	if t.fd >= 0 {
+		return procPath(t.fd, "")
+	}
+	return procPath(t.dirfd, t.name)
+}
+
+func (t target) chown(uid, gid int) error {
+	if t.fd >= 0 {
+		return unix.Fchown(t.fd, uid, gid)
+	}
+	return unix.Fchownat(t.dirfd, t.name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (t target) chmod(mode uint32) error {
+	if t.fd >= 0 {
+		return unix.Fchmod(t.fd, mode)
+	}
+	return unix.Fchmodat(t.dirfd, t.name, mode, 0)
+}
+
+func (t target) setxattr(name string, value []byte) error { return t.setxattrFlags(name, value, 0) }
+
+func (t target) setxattrFlags(name string, value []byte, flags int) error {
+	if t.fd >= 0 {
+		return unix.Fsetxattr(t.fd, name, value, flags)
+	}
+	return unix.Lsetxattr(t.path(), name, value, flags)
+}
+
+func (t target) listxattr() ([]string, error) {
+	if t.fd >= 0 {
+		return splitXattrNames(xattrBytes(func(b []byte) (int, error) { return unix.Flistxattr(t.fd, b) }))
+	}
+	return listxattrPath(t.path())
+}
+
+func (t target) removexattr(name string) error {
+	if t.fd >= 0 {
+		return unix.Fremovexattr(t.fd, name)
+	}
+	return unix.Lremovexattr(t.path(), name)
+}
+
+func (t target) getxattr(name string) ([]byte, error) {
+	if t.fd >= 0 {
+		return xattrBytes(func(b []byte) (int, error) { return unix.Fgetxattr(t.fd, name, b) })
+	}
+	return getxattrPath(t.path(), name)
+}
+
+func (t target) utimes(ts []unix.Timespec) error {
+	if t.fd >= 0 {
+		return unix.UtimesNanoAt(unix.AT_FDCWD, t.path(), ts, 0)
+	}
+	return unix.UtimesNanoAt(t.dirfd, t.name, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func (t target) stat() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	var err error
+	if t.fd >= 0 {
+		err = unix.Fstat(t.fd, &st)
+	} else {
+		err = unix.Fstatat(t.dirfd, t.name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	return st, err
+}
+
+// getxattrPath reads a whole xattr without following a final symlink.
+func getxattrPath(path, name string) ([]byte, error) {
+	return xattrBytes(func(b []byte) (int, error) { return unix.Lgetxattr(path, name, b) })
+}
+
+// listxattrPath lists the xattr names of path without following a final
+// symlink, in the filesystem's order.
+func listxattrPath(path string) ([]string, error) {
+	return splitXattrNames(xattrBytes(func(b []byte) (int, error) { return unix.Llistxattr(path, b) }))
+}
+
+// xattrBytes runs call, a getxattr or listxattr, with a buffer large enough
+// for its answer: most fit the first; for the others, call with no buffer
+// tells the size.
+func xattrBytes(call func([]byte) (int, error)) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := call(buf)
+		if errors.Is(err, unix.ERANGE) {
+			sz, err := call(nil)
+			if err != nil {
+				return nil, err
+			}
+			buf = make([]byte, sz+64) // room for a little growth meanwhile
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+}
+
+// splitXattrNames splits a listxattr answer into its names.
+func splitXattrNames(list []byte, err error) ([]string, error) {
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range strings.Split(string(list), "\x00") {
+		if s != "" {
+			names = append(names, s)
+		}
+	}
+	return names, nil
+}

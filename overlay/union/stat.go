@@ -14,7 +14,11 @@ func NodeStat(n *Node) unix.Stat_t {
 		st.Mode |= 0o755
 		return st
 	}
-	st.Mode |= e.Mode & 0o7777
+	if e.Type == tarindex.TypeSymlink {
+		st.Mode |= 0o777 // Linux shows every symlink so, whatever the tar stored
+	} else {
+		st.Mode |= e.Mode & 0o7777
+	}
 	st.Uid, st.Gid = e.UID, e.GID
 	t := unix.Timespec{Sec: e.MtimeSec, Nsec: int64(e.Mtime)}
 	st.Mtim, st.Atim, st.Ctim = t, t, t

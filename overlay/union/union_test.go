@@ -1,6 +1,7 @@
 package union
 
 import (
+	"archive/tar"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -19,6 +20,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 func unionContent(t *testing.T, tr *Tree, p string) string {
@@ -901,4 +903,15 @@ func TestUnionSymlinkFanOut(t *testing.T) {
 	_, err = BuildUnion(imagetest.Layers(t, entries))
 	require.ErrorIs(t, err, archive.ErrCorruptLayer)
 	require.ErrorContains(t, err, "resolving symlinked parents took more than")
+}
+
+// A symlink stored with mode 0000 (as some tar writers do) shows as 0777,
+// as Linux shows every symlink.
+func TestNodeStatSymlinkMode(t *testing.T) {
+	tr, err := BuildUnion(imagetest.Layers(t, []imagetest.Entry{
+		imagetest.Symlink("l", "target").With(func(h *tar.Header) { h.Mode = 0 }),
+	}))
+	require.NoError(t, err)
+	st := NodeStat(tr.Find("l"))
+	require.Equal(t, uint32(unix.S_IFLNK|0o777), st.Mode)
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -42,6 +43,7 @@ type Cache struct {
 
 	mu     sync.Mutex
 	hashes map[string]*earlyHash // sha256 of regions being indexed, for VerifyOnce
+	swept  sync.Once
 }
 
 // earlyHash is the sha256 of a region, computed in the background while
@@ -205,6 +207,7 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 	if intact(dst) {
 		return dst, nil
 	}
+	c.swept.Do(func() { sweepTemps(c.Dir, time.Now().Add(-staleAfter)) })
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return "", fmt.Errorf("cache: %w", err)
 	}
@@ -229,8 +232,8 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 	return dst, nil
 }
 
-// A stamp beside each cached blob records its size, inode and mtime as
-// written. A blob whose stat no longer matches was changed after it was
+// A stamp beside each cached blob records its size, inode, mtime and ctime
+// as written (the ctime catches an edit that restored the mtime). A blob whose stat no longer matches was changed after it was
 // verified (edited, truncated, replaced): it is decompressed again rather
 // than served, without the cost of rehashing it on every mount.
 func stampOf(p string) (string, bool) {
@@ -242,7 +245,7 @@ func stampOf(p string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return fmt.Sprintf("%d %d %d\n", fi.Size(), st.Ino, fi.ModTime().UnixNano()), true
+	return fmt.Sprintf("%d %d %d %d\n", fi.Size(), st.Ino, fi.ModTime().UnixNano(), st.Ctim.Nano()), true
 }
 
 func writeStamp(blob string) error {
@@ -327,6 +330,25 @@ func blobName(key string, want digest.Digest) (string, error) {
 func isRegular(p string) bool {
 	fi, err := os.Lstat(p)
 	return err == nil && fi.Mode().IsRegular()
+}
+
+// staleAfter is how long a temporary file may go unwritten before a later
+// run takes its writer for dead (killed mid-decompression) and removes it.
+// A live writer touches its file continuously.
+const staleAfter = time.Hour
+
+// sweepTemps removes temporary files of the cache's directories that were
+// last written before cutoff: what interrupted writers left, whose names
+// no later call would otherwise look for.
+func sweepTemps(dir string, cutoff time.Time) {
+	for _, pattern := range []string{"*/" + tmpPrefix("*") + "*", "*/*/" + tmpPrefix("*") + "*"} {
+		old, _ := filepath.Glob(filepath.Join(dir, pattern))
+		for _, p := range old {
+			if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.ModTime().Before(cutoff) {
+				os.Remove(p)
+			}
+		}
+	}
 }
 
 func removeStale(dst string) {

@@ -522,3 +522,24 @@ func BenchmarkLoadIndex(b *testing.B) {
 		}
 	}
 }
+
+// Temporaries that no later call would look for (an interrupted
+// decompression of a tarball since changed or removed) are swept once
+// they have gone unwritten for an hour; fresh ones, maybe another
+// process's work in progress, are left alone.
+func TestDecompressSweepsOldTemps(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	dir := filepath.Join(c.Dir, "blobs", "key")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	old := filepath.Join(dir, tmpPrefix("abandoned")+"1")
+	fresh := filepath.Join(dir, tmpPrefix("in-progress")+"2")
+	for _, p := range []string{old, fresh} {
+		require.NoError(t, os.WriteFile(p, []byte("partial"), 0o644))
+	}
+	long := time.Now().Add(-2 * time.Hour)
+	require.NoError(t, os.Chtimes(old, long, long))
+	_, err := c.Decompress("k", digest.FromString("x"), CompressionNone, strings.NewReader("x"))
+	require.NoError(t, err)
+	require.NoFileExists(t, old)
+	require.FileExists(t, fresh)
+}

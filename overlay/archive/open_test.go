@@ -848,3 +848,30 @@ func TestArchOpenManyImagesShortError(t *testing.T) {
 	require.Less(t, len(err.Error()), 2000, err.Error())
 	require.ErrorContains(t, err, "and 4990 more (imgmount inspect lists them all)")
 }
+
+// A layer edited in place, its size and mtime restored, is checked again:
+// the ctime, which nobody can set back, is part of the cache's key.
+func TestArchOpenEditedInPlaceIsVerifiedAgain(t *testing.T) {
+	dir, cache := t.TempDir(), t.TempDir()
+	b := imagetest.Build(t, imagetest.Simple([]string{"a:1"}, tarindex.CompressionNone, tarindex.CompressionNone))
+	p := imagetest.OCI(t, false, b).Write(t, dir, "img.tar")
+	_, err := imagetest.Open(t, p, archive.OpenOptions{CacheDir: cache})
+	require.NoError(t, err)
+
+	fi, err := os.Stat(p)
+	require.NoError(t, err)
+	data, err := os.ReadFile(p)
+	require.NoError(t, err)
+	i := bytes.Index(data, []byte("hello world"))
+	require.Positive(t, i)
+	copy(data[i:], "HELLO WORLD")
+	f, err := os.OpenFile(p, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(data, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	require.NoError(t, os.Chtimes(p, fi.ModTime(), fi.ModTime()))
+
+	_, err = imagetest.Open(t, p, archive.OpenOptions{CacheDir: cache})
+	require.ErrorIs(t, err, archive.ErrDiffIDMismatch)
+}

@@ -74,13 +74,16 @@ func (b blobRef) bytes() []byte { return b.ar.data[b.off : b.off+b.size] }
 func (ar *archive) close() error { return ar.closers.run() }
 
 // fileIdentity names the bytes of a file for cache keys: a different file,
-// or the same file rewritten, gets a different identity.
+// or the same file rewritten, gets a different identity. The ctime is in it
+// because an edit in place that restores the mtime (touch -r, tar -x)
+// still moves the ctime, which no user can set.
 func fileIdentity(abs string, fi os.FileInfo) string {
 	var dev, ino uint64
+	var ctime int64
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		dev, ino = uint64(st.Dev), st.Ino
+		dev, ino, ctime = uint64(st.Dev), st.Ino, st.Ctim.Nano()
 	}
-	return fmt.Sprintf("dev=%d,ino=%d,size=%d,mtime=%d,path=%s", dev, ino, fi.Size(), fi.ModTime().UnixNano(), abs)
+	return fmt.Sprintf("dev=%d,ino=%d,size=%d,mtime=%d,ctime=%d,path=%s", dev, ino, fi.Size(), fi.ModTime().UnixNano(), ctime, abs)
 }
 
 // openArchive maps the tarball at p (decompressing it into the cache first

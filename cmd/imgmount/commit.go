@@ -60,9 +60,7 @@ type commitFlags struct {
 // parseCommit parses the arguments of `imgmount commit`.
 func parseCommit(args []string, getenv env) (*config, error) {
 	cfg := &config{mode: modeCommit, repack: &repackConfig{}}
-	fl := flag.NewFlagSet("imgmount commit", flag.ContinueOnError)
-	fl.SetOutput(io.Discard)
-	fl.Usage = func() {}
+	fl := newFlagSet("imgmount commit")
 	var help bool
 	var output string
 	var cf commitFlags

@@ -27,7 +27,8 @@ const (
 // config is everything the command line says, handed down to the code
 // that mounts, unmounts or inspects. Paths are absolute.
 type config struct {
-	mode mode
+	mode    mode
+	helpFor string // modeHelp: the command whose help to print; "" for all
 
 	image      string // IMAGE: the tarball
 	mountpoint string // MOUNTPOINT (mount and -u)
@@ -52,8 +53,11 @@ type config struct {
 	repack *repackConfig // commit and export (commit.go)
 }
 
-// usageError is a mistake on the command line: exit status 2.
-type usageError struct{ msg string }
+// usageError is a mistake on the command line: exitUsage.
+type usageError struct {
+	msg     string
+	command string // the command whose arguments are wrong; "" for mounting
+}
 
 func (e *usageError) Error() string { return e.msg }
 
@@ -81,68 +85,92 @@ func defaultCacheDir(getenv env) (string, error) {
 	return filepath.Join(home, ".cache", "imgmount"), nil
 }
 
+// commands are the words that start a command other than mounting (the
+// default), each with the parser of the arguments that follow it.
+var commands = map[string]func(args []string, getenv env) (*config, error){
+	"inspect": parseInspect,
+	"commit":  parseCommit,
+	"export":  parseExport,
+}
+
 // parseArgs turns the arguments (without the program name) into a config.
 func parseArgs(args []string, getenv env) (*config, error) {
-	if len(args) > 0 && args[0] == "inspect" {
-		return parseInspect(args[1:], getenv)
+	if len(args) == 0 {
+		return parseMount(args, getenv)
 	}
-	if len(args) > 0 && args[0] == "commit" {
-		return parseCommit(args[1:], getenv)
+	parse, ok := commands[args[0]]
+	if !ok {
+		return parseMount(args, getenv)
 	}
-	if len(args) > 0 && args[0] == "export" {
-		return parseExport(args[1:], getenv)
+	cfg, err := parse(args[1:], getenv)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		ue.command = args[0]
 	}
-	cfg := &config{mode: modeMount}
-	fl := flag.NewFlagSet("imgmount", flag.ContinueOnError)
+	if err == nil && cfg.mode == modeHelp {
+		cfg.helpFor = args[0]
+	}
+	return cfg, err
+}
+
+// newFlagSet is a flag set that prints nothing: parse errors become usage
+// errors, and -h is a flag like the others.
+func newFlagSet(name string) *flag.FlagSet {
+	fl := flag.NewFlagSet(name, flag.ContinueOnError)
 	fl.SetOutput(io.Discard)
 	fl.Usage = func() {}
-	var opts []string
-	var unmount, help, version bool
+	return fl
+}
+
+// mountSwitches are the mount command line's flags that choose what to do
+// rather than set the config.
+type mountSwitches struct {
+	opts                   []string // -o, as given
+	unmount, help, version bool
+}
+
+// mountFlags registers the flags of mounting (and -u, --help, --version).
+func mountFlags(cfg *config, sw *mountSwitches) *flag.FlagSet {
+	fl := newFlagSet("imgmount")
 	fl.StringVar(&cfg.ref, "image", "", "")
 	fl.StringVar(&cfg.platform, "platform", "", "")
 	fl.BoolVar(&cfg.layers, "layers", false, "")
 	fl.StringArrayVar(&cfg.bases, "base", nil, "")
 	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
 	fl.StringVar(&cfg.upper, "upper", "", "")
-	fl.StringArrayVarP(&opts, "options", "o", nil, "")
+	fl.StringArrayVarP(&sw.opts, "options", "o", nil, "")
 	fl.BoolVarP(&cfg.foreground, "foreground", "f", false, "")
 	fl.BoolVarP(&cfg.debug, "debug", "d", false, "")
-	fl.BoolVarP(&unmount, "unmount", "u", false, "")
-	fl.BoolVar(&version, "version", false, "")
-	fl.BoolVarP(&help, "help", "h", false, "")
+	fl.BoolVarP(&sw.unmount, "unmount", "u", false, "")
+	fl.BoolVar(&sw.version, "version", false, "")
+	fl.BoolVarP(&sw.help, "help", "h", false, "")
+	return fl
+}
+
+// parseMount parses a command line that names no command: a mount, -u,
+// --help or --version.
+func parseMount(args []string, getenv env) (*config, error) {
+	cfg := &config{mode: modeMount}
+	var sw mountSwitches
+	fl := mountFlags(cfg, &sw)
 	if err := fl.Parse(args); err != nil {
 		return nil, usagef("%v", err)
 	}
 	pos := fl.Args()
 	switch {
-	case help:
+	case sw.help:
 		cfg.mode = modeHelp
 		return cfg, nil
-	case version:
+	case sw.version:
 		cfg.mode = modeVersion
 		return cfg, nil
-	case unmount:
-		cfg.mode = modeUnmount
-		if len(pos) != 1 {
-			return nil, usagef("-u takes one argument, the mountpoint (imgmount -u MOUNTPOINT)")
-		}
-		mp, err := absPath(pos[0])
-		if err != nil {
-			return nil, err
-		}
-		cfg.mountpoint = mp
-		return cfg, nil
+	case sw.unmount:
+		return cfg.unmountArgs(pos)
 	}
-	switch len(pos) {
-	case 0:
-		return nil, usagef("missing IMAGE and MOUNTPOINT (imgmount [flags] IMAGE MOUNTPOINT)")
-	case 1:
-		return nil, usagef("missing MOUNTPOINT after %s (imgmount [flags] IMAGE MOUNTPOINT)", pos[0])
-	case 2:
-	default:
-		return nil, usagef("too many arguments: %s (imgmount [flags] IMAGE MOUNTPOINT)", strings.Join(pos, " "))
+	if err := cfg.mountArgs(pos); err != nil {
+		return nil, err
 	}
-	for _, o := range opts {
+	for _, o := range sw.opts {
 		if err := cfg.addMountOptions(o); err != nil {
 			return nil, err
 		}
@@ -150,25 +178,12 @@ func parseArgs(args []string, getenv env) (*config, error) {
 	if cfg.debug {
 		cfg.foreground = true
 	}
-	var err error
-	if cfg.image, err = absPath(pos[0]); err != nil {
-		return nil, err
-	}
-	if cfg.mountpoint, err = absPath(pos[1]); err != nil {
-		return nil, err
-	}
 	if cfg.fsName == "" {
 		cfg.fsName = "imgmount:" + cfg.image
 	}
 	if fl.Changed("upper") {
-		if cfg.layers {
-			return nil, usagef("--upper and --layers: the per-layer view is read-only; mount the union to edit")
-		}
-		if cfg.upper, err = absPath(cfg.upper); err != nil {
+		if err := cfg.checkUpper(); err != nil {
 			return nil, err
-		}
-		if cfg.upper == cfg.mountpoint || strings.HasPrefix(cfg.upper, cfg.mountpoint+"/") {
-			return nil, usagef("--upper %s is inside the mountpoint; it must be outside it", cfg.upper)
 		}
 	}
 	if err := cfg.finishCommon(getenv); err != nil {
@@ -177,12 +192,59 @@ func parseArgs(args []string, getenv env) (*config, error) {
 	return cfg, nil
 }
 
+// unmountArgs takes the arguments of imgmount -u: one mountpoint.
+func (cfg *config) unmountArgs(pos []string) (*config, error) {
+	cfg.mode = modeUnmount
+	if len(pos) != 1 {
+		return nil, usagef("-u takes one argument, the mountpoint (imgmount -u MOUNTPOINT)")
+	}
+	mp, err := absPath(pos[0])
+	if err != nil {
+		return nil, err
+	}
+	cfg.mountpoint = mp
+	return cfg, nil
+}
+
+// mountArgs takes the arguments of a mount: IMAGE and MOUNTPOINT.
+func (cfg *config) mountArgs(pos []string) error {
+	switch len(pos) {
+	case 0:
+		return usagef("missing IMAGE and MOUNTPOINT (imgmount [flags] IMAGE MOUNTPOINT)")
+	case 1:
+		return usagef("missing MOUNTPOINT after %s (imgmount [flags] IMAGE MOUNTPOINT)", pos[0])
+	case 2:
+	default:
+		return usagef("too many arguments: %s (imgmount [flags] IMAGE MOUNTPOINT)", strings.Join(pos, " "))
+	}
+	var err error
+	if cfg.image, err = absPath(pos[0]); err != nil {
+		return err
+	}
+	cfg.mountpoint, err = absPath(pos[1])
+	return err
+}
+
+// checkUpper checks and completes --upper for a mount: a writable union,
+// its directory outside the mountpoint.
+func (cfg *config) checkUpper() error {
+	if cfg.layers {
+		return usagef("--upper and --layers: the per-layer view is read-only; mount the union to edit")
+	}
+	var err error
+	if cfg.upper, err = absPath(cfg.upper); err != nil {
+		return err
+	}
+	if cfg.upper == cfg.mountpoint || strings.HasPrefix(cfg.upper, cfg.mountpoint+"/") {
+		return usagef("--upper %s is inside the mountpoint; it must be outside it", cfg.upper)
+	}
+	return nil
+}
+
 // parseInspect parses the arguments of `imgmount inspect`.
 func parseInspect(args []string, getenv env) (*config, error) {
 	cfg := &config{mode: modeInspect}
-	fl := flag.NewFlagSet("imgmount inspect", flag.ContinueOnError)
-	fl.SetOutput(io.Discard)
-	fl.Usage = func() {}
+	fl := newFlagSet("imgmount inspect")
 	var help bool
 	fl.StringVar(&cfg.ref, "image", "", "")
 	fl.StringVar(&cfg.platform, "platform", "", "")

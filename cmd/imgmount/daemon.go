@@ -25,12 +25,13 @@ import (
 //	progress: <text>   long work under way (the parent shows it on a terminal)
 //	ok                 the mount is ready; the child closes the pipe and
 //	                   moves its stderr to /dev/null
-//	error: <text>      the mount failed (text to EOF); the child exits 1
+//	error: <text>      the mount failed (text to EOF); the child exits with
+//	                   the error's status (exitStatus)
 //
-// The parent exits 0 on ok and 1 on an error or when the pipe closes
-// without either (the child died). SIGINT and SIGTERM to the parent while
-// it waits are passed on to the child, which gives up without leaving a
-// mount.
+// The parent exits 0 on ok, with the child's status on an error, and 1
+// when the pipe closes without either (the child died). SIGINT and SIGTERM
+// to the parent while it waits are passed on to the child, which gives up
+// without leaving a mount.
 const (
 	childEnv     = "IMGMOUNT_DAEMON_CHILD"
 	statusFD     = 3
@@ -106,16 +107,25 @@ func daemonize(args []string, stderr io.Writer) int {
 	case statusOK:
 		// The child serves on; it is not ours to wait for.
 		_ = cmd.Process.Release()
-		return 0
+		return exitOK
 	case statusError:
-		_ = cmd.Wait()
-		return fail(stderr, errors.New(msg))
+		return fail(stderr, withStatus(childExitStatus(cmd.Wait()), errors.New(msg)))
 	}
 	werr := cmd.Wait()
 	if werr == nil {
 		werr = errors.New("exit status 0")
 	}
 	return fail(stderr, fmt.Errorf("the background process ended without mounting (%v); run with -f to see what happens", werr))
+}
+
+// childExitStatus is the exit status of a child that reported an error:
+// exitError if it did not exit with a status of its own.
+func childExitStatus(waitErr error) int {
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) && ee.ExitCode() > 0 {
+		return ee.ExitCode()
+	}
+	return exitError
 }
 
 type childStatus int
@@ -180,6 +190,7 @@ func (p *pipeReporter) ready() {
 	p.closeLocked()
 }
 
+// fatal reports the error that ends the child; it exits next.
 func (p *pipeReporter) fatal(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -207,7 +218,7 @@ func runDaemonChild(cfg *config) int {
 	_ = os.Chdir("/")
 	if err := runMount(cfg, rep); err != nil {
 		rep.fatal(err)
-		return 1
+		return exitStatus(err)
 	}
-	return 0
+	return exitOK
 }

@@ -12,15 +12,12 @@ import (
 	"syscall"
 
 	"github.com/imgmount/imgmount/overlay/repack"
-	flag "github.com/spf13/pflag"
 )
 
 // parseExport parses the arguments of `imgmount export`.
 func parseExport(args []string, getenv env) (*config, error) {
 	cfg := &config{mode: modeExport, repack: &repackConfig{}}
-	fl := flag.NewFlagSet("imgmount export", flag.ContinueOnError)
-	fl.SetOutput(io.Discard)
-	fl.Usage = func() {}
+	fl := newFlagSet("imgmount export")
 	var help bool
 	var output string
 	commonRepackFlags(fl, cfg, &output, &help)
@@ -80,7 +77,7 @@ type repackRun struct {
 }
 
 // newRepackRun starts a run. From here on SIGINT, SIGTERM and SIGHUP end
-// it with status 1, removing whatever output it has begun; call end when
+// it with exitError, removing whatever output it has begun; call end when
 // the run is over.
 func newRepackRun(stderr io.Writer) *repackRun {
 	r := &repackRun{stderr: stderr, tty: isTerminal(stderr)}
@@ -112,7 +109,7 @@ func (r *repackRun) interrupted(s os.Signal) {
 		os.RemoveAll(o.dir)
 		fmt.Fprintf(r.stderr, "imgmount: interrupted by %s; %s was not written\n", sigName(s), o.final)
 	}
-	os.Exit(1)
+	os.Exit(exitError)
 }
 
 // end stops watching signals.

@@ -7,153 +7,150 @@ import (
 	"strings"
 )
 
-const helpText = `imgmount mounts a container image tarball, as docker save, podman save,
+// The help is made of sections, each written once: `imgmount --help`
+// prints the overview (all of them), `imgmount COMMAND --help` the
+// sections of one command. {{platform}} and {{cache}} stand for this
+// machine's defaults.
+
+const helpIntro = `imgmount mounts a container image tarball, as docker save, podman save,
 skopeo or buildah write it, as a FUSE filesystem without extracting it. The
 layers are stacked as a container runtime would (whiteouts, opaque
 directories), so the mount shows the image's root filesystem. It is
 read-only unless --upper names a directory to hold the changes; the tarball
 itself is never written.
+`
 
-Usage:
-  imgmount [flags] IMAGE MOUNTPOINT   mount IMAGE on MOUNTPOINT (an existing
-                                      directory); returns once it is ready
-  imgmount -u MOUNTPOINT              unmount
-  imgmount inspect [flags] IMAGE      describe the tarball: its images, the
-                                      config and the layers
-  imgmount commit [flags] IMAGE|MOUNTPOINT -o OUT.tar
-                                      write a new image tarball: IMAGE's
-                                      layers plus one made of the changes
-  imgmount export [flags] IMAGE|MOUNTPOINT -o OUT.tar
-                                      write the root filesystem (changes
-                                      included) as one plain tar
-  imgmount --version | --help
-
-IMAGE is a tarball from docker save (any Docker version), an OCI archive
+const helpImage = `IMAGE is a tarball from docker save (any Docker version), an OCI archive
 (skopeo copy oci-archive:, podman save --format oci-archive, buildah push
 oci-archive:), or either of them gzipped as a whole; layers may be
 uncompressed, gzip or zstd.
+`
 
-Flags for mounting:
-      --image REF         the image to use when the tarball holds several: a
-                          tag (name:tag; name alone means name:latest) or a
-                          digest of the manifest or config (sha256:..., or a
-                          unique prefix of at least 4 hex digits)
-      --platform OS/ARCH[/VARIANT]
-                          the platform of a multi-platform image, e.g.
-                          linux/arm64 or linux/arm/v7 (default: the host's,
-                          %s)
-      --layers            show one directory per layer instead of the union,
-                          named NN-<first 12 hex digits of the diff_id>, each
-                          with the layer's entries as stored (whiteout files
-                          .wh.* included)
-      --base BASE.tar     a tarball that supplies layers IMAGE leaves out (a
-                          "thin" tarball); repeatable
-      --upper DIR         mount read-write: every change goes to DIR (created
-                          if missing), an OCI layer directory (deletions as
-                          .wh.NAME files); mounting again with the same DIR
-                          shows the changes again. Names starting with .wh.
-                          are refused. Without root, owners and modes you
-                          cannot give are kept in the xattr
-                          user.imgmount.stat and shown as asked, and you may
-                          change everything in the mount
-      --cache-dir DIR     where saved indexes and decompressed layers are kept
-                          (default $XDG_CACHE_HOME/imgmount, else
-                          ~/.cache/imgmount; here: %s)
-  -o OPT[,OPT...]         mount options, repeatable:
-                            allow_other  let other users in (a user other than
-                                         root needs user_allow_other in
-                                         /etc/fuse.conf)
-                            allow_root   let root in besides you
-                            fsname=NAME  the source mount(8) and df show
-                                         (default imgmount:IMAGE)
-                            suid, dev    honour setuid bits and device nodes
-                                         (default: nosuid,nodev)
-                            debug        same as -d
-                            noprefetch   never push file content into the
-                                         page cache before it is read (see
-                                         Reading below)
-                            ro, rw       accepted where they agree with
-                                         --upper (rw needs it)
-                          anything else goes to the kernel (or fusermount3)
-                          as it is, e.g. -o noatime
-  -f, --foreground        stay in the foreground and serve until unmounted,
-                          Ctrl-C or SIGTERM (which unmount)
-  -d, --debug             print every FUSE request on stderr (implies -f)
-  -u, --unmount           unmount MOUNTPOINT (umount as root, else
-                          fusermount3 -u); fails while the mount is busy
-      --version           print the version and exit
-  -h, --help              print this help and exit
+// helpMountNotes close the overview: how a mount behaves.
+const helpMountNotes = `Running: without -f, imgmount starts a background process that serves the
+mount and returns once the mount is ready (or prints why it failed, leaving
+nothing mounted). The mount is nosuid and nodev, read-only without --upper,
+and the kernel checks permissions against the owners and modes stored in the
+image (for a writable mount without root: against yours); only you can enter
+it unless -o allow_other is given.
 
-Flags for inspect:
-      --json              print one JSON object (a stable interface: fields
-                          are only ever added)
-      --image REF, --platform OS/ARCH[/VARIANT], --base BASE.tar,
-      --cache-dir DIR     as for mounting
+Reading: a read-only mount hands content to the kernel before it is asked
+for, so that reads are served from the page cache: the first read of a
+small file in a directory brings the directory's other small files (up to
+1 MiB each, 32 MiB per directory), and reads that jump around a big file
+bring the whole file (up to an eighth of RAM). Listing directories brings
+nothing. -o noprefetch turns this off.
 
-Commit: IMAGE's layers are copied byte for byte, as stored (compressed or
-not), and the upper directory becomes one new layer (whiteouts, opaque
-directories, hardlinks, xattrs; owners and modes as user.imgmount.stat
-gives them). The config gets the layer's diff_id, a history entry and the
-edits asked for; created is now, or SOURCE_DATE_EPOCH if set. An upper
-directory with no entries (or none given) adds no layer: the history entry
-is then marked empty_layer. With MOUNTPOINT, a writable imgmount mount, the
-mount says which image and upper directory; its pending writes are flushed
-first (stop writing to it while it commits). The image ID (the config's
-digest) is printed on stdout.
-Flags for commit:
-  -o, --output OUT.tar    the tarball to write (- for stdout); written under
-                          a temporary name and renamed when complete, so an
-                          interrupted or failed commit leaves nothing
-      --upper DIR         the upper directory holding the changes (with
-                          IMAGE; a MOUNTPOINT names its own)
-  -t, --tag NAME[:TAG]    the new image's tag (NAME alone means NAME:latest);
-                          repeatable (default: the image's own tags)
-  -m, --message TEXT      the history entry's comment
-      --format docker|oci the layout to write (default: both in one tarball,
-                          as Docker 25+ saves: oci-layout, index.json and
-                          blobs/sha256/ plus manifest.json pointing at the
-                          same blobs, which docker load, podman load, skopeo
-                          and umoci all read); docker: manifest.json and the
-                          blobs; oci: the OCI layout only
-      --compress none|gzip|zstd
-                          the new layer's compression (default none: imgmount
-                          mounts uncompressed layers in place, without a
-                          decompressed copy in the cache)
-      --squash            one layer holding the whole root filesystem,
-                          changes included; the runtime config is kept
-                          (Env, Cmd, Entrypoint, WorkingDir, User, Labels,
-                          ExposedPorts, Volumes, StopSignal...), the history
-                          is one entry
-      --thin-from BASE.tar
-                          leave out the layer blobs BASE.tar holds (any image
-                          in it), keeping them in the manifest and config:
-                          mount the result with --base BASE.tar; repeatable
-      --env KEY=VALUE     set an environment variable (replacing KEY where it
-                          stands); repeatable
-      --entrypoint CMD, --cmd CMD
-                          set the entrypoint or command: a JSON array
-                          (["/app/run", "--fast"]) as it is, any other text
-                          run by the image's shell (its config Shell, else
-                          /bin/sh -c), "" to clear it; as in a Dockerfile, a
-                          new entrypoint clears the command unless --cmd is
-                          given too
-      --workdir DIR       set the working directory (absolute)
-      --user USER[:GROUP] set the user
-      --label KEY=VALUE   set a label; repeatable
-      --image REF, --platform OS/ARCH[/VARIANT], --base BASE.tar,
-      --cache-dir DIR     as for mounting (with IMAGE only)
+Cache: the first mount of a tarball indexes every layer, and decompresses
+each gzip or zstd layer once into a file checked against the layer's
+diff_id; both are kept in the cache directory, so later mounts of the same
+tarball start at once. A saved index whose tarball changed is rebuilt, never
+trusted. The cache may be deleted whenever nothing is mounted from it.
 
-Export writes what docker export gives: the union of the layers (and of
-the upper directory, if any) as one plain tar, hardlinks kept, sparse files
-written in full.
-Flags for export:
-  -o, --output OUT.tar    the tar to write; - for stdout
-      --upper DIR, --image REF, --platform OS/ARCH[/VARIANT],
-      --base BASE.tar, --cache-dir DIR
-                          as for commit
+Unmounting: imgmount -u MOUNTPOINT, fusermount3 -u MOUNTPOINT, or umount as
+root; the background process exits when its mount goes away. An unmount
+fails while a process has its working directory or open files in the mount.
+`
 
-Examples:
-  # Mount the image's root filesystem, look around, unmount.
+// helpFlag is one flag of the help: its name column and its description,
+// which starts at column helpFlagCol; lines of text after the first may be
+// indented further (as -o's table is).
+type helpFlag struct {
+	name string // as printed: "--image REF", "-o, --output OUT.tar"
+	text string
+}
+
+const helpFlagCol = 26
+
+// Flags that several commands share, described once.
+var (
+	flagImage = helpFlag{"--image REF", `the image to use when the tarball holds several: a
+tag (name:tag; name alone means name:latest) or a
+digest of the manifest or config (sha256:..., or a
+unique prefix of at least 4 hex digits)`}
+	flagPlatform = helpFlag{"--platform OS/ARCH[/VARIANT]", `the platform of a multi-platform image, e.g.
+linux/arm64 or linux/arm/v7 (default: the host's,
+{{platform}})`}
+	flagBase = helpFlag{"--base BASE.tar", `a tarball that supplies layers IMAGE leaves out (a
+"thin" tarball); repeatable`}
+	flagCacheDir = helpFlag{"--cache-dir DIR", `where saved indexes and decompressed layers are kept
+(default $XDG_CACHE_HOME/imgmount, else
+~/.cache/imgmount; here: {{cache}})`}
+	flagUpperCommit = helpFlag{"--upper DIR", `the upper directory holding the changes (with
+IMAGE; a MOUNTPOINT names its own)`}
+	flagHelp = helpFlag{"-h, --help", "print this help and exit"}
+)
+
+// helpCommand is the help of one command.
+type helpCommand struct {
+	name  string // the word after imgmount; "" for mounting, the default
+	title string // in the overview's "Flags for TITLE:"
+	usage string // its lines of the Usage block
+	// about comes before its flags: what it does, if usage does not say
+	// enough.
+	about string
+	flags []helpFlag // its own flags
+	// shared are flags that an earlier command describes: the overview
+	// only names them, followed by sharedAs; a command's own help gives
+	// them in full.
+	shared   []helpFlag
+	sharedAs string
+	examples string
+}
+
+// helpCommands are the commands in the order of the overview: mounting
+// first, then every word of commands.
+var helpCommands = []*helpCommand{
+	{
+		name:  "",
+		title: "mounting",
+		usage: `  imgmount [flags] IMAGE MOUNTPOINT   mount IMAGE on MOUNTPOINT (an existing
+                                      directory); returns once it is ready
+  imgmount -u MOUNTPOINT              unmount
+`,
+		flags: []helpFlag{
+			flagImage,
+			flagPlatform,
+			{"--layers", `show one directory per layer instead of the union,
+named NN-<first 12 hex digits of the diff_id>, each
+with the layer's entries as stored (whiteout files
+.wh.* included)`},
+			flagBase,
+			{"--upper DIR", `mount read-write: every change goes to DIR (created
+if missing), an OCI layer directory (deletions as
+.wh.NAME files); mounting again with the same DIR
+shows the changes again. Names starting with .wh.
+are refused. Without root, owners and modes you
+cannot give are kept in the xattr
+user.imgmount.stat and shown as asked, and you may
+change everything in the mount`},
+			flagCacheDir,
+			{"-o OPT[,OPT...]", `mount options, repeatable:
+  allow_other  let other users in (a user other than
+               root needs user_allow_other in
+               /etc/fuse.conf)
+  allow_root   let root in besides you
+  fsname=NAME  the source mount(8) and df show
+               (default imgmount:IMAGE)
+  suid, dev    honour setuid bits and device nodes
+               (default: nosuid,nodev)
+  debug        same as -d
+  noprefetch   never push file content into the
+               page cache before it is read (see
+               Reading below)
+  ro, rw       accepted where they agree with
+               --upper (rw needs it)
+anything else goes to the kernel (or fusermount3)
+as it is, e.g. -o noatime`},
+			{"-f, --foreground", `stay in the foreground and serve until unmounted,
+Ctrl-C or SIGTERM (which unmount)`},
+			{"-d, --debug", "print every FUSE request on stderr (implies -f)"},
+			{"-u, --unmount", `unmount MOUNTPOINT (umount as root, else
+fusermount3 -u); fails while the mount is busy`},
+			{"--version", "print the version and exit"},
+			flagHelp,
+		},
+		examples: `  # Mount the image's root filesystem, look around, unmount.
   imgmount app.tar /mnt/app
   ls /mnt/app; sudo chroot /mnt/app /bin/sh
   imgmount -u /mnt/app
@@ -184,8 +181,83 @@ Examples:
 
   # A gzipped docker save works as it is.
   docker save myapp | gzip > app.tar.gz && imgmount app.tar.gz /mnt/app
-
-  # Turn the edits into a new image, and load it.
+`,
+	},
+	{
+		name:  "inspect",
+		title: "inspect",
+		usage: `  imgmount inspect [flags] IMAGE      describe the tarball: its images, the
+                                      config and the layers
+`,
+		flags: []helpFlag{
+			{"--json", `print one JSON object (a stable interface: fields
+are only ever added)`},
+		},
+		shared:   []helpFlag{flagImage, flagPlatform, flagBase, flagCacheDir},
+		sharedAs: "as for mounting",
+		examples: `  # What is in the tarball: images, config, layers; as JSON for scripts.
+  imgmount inspect app.tar
+  imgmount inspect --json app.tar | jq -r '.layers[].diff_id'
+`,
+	},
+	{
+		name:  "commit",
+		title: "commit",
+		usage: `  imgmount commit [flags] IMAGE|MOUNTPOINT -o OUT.tar
+                                      write a new image tarball: IMAGE's
+                                      layers plus one made of the changes
+`,
+		about: `Commit: IMAGE's layers are copied byte for byte, as stored (compressed or
+not), and the upper directory becomes one new layer (whiteouts, opaque
+directories, hardlinks, xattrs; owners and modes as user.imgmount.stat
+gives them). The config gets the layer's diff_id, a history entry and the
+edits asked for; created is now, or SOURCE_DATE_EPOCH if set. An upper
+directory with no entries (or none given) adds no layer: the history entry
+is then marked empty_layer. With MOUNTPOINT, a writable imgmount mount, the
+mount says which image and upper directory; its pending writes are flushed
+first (stop writing to it while it commits). The image ID (the config's
+digest) is printed on stdout.
+`,
+		flags: []helpFlag{
+			{"-o, --output OUT.tar", `the tarball to write (- for stdout); written under
+a temporary name and renamed when complete, so an
+interrupted or failed commit leaves nothing`},
+			flagUpperCommit,
+			{"-t, --tag NAME[:TAG]", `the new image's tag (NAME alone means NAME:latest);
+repeatable (default: the image's own tags)`},
+			{"-m, --message TEXT", "the history entry's comment"},
+			{"--format docker|oci", `the layout to write (default: both in one tarball,
+as Docker 25+ saves: oci-layout, index.json and
+blobs/sha256/ plus manifest.json pointing at the
+same blobs, which docker load, podman load, skopeo
+and umoci all read); docker: manifest.json and the
+blobs; oci: the OCI layout only`},
+			{"--compress none|gzip|zstd", `the new layer's compression (default none: imgmount
+mounts uncompressed layers in place, without a
+decompressed copy in the cache)`},
+			{"--squash", `one layer holding the whole root filesystem,
+changes included; the runtime config is kept
+(Env, Cmd, Entrypoint, WorkingDir, User, Labels,
+ExposedPorts, Volumes, StopSignal...), the history
+is one entry`},
+			{"--thin-from BASE.tar", `leave out the layer blobs BASE.tar holds (any image
+in it), keeping them in the manifest and config:
+mount the result with --base BASE.tar; repeatable`},
+			{"--env KEY=VALUE", `set an environment variable (replacing KEY where it
+stands); repeatable`},
+			{"--entrypoint CMD, --cmd CMD", `set the entrypoint or command: a JSON array
+(["/app/run", "--fast"]) as it is, any other text
+run by the image's shell (its config Shell, else
+/bin/sh -c), "" to clear it; as in a Dockerfile, a
+new entrypoint clears the command unless --cmd is
+given too`},
+			{"--workdir DIR", "set the working directory (absolute)"},
+			{"--user USER[:GROUP]", "set the user"},
+			{"--label KEY=VALUE", "set a label; repeatable"},
+		},
+		shared:   []helpFlag{flagImage, flagPlatform, flagBase, flagCacheDir},
+		sharedAs: "as for mounting (with IMAGE only)",
+		examples: `  # Turn the edits into a new image, and load it.
   imgmount commit app.tar --upper ./edits -t myapp:edited -o new.tar
   docker load -i new.tar
   # ...or commit the live mount, gzip the new layer, set the command.
@@ -193,47 +265,185 @@ Examples:
   # A one-layer image; a tarball of only the new layer's blob.
   imgmount commit app.tar --upper ./edits --squash -o flat.tar
   imgmount commit app.tar --upper ./edits --thin-from app.tar -o thin.tar
-
-  # The root filesystem as a tar, changes included.
+`,
+	},
+	{
+		name:  "export",
+		title: "export",
+		usage: `  imgmount export [flags] IMAGE|MOUNTPOINT -o OUT.tar
+                                      write the root filesystem (changes
+                                      included) as one plain tar
+`,
+		about: `Export writes what docker export gives: the union of the layers (and of
+the upper directory, if any) as one plain tar, hardlinks kept, sparse files
+written in full.
+`,
+		flags: []helpFlag{
+			{"-o, --output OUT.tar", "the tar to write; - for stdout"},
+		},
+		shared:   []helpFlag{flagUpperCommit, flagImage, flagPlatform, flagBase, flagCacheDir},
+		sharedAs: "as for commit",
+		examples: `  # The root filesystem as a tar, changes included.
   imgmount export app.tar --upper ./edits -o - | tar -tv
+`,
+	},
+}
 
-  # What is in the tarball: images, config, layers; as JSON for scripts.
-  imgmount inspect app.tar
-  imgmount inspect --json app.tar | jq -r '.layers[].diff_id'
-
-Running: without -f, imgmount starts a background process that serves the
-mount and returns once the mount is ready (or prints why it failed, leaving
-nothing mounted). The mount is nosuid and nodev, read-only without --upper,
-and the kernel checks permissions against the owners and modes stored in the
-image (for a writable mount without root: against yours); only you can enter
-it unless -o allow_other is given.
-
-Reading: a read-only mount hands content to the kernel before it is asked
-for, so that reads are served from the page cache: the first read of a
-small file in a directory brings the directory's other small files (up to
-1 MiB each, 32 MiB per directory), and reads that jump around a big file
-bring the whole file (up to an eighth of RAM). Listing directories brings
-nothing. -o noprefetch turns this off.
-
-Cache: the first mount of a tarball indexes every layer, and decompresses
-each gzip or zstd layer once into a file checked against the layer's
-diff_id; both are kept in the cache directory, so later mounts of the same
-tarball start at once. A saved index whose tarball changed is rebuilt, never
-trusted. The cache may be deleted whenever nothing is mounted from it.
-
-Unmounting: imgmount -u MOUNTPOINT, fusermount3 -u MOUNTPOINT, or umount as
-root; the background process exits when its mount goes away. An unmount
-fails while a process has its working directory or open files in the mount.
-
-Exit status: 0 on success, 1 on an error, 2 on a command-line mistake.
+// helpUsageTail ends the overview's Usage block.
+const helpUsageTail = `  imgmount COMMAND --help             the help of one command: inspect,
+                                      commit or export
+  imgmount --version | --help
 `
 
-// printHelp writes the help text, with this machine's defaults filled in.
-func printHelp(w io.Writer, getenv env) {
+// findHelpCommand gives the help of the command name ("" for mounting),
+// nil if there is none.
+func findHelpCommand(name string) *helpCommand {
+	for _, c := range helpCommands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// helpCommandLine is how to ask for the help of command ("" for the
+// overview).
+func helpCommandLine(command string) string {
+	if command == "" || findHelpCommand(command) == nil {
+		return "imgmount --help"
+	}
+	return "imgmount " + command + " --help"
+}
+
+// printHelp writes the help of command, or the overview for "" (or a
+// command without help of its own), with this machine's defaults filled
+// in.
+func printHelp(w io.Writer, getenv env, command string) {
+	var text string
+	if c := findHelpCommand(command); c != nil && c.name != "" {
+		text = c.help()
+	} else {
+		text = helpOverview()
+	}
 	cache, err := defaultCacheDir(getenv)
 	if err != nil {
 		cache = "none: set --cache-dir"
 	}
-	text := fmt.Sprintf(helpText, runtime.GOOS+"/"+runtime.GOARCH, cache)
-	_, _ = io.WriteString(w, strings.TrimLeft(text, "\n"))
+	r := strings.NewReplacer("{{platform}}", runtime.GOOS+"/"+runtime.GOARCH, "{{cache}}", cache)
+	_, _ = io.WriteString(w, r.Replace(text))
+}
+
+// helpOverview is `imgmount --help`: every section.
+func helpOverview() string {
+	var b strings.Builder
+	b.WriteString(helpIntro)
+	b.WriteString("\nUsage:\n")
+	for _, c := range helpCommands {
+		b.WriteString(c.usage)
+	}
+	b.WriteString(helpUsageTail)
+	b.WriteString("\n" + helpImage)
+	for _, c := range helpCommands {
+		b.WriteString("\n")
+		if c.about != "" {
+			b.WriteString(c.about + "\n")
+		}
+		fmt.Fprintf(&b, "Flags for %s:\n", c.title)
+		for _, f := range c.flags {
+			f.write(&b)
+		}
+		writeFlagRefs(&b, c.shared, c.sharedAs)
+	}
+	b.WriteString("\nExamples:\n")
+	for i, c := range helpCommands {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString(c.examples)
+	}
+	b.WriteString("\n" + helpMountNotes)
+	b.WriteString("\n" + helpExitStatus())
+	return b.String()
+}
+
+// help is `imgmount COMMAND --help`: the command's sections only, its
+// shared flags in full.
+func (c *helpCommand) help() string {
+	var b strings.Builder
+	b.WriteString("Usage:\n" + c.usage)
+	if c.about != "" {
+		b.WriteString("\n" + c.about)
+	}
+	b.WriteString("\n" + helpImage)
+	b.WriteString("\nFlags:\n")
+	for _, f := range c.flags {
+		f.write(&b)
+	}
+	for _, f := range c.shared {
+		f.write(&b)
+	}
+	flagHelp.write(&b)
+	b.WriteString("\nExamples:\n" + c.examples)
+	b.WriteString("\n" + helpExitStatus())
+	b.WriteString("\n'imgmount --help' describes mounting, the cache and every command.\n")
+	return b.String()
+}
+
+// write writes the flag: its name from column 2 (6 for a long flag
+// alone), its text from column helpFlagCol, on the same line if the name
+// leaves room.
+func (f helpFlag) write(b *strings.Builder) {
+	name := "  " + f.name
+	if strings.HasPrefix(f.name, "--") {
+		name = "      " + f.name
+	}
+	lines := strings.Split(f.text, "\n")
+	if len(name) < helpFlagCol {
+		b.WriteString(name + strings.Repeat(" ", helpFlagCol-len(name)) + lines[0] + "\n")
+		lines = lines[1:]
+	} else {
+		b.WriteString(name + "\n")
+	}
+	for _, l := range lines {
+		b.WriteString(strings.Repeat(" ", helpFlagCol) + l + "\n")
+	}
+}
+
+// writeFlagRefs names flags described elsewhere, wrapped at 80 columns,
+// followed by as ("as for mounting").
+func writeFlagRefs(b *strings.Builder, flags []helpFlag, as string) {
+	if len(flags) == 0 {
+		return
+	}
+	const indent = "      "
+	line := indent
+	for i, f := range flags {
+		word := f.name
+		if i < len(flags)-1 {
+			word += ","
+		}
+		if line != indent && len(line)+1+len(word) > 80 {
+			b.WriteString(line + "\n")
+			line = indent
+		}
+		if line != indent {
+			line += " "
+		}
+		line += word
+	}
+	if len(line) < helpFlagCol {
+		b.WriteString(line + strings.Repeat(" ", helpFlagCol-len(line)) + as + "\n")
+		return
+	}
+	b.WriteString(line + "\n" + strings.Repeat(" ", helpFlagCol) + as + "\n")
+}
+
+// helpExitStatus is the table of exitStatuses.
+func helpExitStatus() string {
+	var b strings.Builder
+	b.WriteString("Exit status:\n")
+	for _, s := range exitStatuses {
+		fmt.Fprintf(&b, "  %d  %s\n", s.status, strings.ReplaceAll(s.text, "\n", "\n     "))
+	}
+	return b.String()
 }

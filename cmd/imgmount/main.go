@@ -1,11 +1,20 @@
-// Command imgmount mounts a container image tarball as a read-only FUSE
-// filesystem without extracting it.
+// Command imgmount mounts a container image tarball (docker save, OCI
+// archive) as a FUSE filesystem without extracting it: read-only, or
+// writable with --upper DIR, which keeps the changes as an OCI layer
+// directory and never writes the tarball. It also describes a tarball,
+// turns the changes into a new image, and exports the root filesystem.
 //
-//	imgmount [flags] IMAGE MOUNTPOINT
-//	imgmount -u MOUNTPOINT
-//	imgmount inspect [--json] IMAGE
+//	imgmount [flags] IMAGE MOUNTPOINT      mount (writable with --upper DIR)
+//	imgmount -u MOUNTPOINT                 unmount
+//	imgmount inspect [flags] IMAGE         the images, config and layers
+//	imgmount commit [flags] IMAGE|MOUNTPOINT -o OUT.tar
+//	                                       a new image: the layers plus one
+//	                                       made of the changes
+//	imgmount export [flags] IMAGE|MOUNTPOINT -o OUT.tar
+//	                                       the root filesystem as one tar
 //
-// See `imgmount --help`.
+// See `imgmount --help` and `imgmount COMMAND --help`; exitcodes.go lists
+// the exit statuses.
 package main
 
 import (
@@ -33,11 +42,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch cfg.mode {
 	case modeHelp:
-		printHelp(stdout, os.Getenv)
-		return 0
+		printHelp(stdout, os.Getenv, cfg.helpFor)
+		return exitOK
 	case modeVersion:
 		fmt.Fprintf(stdout, "imgmount %s\n", version)
-		return 0
+		return exitOK
 	case modeUnmount:
 		return fail(stderr, runUnmount(cfg.mountpoint))
 	case modeInspect:
@@ -56,19 +65,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return fail(stderr, runMount(cfg, &foregroundReporter{stderr: stderr, tty: isTerminal(stderr)}))
 }
 
-// fail prints err as imgmount's error message and gives the exit status:
-// 0 for no error, 2 for a usage error, 1 otherwise.
+// fail prints err as imgmount's error message, with a pointer to the help
+// after a usage error, and gives the exit status (exitStatus).
 func fail(stderr io.Writer, err error) int {
 	if err == nil {
-		return 0
+		return exitOK
 	}
 	fmt.Fprintf(stderr, "imgmount: %s\n", strings.TrimRight(err.Error(), "\n"))
 	var ue *usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintln(stderr, "Try 'imgmount --help' for more information.")
-		return 2
+		fmt.Fprintf(stderr, "Try '%s' for more information.\n", helpCommandLine(ue.command))
 	}
-	return 1
+	return exitStatus(err)
 }
 
 // isTerminal tells whether w is a terminal.

@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
-	"sync"
 	"syscall"
 	"time"
 
@@ -19,15 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reporter is how runMount tells its caller about progress, readiness and
-// failure: on stderr in the foreground, through the status pipe in the
-// daemon child.
+// reporter is how runMount tells its caller about progress and readiness:
+// on stderr in the foreground, through the status pipe in the daemon
+// child. runMount's error goes to its caller.
 type reporter interface {
 	progress(msg string)
 	// ready says the mount is up. Called at most once.
 	ready()
-	// fatal reports err and is followed by the exit of the process.
-	fatal(err error)
 	// notice reports something the user should know while serving (an
 	// unmount that failed). The daemon child, detached, drops it.
 	notice(msg string)
@@ -44,88 +41,41 @@ func (r *foregroundReporter) progress(msg string) {
 	}
 }
 func (r *foregroundReporter) ready()            {}
-func (r *foregroundReporter) fatal(err error)   { fail(r.stderr, err) }
 func (r *foregroundReporter) notice(msg string) { fmt.Fprintf(r.stderr, "imgmount: %s\n", msg) }
 
 // runMount opens the image, builds the tree, mounts it and serves until
 // it is unmounted (imgmount -u, fusermount3 -u, umount) or a signal
 // (SIGINT, SIGTERM, SIGHUP) asks it to unmount. Nothing is left mounted
 // when it fails. The process must not touch the mountpoint once mounted.
+//
+// Signals: before the mount starts, a signal makes runMount return at
+// once with an error saying nothing was mounted (opening a large image
+// can take minutes); from the moment the mount starts, signals ask the
+// serving loop to unmount. Either way runMount returns through its
+// deferred cleanup: the upper directory and the image are closed.
 func runMount(cfg *config, rep reporter) error {
-	// Signals: before the mount exists there is nothing to clean up, so a
-	// signal ends the process at once (opening a large image can take
-	// minutes). From the moment the mount starts, signals ask the serving
-	// loop to unmount.
-	var mu sync.Mutex
-	mounting := false
 	sigc := make(chan os.Signal, 4)
-	stop := make(chan os.Signal, 4)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigc)
-	go func() {
-		for s := range sigc {
-			mu.Lock()
-			if !mounting {
-				rep.fatal(fmt.Errorf("interrupted by %s before mounting; nothing was mounted", sigName(s)))
-				os.Exit(1)
-			}
-			mu.Unlock()
-			stop <- s
-		}
-	}()
 
-	// Fail fast on a bad mountpoint, before the image's long work.
-	if _, err := checkMountpoint(cfg.mountpoint); err != nil {
-		return err
-	}
-	img, err := archive.Open(cfg.image, archive.OpenOptions{
-		Image:    cfg.ref,
-		Platform: cfg.platform,
-		CacheDir: cfg.cacheDir,
-		Bases:    cfg.bases,
-		Progress: rep.progress,
-	})
+	src, err := unlessSignalled(sigc, func() (*mountSource, error) { return prepareMount(cfg, rep) })
 	if err != nil {
 		return err
 	}
-	defer img.Close()
-	var tree *union.Tree
-	if cfg.layers {
-		tree, err = union.BuildLayersView(img)
-	} else {
-		tree, err = union.BuildUnion(img)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.image, err)
-	}
-	var view *cow.View
-	if cfg.upper != "" {
-		if view, err = cow.New(tree, cfg.upper); err != nil {
-			return err
-		}
-		defer view.Close()
-		if view.Rebased {
-			rep.progress(fmt.Sprintf("%s holds edits made over other layers than %s's; they now apply over these", cfg.upper, cfg.image))
-		}
+	defer src.close()
+	select {
+	case s := <-sigc:
+		return interruptedBeforeMount(s)
+	default:
 	}
 
-	mu.Lock()
-	// Opening took a while: look again just before mounting.
-	mnt, err := checkMountpoint(cfg.mountpoint)
-	if err != nil {
-		mu.Unlock()
-		return err
-	}
-	mounting = true
-	mu.Unlock()
-
-	server, err := fusefs.Mount(mnt, tree, fusefs.Options{
+	server, err := fusefs.Mount(src.mnt, src.tree, fusefs.Options{
 		MountOptions: cfg.mountOpts,
 		AllowOther:   cfg.allowOther,
 		AllowRoot:    cfg.allowRoot,
 		FsName:       cfg.fsName,
 		Debug:        cfg.debug,
-		Writable:     view,
+		Writable:     src.view,
 		MountInfo:    mountInfo(cfg),
 	})
 	if err != nil {
@@ -139,9 +89,121 @@ func runMount(cfg *config, rep reporter) error {
 		server.Wait()
 		close(done)
 	}()
+	return serve(src.mnt, done, sigc, rep)
+}
 
+// mountSource is what a mount serves: the opened image, its tree, and for
+// a writable mount the view over the upper directory.
+type mountSource struct {
+	mnt  string // the mountpoint, symlinks resolved
+	img  *archive.Image
+	tree *union.Tree
+	view *cow.View // nil for a read-only mount
+}
+
+func (m *mountSource) close() {
+	if m.view != nil {
+		m.view.Close()
+	}
+	m.img.Close()
+}
+
+func interruptedBeforeMount(s os.Signal) error {
+	return fmt.Errorf("interrupted by %s before mounting; nothing was mounted", sigName(s))
+}
+
+// unlessSignalled runs prepare (prepareMount) unless a signal comes first:
+// it then returns at once, and the preparation, abandoned, closes what it
+// opened if it ends before the process does.
+func unlessSignalled(sigc <-chan os.Signal, prepare func() (*mountSource, error)) (*mountSource, error) {
+	type result struct {
+		src *mountSource
+		err error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		src, err := prepare()
+		resc <- result{src, err}
+	}()
 	select {
-	case s := <-stop:
+	case r := <-resc:
+		return r.src, r.err
+	case s := <-sigc:
+		go func() {
+			if r := <-resc; r.src != nil {
+				r.src.close()
+			}
+		}()
+		return nil, interruptedBeforeMount(s)
+	}
+}
+
+// prepareMount does the work before mounting: it checks the mountpoint,
+// opens the image, builds the tree and opens the upper directory, then
+// checks the mountpoint again.
+func prepareMount(cfg *config, rep reporter) (*mountSource, error) {
+	// Fail fast on a bad mountpoint, before the image's long work.
+	if _, err := checkMountpoint(cfg.mountpoint); err != nil {
+		return nil, err
+	}
+	src, err := openSource(cfg, rep)
+	if err != nil {
+		return nil, err
+	}
+	// Opening took a while: look again just before mounting.
+	if src.mnt, err = checkMountpoint(cfg.mountpoint); err != nil {
+		src.close()
+		return nil, err
+	}
+	return src, nil
+}
+
+// openSource opens the image, builds the tree (the union, or the
+// per-layer view) and, for a writable mount, the view over the upper
+// directory.
+func openSource(cfg *config, rep reporter) (*mountSource, error) {
+	img, err := archive.Open(cfg.image, archive.OpenOptions{
+		Image:    cfg.ref,
+		Platform: cfg.platform,
+		CacheDir: cfg.cacheDir,
+		Bases:    cfg.bases,
+		Progress: rep.progress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	src := &mountSource{img: img}
+	if cfg.layers {
+		src.tree, err = union.BuildLayersView(img)
+	} else {
+		src.tree, err = union.BuildUnion(img)
+	}
+	if err != nil {
+		img.Close()
+		return nil, fmt.Errorf("%s: %w", cfg.image, err)
+	}
+	if cfg.upper == "" {
+		return src, nil
+	}
+	if src.view, err = cow.New(src.tree, cfg.upper); err != nil {
+		img.Close()
+		if cow.UpperInUse(cfg.upper) {
+			err = withStatus(exitUpperInUse, err)
+		}
+		return nil, err
+	}
+	if src.view.Rebased {
+		rep.progress(fmt.Sprintf("%s holds edits made over other layers than %s's; they now apply over these", cfg.upper, cfg.image))
+	}
+	return src, nil
+}
+
+// serve reports the mount at mnt ready and serves until it goes away
+// (done is closed) or a signal asks to unmount it. A signal that came
+// while mounting takes the mount down again at once.
+func serve(mnt string, done <-chan struct{}, sigc <-chan os.Signal, rep reporter) error {
+	select {
+	case s := <-sigc:
 		// Asked to stop while mounting: take the mount down again and
 		// report the interruption rather than a mount that is gone.
 		if err := unmountServed(mnt, done, true); err != nil {
@@ -157,7 +219,7 @@ func runMount(cfg *config, rep reporter) error {
 		select {
 		case <-done:
 			return nil // unmounted from outside
-		case s := <-stop:
+		case s := <-sigc:
 			err := unmountServed(mnt, done, forceNext)
 			if err == nil {
 				return nil
@@ -198,7 +260,8 @@ func unmountServed(mnt string, done <-chan struct{}, lazy bool) error {
 // directory with nothing mounted on it. It returns the path with symlinks
 // resolved, which is what /proc/self/mountinfo shows. It reads
 // mountinfo before touching the path, so that a dead or hung FUSE mount
-// there gives a clear error rather than a hang.
+// there gives a clear error rather than a hang. What is wrong with the
+// mountpoint itself gives exitMountpoint.
 func checkMountpoint(path string) (string, error) {
 	cand := []string{path}
 	if dir, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
@@ -212,27 +275,33 @@ func checkMountpoint(path string) (string, error) {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("mountpoint %s does not exist (no such file or directory): create it first (mkdir -p %s)", path, path)
+		return "", badMountpoint("mountpoint %s does not exist (no such file or directory): create it first (mkdir -p %s)", path, path)
 	case errors.Is(err, syscall.ENOTCONN):
-		return "", fmt.Errorf("mountpoint %s: %v: a FUSE mount whose server has died is there; unmount it with 'imgmount -u %s'", path, syscall.ENOTCONN, path)
+		return "", badMountpoint("mountpoint %s: %v: a FUSE mount whose server has died is there; unmount it with 'imgmount -u %s'", path, syscall.ENOTCONN, path)
 	case err != nil:
-		return "", fmt.Errorf("mountpoint %w", err)
+		return "", badMountpoint("mountpoint %w", err)
 	case !fi.IsDir():
-		return "", fmt.Errorf("mountpoint %s is not a directory", path)
+		return "", badMountpoint("mountpoint %s is not a directory", path)
 	}
 	real, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return "", fmt.Errorf("mountpoint %w", err)
+		return "", badMountpoint("mountpoint %w", err)
 	}
 	if err := notMounted(path, real); err != nil {
 		return "", err
 	}
 	if os.Geteuid() != 0 {
 		if err := unix.Access(real, unix.W_OK); err != nil {
-			return "", fmt.Errorf("mountpoint %s: no write access (%v): mount on a directory you own", path, err)
+			return "", badMountpoint("mountpoint %s: no write access (%v): mount on a directory you own", path, err)
 		}
 	}
 	return real, nil
+}
+
+// badMountpoint is an error about a mountpoint that cannot be mounted on:
+// exitMountpoint.
+func badMountpoint(format string, a ...any) error {
+	return withStatus(exitMountpoint, fmt.Errorf(format, a...))
 }
 
 // notMounted fails if something is mounted at real (path is the name the
@@ -253,7 +322,7 @@ func notMounted(path, real string) error {
 	if mi.IsFUSE() {
 		hint = fmt.Sprintf("; unmount it first with 'imgmount -u %s'", path)
 	}
-	return fmt.Errorf("%s is already mounted (%s)%s", path, what, hint)
+	return badMountpoint("%s is already mounted (%s)%s", path, what, hint)
 }
 
 // runUnmount is imgmount -u: it unmounts a FUSE mount (ours or another),

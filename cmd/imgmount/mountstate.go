@@ -96,7 +96,7 @@ func resolveSource(cfg *config, r *repackRun) error {
 	if !fi.IsDir() {
 		cfg.image = rc.source
 		if cfg.upper != "" && cow.UpperInUse(cfg.upper) {
-			return fmt.Errorf("upper directory %s is in use by a writable mount: commit through its mountpoint (imgmount commit MOUNTPOINT -o OUT.tar), which flushes the mount first", cfg.upper)
+			return withStatus(exitUpperInUse, fmt.Errorf("upper directory %s is in use by a writable mount: commit through its mountpoint (imgmount commit MOUNTPOINT -o OUT.tar), which flushes the mount first", cfg.upper))
 		}
 		return nil
 	}

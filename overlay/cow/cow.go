@@ -278,7 +278,7 @@ func parentPath(p string) string {
 	return ""
 }
 
-// exists tells whether dirfd holds name (not following symlinks).
+// present tells whether dirfd holds name (not following symlinks).
 func present(dirfd int, name string) bool {
 	var st unix.Stat_t
 	return unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW) == nil
@@ -295,107 +295,137 @@ func lowerChild(dir *union.Node, name string) *union.Node {
 }
 
 // resolve works out what is at path. The caller must close the loc.
+//
+// Every request goes through here: the parent directory comes from the
+// cache when it can (parentDir), and only the last component is looked up
+// afresh (lookupEntry).
 func (c *View) resolve(path string) (*loc, error) {
-	comps := splitPath(path)
-	low := c.rootLow
-	if len(comps) == 0 {
+	if path == "" || path == "." {
 		var st unix.Stat_t
 		if err := unix.Fstat(c.root, &st); err != nil {
 			return nil, fmt.Errorf("upper directory %s: %w", c.dir, err)
 		}
-		return &loc{path: "", parent: -1, up: &st, low: low}, nil
+		return &loc{path: "", parent: -1, up: &st, low: c.rootLow}, nil
 	}
-	fd, owned := c.root, false
-	closeFD := func() {
-		if owned && fd >= 0 {
+	fd, owned, low, name := c.root, false, c.rootLow, path
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		var err error
+		if fd, owned, low, err = c.parentDir(path[:i]); err != nil {
+			return nil, err
+		}
+		name = path[i+1:]
+	}
+	l := &loc{path: path, parent: fd, owned: owned, name: name, parentLow: low}
+	if err := c.lookupEntry(l); err != nil {
+		l.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// parentDir finds the directory of the view at dirPath ("a", "a/b": the
+// root is no parent to find): its upper O_PATH descriptor, -1 when it exists
+// only below (owned tells whether the caller must close it), and its lower
+// directory when its lower children are visible. It comes from the cache,
+// else from a walk down from the root, whose end is then cached.
+func (c *View) parentDir(dirPath string) (fd int, owned bool, low *union.Node, err error) {
+	if cd, ok := c.cachedDir(dirPath); ok {
+		return cd.fd, false, cd.low, nil
+	}
+	fd, low = c.root, c.rootLow
+	for _, comp := range strings.Split(dirPath, "/") {
+		next, nextLow, err := c.walkStep(fd, low, comp)
+		if owned {
 			unix.Close(fd)
 		}
-	}
-	dirPath := parentPath(path)
-	walk := comps[:len(comps)-1]
-	if cd, ok := c.cachedDir(dirPath); ok {
-		fd, low, walk = cd.fd, cd.low, nil
-	}
-	for _, comp := range walk {
-		if strings.HasPrefix(comp, union.WhiteoutPrefix) {
-			closeFD()
-			return nil, unix.ENOENT
+		if err != nil {
+			return -1, false, nil, err
 		}
-		next := -1
-		lc := lowerChild(low, comp)
-		if fd >= 0 {
-			// One openat tells a directory (opened), a non-directory
-			// (ENOTDIR, ELOOP for a symlink) and nothing (ENOENT).
-			var err error
-			next, err = unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-			switch {
-			case err == nil:
-				// The lower directory merges in unless the upper one is
-				// opaque (asked only when there is one below).
-				if lc != nil && (!lc.IsDir() || c.opaque(next)) {
-					lc = nil
-				}
-			case errors.Is(err, unix.ENOENT):
-				next = -1
-				if lc != nil && present(fd, union.WhiteoutPrefix+comp) {
-					lc = nil
-				}
-			case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
-				closeFD()
-				return nil, unix.ENOTDIR
-			default:
-				closeFD()
-				return nil, fmt.Errorf("upper directory %s: opening %s: %w", c.dir, comp, err)
-			}
-		}
-		low = lc
-		closeFD()
-		fd, owned = next, next >= 0
-		if fd < 0 && low == nil {
-			return nil, unix.ENOENT
-		}
-		if fd < 0 && !low.IsDir() {
-			return nil, unix.ENOTDIR
-		}
+		fd, owned, low = next, next >= 0, nextLow
 	}
 	if owned && c.remember(dirPath, fd, low) {
 		owned = false // the cache has it now
 	}
-	name := comps[len(comps)-1]
-	l := &loc{path: path, parent: fd, owned: owned, name: name, parentLow: low}
-	if strings.HasPrefix(name, union.WhiteoutPrefix) {
-		// Never visible; creating one is refused by the callers.
-		return l, nil
+	return fd, owned, low, nil
+}
+
+// walkStep goes from a directory of the view (its upper descriptor fd, -1
+// if none, and its visible lower directory low) down to its child comp,
+// which must be a directory of the view, and gives the same of it; the
+// caller closes next.
+func (c *View) walkStep(fd int, low *union.Node, comp string) (next int, nextLow *union.Node, err error) {
+	if strings.HasPrefix(comp, union.WhiteoutPrefix) {
+		return -1, nil, unix.ENOENT
 	}
+	next, nextLow = -1, lowerChild(low, comp)
 	if fd >= 0 {
+		// One openat tells a directory (opened), a non-directory
+		// (ENOTDIR, ELOOP for a symlink) and nothing (ENOENT).
+		var err error
+		next, err = unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		switch {
+		case err == nil:
+			// The lower directory merges in unless the upper one is
+			// opaque (asked only when there is one below).
+			if nextLow != nil && (!nextLow.IsDir() || c.opaque(next)) {
+				nextLow = nil
+			}
+		case errors.Is(err, unix.ENOENT):
+			next = -1
+			if nextLow != nil && present(fd, union.WhiteoutPrefix+comp) {
+				nextLow = nil
+			}
+		case errors.Is(err, unix.ENOTDIR), errors.Is(err, unix.ELOOP):
+			return -1, nil, unix.ENOTDIR
+		default:
+			return -1, nil, fmt.Errorf("upper directory %s: opening %s: %w", c.dir, comp, err)
+		}
+	}
+	switch {
+	case next < 0 && nextLow == nil:
+		return -1, nil, unix.ENOENT
+	case next < 0 && !nextLow.IsDir():
+		return -1, nil, unix.ENOTDIR
+	}
+	return next, nextLow, nil
+}
+
+// lookupEntry fills in l, whose parent is resolved, with what the view has
+// under l.name: the upper entry, a whiteout of it, the lower entry that
+// shows.
+func (c *View) lookupEntry(l *loc) error {
+	if strings.HasPrefix(l.name, union.WhiteoutPrefix) {
+		// Never visible; creating one is refused by the callers.
+		return nil
+	}
+	if l.parent >= 0 {
 		var st unix.Stat_t
-		err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		err := unix.Fstatat(l.parent, l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
 		switch {
 		case err == nil:
 			l.up = &st
 		case errors.Is(err, unix.ENOENT):
-			l.whiteout = present(fd, union.WhiteoutPrefix+name)
+			l.whiteout = present(l.parent, union.WhiteoutPrefix+l.name)
 		default:
-			l.close()
-			return nil, fmt.Errorf("upper directory %s: %s: %w", c.dir, path, err)
+			return fmt.Errorf("upper directory %s: %s: %w", c.dir, l.path, err)
 		}
 	}
 	if !l.whiteout {
-		l.low = lowerChild(low, name)
+		l.low = lowerChild(l.parentLow, l.name)
 	}
 	if l.up != nil && l.low != nil {
 		// An upper entry hides the lower one, but for a directory over a
 		// directory, whose children merge unless the upper one is opaque.
 		if l.up.Mode&unix.S_IFMT != unix.S_IFDIR || !l.low.IsDir() {
 			l.low = nil
-		} else if fd2, err := unix.Openat(fd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
-			if c.opaque(fd2) {
+		} else if fd, err := unix.Openat(l.parent, l.name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+			if c.opaque(fd) {
 				l.low = nil
 			}
-			unix.Close(fd2)
+			unix.Close(fd)
 		}
 	}
-	return l, nil
+	return nil
 }
 
 // cachedDir is one entry of View.dirs.

@@ -1,3 +1,20 @@
+// Package cow is the writable, copy-on-write view of an image (View): the
+// read-only union tree of its layers (overlay/union) below, and an upper
+// directory above that receives every change. An entry of the tree is
+// copied up into the upper directory before it changes; a deletion leaves
+// a whiteout. fusefs serves a View as a writable mount.
+//
+// The upper directory is itself an OCI layer directory: upperdir.go holds
+// its format, and layer.go its writer, WriteUpperLayer, which makes a layer
+// tar of it (overlay/repack commits with it). Where the mount runs without
+// privilege, what it cannot apply (owners, modes, devices, xattrs of
+// namespaces it cannot write) is recorded in xattrs of that format
+// (metastore.go).
+//
+// cow.go has the View, how it resolves a path and what it reads; copyup.go
+// copy-up; file.go open files, Setattr and xattrs; ops.go creating and
+// removing entries; rename.go renames; xattr.go the calls on an upper
+// entry (target) and the xattr reads shared with layer.go.
 package cow
 
 import (
@@ -21,11 +38,12 @@ import (
 // View is the writable view of an image: the union tree below, read-only,
 // and an upper directory above that receives every change (see upperdir.go
 // for its format). It is path based: every call names a path relative to
-// the root ("" for the root itself, "a/b" below it) and works out afresh from
-// the upper directory what is there, so nothing is cached that a crash could
-// lose. Paths are resolved beneath the upper directory's file descriptor
-// one component at a time without following symlinks, so nothing outside it
-// is ever touched.
+// the root ("" for the root itself, "a/b" below it) and looks up in the
+// upper directory what is there. Only descriptors of upper directories are
+// cached (dirs), never what they hold, so nothing is cached that a crash
+// could lose. Paths are resolved beneath the upper directory's file
+// descriptor one component at a time without following symlinks, so
+// nothing outside it is ever touched.
 //
 // Errors are unix.Errno values (wrapped with context where the failure is
 // not the caller's doing): what the filesystem should answer.
@@ -76,10 +94,6 @@ const (
 	// upper directory (the upper inode with this bit set), so they never
 	// collide with the lower tree's small numbers.
 	upperInoBit = 1 << 62
-	// originXattr on an upper entry copied up from the lower tree holds the
-	// lower inode number, so the entry keeps its inode number across copy-up
-	// and rename, as overlayfs keeps them.
-	originXattr = privatePrefix + "origin"
 	copyChunk   = 1 << 20
 )
 
@@ -156,10 +170,6 @@ func (c *View) adoptRoot() error {
 	}
 	return nil
 }
-
-// lowerXattr on the upper root names the layers the upper directory's edits
-// were made over (a digest of their diff_ids).
-const lowerXattr = privatePrefix + "lower"
 
 // lowerKey identifies the lower tree by its layers.
 func lowerKey(t *union.Tree) string {

@@ -20,10 +20,13 @@ import (
 //     that could not be set are kept as XattrPrefix + their name;
 //   - the directory itself carries the image root's owner, mode and times
 //     (adopted when it was made), and the xattr rootChangedXattr once they
-//     were changed in the mount: only then does the layer hold a "./" entry.
+//     were changed in the mount: only then does the layer hold a "./" entry;
+//   - imgmount's own bookkeeping, which no layer carries: originXattr on
+//     entries copied up (and on the directory itself, once it adopted the
+//     root's attributes), lowerXattr on the directory itself.
 //
-// Repack walks it as a layer; remounting with the same directory shows every
-// edit again.
+// WriteUpperLayer (layer.go) writes it as a layer tar; remounting with the
+// same directory shows every edit again.
 const (
 	// StatXattr holds "UID:GID:MODE[:TYPE[:MAJOR:MINOR]]": MODE the
 	// permission bits in octal (with setuid, setgid, sticky), TYPE one of
@@ -42,6 +45,14 @@ const (
 	// and deleting entries in the root changes its times too, but that is
 	// no change to commit (as docker commit and umoci repack do not).
 	rootChangedXattr = privatePrefix + "root"
+	// originXattr on an upper entry copied up from the lower tree holds the
+	// lower inode number, so the entry keeps its inode number across copy-up
+	// and rename, as overlayfs keeps them.
+	originXattr = privatePrefix + "origin"
+	// lowerXattr on the upper directory itself names the layers its edits
+	// were made over (a digest of their diff_ids, lowerKey); over other
+	// layers, the originXattr marks are dropped (View.checkLower).
+	lowerXattr = privatePrefix + "lower"
 )
 
 // IsPrivateXattr tells whether name is imgmount's own bookkeeping xattr.

@@ -4,6 +4,7 @@
 #                  bundled example image, mount it and look around
 #   make test      vet, gofmt, unit tests with -race, then the integration
 #                  tests (real images, real mounts; root and /dev/fuse needed)
+#   make fuzz      every fuzz target for FUZZTIME each (default 60s)
 #   make build | install | lint | bench | bench-quick | clean | distclean
 
 SHELL := /bin/bash
@@ -18,7 +19,7 @@ LDFLAGS := -X main.version=$(VERSION)
 
 GOFILES = $(shell find . -name '*.go' -not -path './.git/*' -not -path './integration/testdata/*')
 
-.PHONY: build test setup vet fmt-check unit integration bench bench-quick install example lint clean distclean pjdfstest
+.PHONY: build test setup vet fmt-check unit fuzz fuzz-short integration bench bench-quick install example lint clean distclean pjdfstest
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/imgmount
@@ -28,7 +29,7 @@ build:
 setup:
 	@scripts/setup.sh --check >/dev/null 2>&1 || scripts/setup.sh
 
-test: setup vet fmt-check unit integration
+test: setup vet fmt-check unit fuzz-short integration
 
 vet:
 	$(GO) vet ./...
@@ -42,6 +43,16 @@ fmt-check:
 # Every package but the integration tests, with the race detector.
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/integration$$')
+
+# Every parser a hostile image reaches has a fuzz target (scripts/fuzz.sh
+# lists them as it runs); make test gives each 30 seconds, make fuzz a
+# minute or FUZZTIME. Crashers land in the package's testdata/fuzz/.
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+fuzz-short:
+	FUZZTIME=30s scripts/fuzz.sh
 
 # Builds the test images on first use (debootstrap, umoci, skopeo: about a
 # minute) into integration/testdata/out, and reuses them afterwards.

@@ -401,6 +401,11 @@ func (b *treeBuilder) lookupDir(dir *Node, dirPath, rel string, hops *int) (*Nod
 				real, _ = splitName(real)
 			}
 			continue
+		case strings.HasPrefix(name, WhiteoutPrefix):
+			// Only a directory to be made could have such a name: no
+			// whiteout name ever appears in the union, so the link is
+			// not followed.
+			return nil, "", nil, false
 		case len(missing) > 0:
 			missing = append(missing, name)
 			continue

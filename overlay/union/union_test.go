@@ -915,3 +915,16 @@ func TestNodeStatSymlinkMode(t *testing.T) {
 	st := NodeStat(tr.Find("l"))
 	require.Equal(t, uint32(unix.S_IFLNK|0o777), st.Mode)
 }
+
+// A dangling symlink whose target would have to be made with a whiteout
+// name is not followed (found by FuzzBuildUnion): no .wh. name ever shows.
+func TestUnionDanglingLinkToWhiteoutName(t *testing.T) {
+	tr, err := BuildUnion(imagetest.Layers(t, []imagetest.Entry{
+		imagetest.Symlink("l", ".wh.l/x"),
+		imagetest.File("l/f", "f"),
+	}))
+	require.NoError(t, err)
+	unionCheckInvariants(t, tr)
+	require.Equal(t, []string{"l", "l/f"}, unionPaths(tr))
+	require.True(t, tr.Find("l").IsDir())
+}

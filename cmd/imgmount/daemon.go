@@ -33,12 +33,14 @@ import (
 // to the parent while it waits are passed on to the child, which gives up
 // without leaving a mount.
 const (
-	childEnv     = "IMGMOUNT_DAEMON_CHILD"
-	statusFD     = 3
-	msgOK        = "ok"
-	msgProgress  = "progress: "
-	msgError     = "error: "
-	childEnvTrue = "1"
+	childEnv    = "IMGMOUNT_DAEMON_CHILD"
+	statusFD    = 3
+	msgOK       = "ok"
+	msgProgress = "progress: "
+	// warningPrefix starts progress lines that are warnings.
+	warningPrefix = "warning: "
+	msgError      = "error: "
+	childEnvTrue  = "1"
 )
 
 func isDaemonChild() bool { return os.Getenv(childEnv) == childEnvTrue }
@@ -98,7 +100,7 @@ func daemonize(args []string, stderr io.Writer) int {
 
 	tty := isTerminal(stderr)
 	status, msg := readStatus(r, func(p string) {
-		if tty {
+		if tty || strings.HasPrefix(p, warningPrefix) {
 			fmt.Fprintf(stderr, "imgmount: %s\n", p)
 		}
 	})
@@ -199,6 +201,10 @@ func (p *pipeReporter) fatal(err error) {
 }
 
 func (p *pipeReporter) notice(string) {}
+
+// warn goes to the parent as a progress line it prints even when its
+// stderr is no terminal.
+func (p *pipeReporter) warn(msg string) { p.progress(warningPrefix + msg) }
 
 func (p *pipeReporter) closeLocked() {
 	if p.w != nil {

@@ -32,6 +32,9 @@ func runInspect(cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.image, err)
 	}
+	for _, w := range tree.Warnings {
+		fmt.Fprintf(stderr, "imgmount: warning: %s: %s\n", cfg.image, w)
+	}
 	report := archive.Inspect(img, tree.Hidden)
 	if cfg.json {
 		enc := json.NewEncoder(stdout)

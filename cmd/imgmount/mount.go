@@ -28,6 +28,9 @@ type reporter interface {
 	// notice reports something the user should know while serving (an
 	// unmount that failed). The daemon child, detached, drops it.
 	notice(msg string)
+	// warn reports, terminal or not, something the user must know about
+	// what is mounted (entries left out).
+	warn(msg string)
 }
 
 type foregroundReporter struct {
@@ -42,6 +45,7 @@ func (r *foregroundReporter) progress(msg string) {
 }
 func (r *foregroundReporter) ready()            {}
 func (r *foregroundReporter) notice(msg string) { fmt.Fprintf(r.stderr, "imgmount: %s\n", msg) }
+func (r *foregroundReporter) warn(msg string)   { fmt.Fprintf(r.stderr, "imgmount: warning: %s\n", msg) }
 
 // runMount opens the image, builds the tree, mounts it and serves until
 // it is unmounted (imgmount -u, fusermount3 -u, umount) or a signal
@@ -181,6 +185,9 @@ func openSource(cfg *config, rep reporter) (*mountSource, error) {
 	if err != nil {
 		img.Close()
 		return nil, fmt.Errorf("%s: %w", cfg.image, err)
+	}
+	for _, w := range src.tree.Warnings {
+		rep.warn(cfg.image + ": " + w)
 	}
 	if cfg.upper == "" {
 		return src, nil

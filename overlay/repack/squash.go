@@ -27,6 +27,7 @@ func unionWithUpper(img *archive.Image, upper, tempDir string, warn func(string)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", img.Archive, err)
 		}
+		warnAll(warn, img.Archive, t.Warnings)
 		return t, nothing, nil
 	}
 	path := filepath.Join(tempDir, "upper-layer.tar")
@@ -55,7 +56,18 @@ func unionWithUpper(img *archive.Image, upper, tempDir string, warn func(string)
 		release()
 		return nil, nil, fmt.Errorf("%s with the upper directory %s: %w", img.Archive, upper, err)
 	}
+	warnAll(warn, img.Archive, t.Warnings)
 	return t, release, nil
+}
+
+// warnAll passes the entries a tree left out (union.Tree.Warnings) to warn.
+func warnAll(warn func(string), archive string, warnings []string) {
+	if warn == nil {
+		return
+	}
+	for _, w := range warnings {
+		warn(archive + ": " + w)
+	}
 }
 
 // mapLayerFile maps and indexes an uncompressed layer blob as layer index.

@@ -235,10 +235,37 @@ func (cfg *config) checkUpper() error {
 	if cfg.upper, err = absPath(cfg.upper); err != nil {
 		return err
 	}
-	if cfg.upper == cfg.mountpoint || strings.HasPrefix(cfg.upper, cfg.mountpoint+"/") {
+	// Compared as they resolve, symlinks followed: either inside the other
+	// makes the server walk into its own mount (a deadlock, or a loop that
+	// eats all memory).
+	upper, mnt := resolvedPath(cfg.upper), resolvedPath(cfg.mountpoint)
+	if within(upper, mnt) {
 		return usagef("--upper %s is inside the mountpoint; it must be outside it", cfg.upper)
 	}
+	if within(mnt, upper) {
+		return usagef("the mountpoint %s is inside --upper %s; it must be outside it", cfg.mountpoint, cfg.upper)
+	}
 	return nil
+}
+
+// within tells whether the absolute path p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+}
+
+// resolvedPath is the absolute path p with symlinks followed as far as it
+// exists; the part that does not exist yet is kept as it is.
+func resolvedPath(p string) string {
+	rest := ""
+	for dir := p; ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if dir == filepath.Dir(dir) {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
 }
 
 // parseInspect parses the arguments of `imgmount inspect`.

@@ -149,6 +149,7 @@ func TestParseUsageErrors(t *testing.T) {
 	parseUsage(t, "--upper", "-o", "rw", "/i.tar", "/m")
 	parseUsage(t, "--upper", "-o", "ro", "--upper", "/u", "/i.tar", "/m")
 	parseUsage(t, "inside the mountpoint", "--upper", "/m/u", "/i.tar", "/m")
+	parseUsage(t, "the mountpoint /u/m is inside --upper /u", "--upper", "/u", "/i.tar", "/u/m")
 	parseUsage(t, "read-only", "--upper", "/u", "--layers", "/i.tar", "/m")
 	parseUsage(t, "fsname", "-o", "fsname=", "/i.tar", "/m")
 	parseUsage(t, "unknown flag: --json", "--json", "/i.tar", "/m")
@@ -258,4 +259,15 @@ func TestPipeReporter(t *testing.T) {
 	require.Equal(t, statusError, st)
 	require.Equal(t, "it broke\nbadly", msg)
 	require.Equal(t, []string{"one two"}, got)
+}
+
+// The mountpoint inside the upper directory, reached through a symlink:
+// the server would list its own mount as a child of the upper directory.
+func TestParseMountpointInsideUpperThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	up := filepath.Join(dir, "w", "up")
+	require.NoError(t, os.MkdirAll(filepath.Join(up, "mnt"), 0o755))
+	require.NoError(t, os.Symlink(filepath.Join(dir, "w"), filepath.Join(dir, "link")))
+	parseUsage(t, "is inside --upper", "--upper", up, "/i.tar", filepath.Join(dir, "link", "up", "mnt"))
+	parseUsage(t, "is inside the mountpoint", "--upper", filepath.Join(dir, "link", "up", "mnt", "u"), "/i.tar", filepath.Join(up, "mnt"))
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,4 +202,33 @@ func TestRunCommitAndExport(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr.String(), "etc/.wh.")
 	require.ElementsMatch(t, []string{"new.tar", "rootfs.tar"}, dirNames(t, outDir))
+}
+
+// A run killed mid-write leaves its private directory (scratch layers of
+// hundreds of MB): the next run into the same place removes it, and leaves
+// the directory of a run still going alone.
+func TestOutputRemovesAbandonedScratch(t *testing.T) {
+	dir := t.TempDir()
+	final := filepath.Join(dir, "out.tar")
+	dead, err := os.MkdirTemp(dir, ".out.tar.imgmount-")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dead, scratchLock), nil, 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dead, "new-layer"), make([]byte, 1<<20), 0o600))
+	live, err := os.MkdirTemp(dir, ".out.tar.imgmount-")
+	require.NoError(t, err)
+	lock, err := lockDir(live)
+	require.NoError(t, err)
+	defer lock.Close()
+	other := filepath.Join(dir, ".unrelated.imgmount-x")
+	require.NoError(t, os.Mkdir(other, 0o755))
+
+	r := &repackRun{}
+	o, err := r.create(final, io.Discard)
+	require.NoError(t, err)
+	require.NoDirExists(t, dead)
+	require.DirExists(t, live)
+	require.DirExists(t, other)
+	require.DirExists(t, o.dir)
+	o.abort()
+	require.NoDirExists(t, o.dir)
 }

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/imgmount/imgmount/overlay/repack"
+	"golang.org/x/sys/unix"
 )
 
 // parseExport parses the arguments of `imgmount export`.
@@ -140,7 +141,45 @@ type output struct {
 	buf     *bufio.Writer
 	w       io.Writer
 	mu      *sync.Mutex
-	done    bool // renamed into place (or all written to stdout)
+	done    bool     // renamed into place (or all written to stdout)
+	lock    *os.File // flock'd while this run owns dir
+}
+
+// scratchLock is the file in an output's private directory that its run
+// holds locked: a directory whose lock nobody holds belongs to a run that
+// was killed (SIGKILL, a crash), and the next run into the same place
+// removes it, scratch layers (hundreds of MB) included.
+const scratchLock = ".imgmount-lock"
+
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, scratchLock), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// removeAbandoned removes the private directories (parent/pattern*) of
+// earlier runs that died: those whose lock file is there and free.
+func removeAbandoned(parent, pattern string) {
+	if parent == "" {
+		parent = os.TempDir()
+	}
+	dirs, _ := filepath.Glob(filepath.Join(parent, pattern+"*"))
+	for _, d := range dirs {
+		f, err := os.Open(filepath.Join(d, scratchLock))
+		if err != nil {
+			continue // not ours, or not yet locked: leave it
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			os.RemoveAll(d)
+		}
+		f.Close()
+	}
 }
 
 // checkStdout refuses to write a tarball to a terminal, before any long
@@ -155,13 +194,17 @@ func checkStdout(output string, stdout io.Writer) error {
 // create starts the output (stdout is where "-" goes).
 func (r *repackRun) create(final string, stdout io.Writer) (*output, error) {
 	o := &output{final: final, mu: &r.mu}
-	var err error
-	if final == "-" {
-		o.dir, err = os.MkdirTemp("", "imgmount-")
-	} else {
-		o.dir, err = os.MkdirTemp(filepath.Dir(final), "."+filepath.Base(final)+".imgmount-")
+	parent, pattern := "", "imgmount-"
+	if final != "-" {
+		parent, pattern = filepath.Dir(final), "."+filepath.Base(final)+".imgmount-"
 	}
-	if err != nil {
+	removeAbandoned(parent, pattern)
+	var err error
+	if o.dir, err = os.MkdirTemp(parent, pattern); err != nil {
+		return nil, fmt.Errorf("creating the output: %w", err)
+	}
+	if o.lock, err = lockDir(o.dir); err != nil {
+		os.RemoveAll(o.dir)
 		return nil, fmt.Errorf("creating the output: %w", err)
 	}
 	o.scratch = o.dir
@@ -219,4 +262,5 @@ func (o *output) abort() {
 	if err := os.RemoveAll(o.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintf(os.Stderr, "imgmount: removing %s: %v\n", o.dir, err)
 	}
+	o.lock.Close() // after the removal: no other run may take the directory first
 }

@@ -31,16 +31,31 @@ type Index struct {
 // offsets are absolute in r. Errors wrap ErrUnsafeName, ErrNotTar or the
 // underlying read/format error, and name the member where one is known.
 func Build(r io.ReaderAt, base, size int64) (*Index, error) {
-	ix, err := buildFast(r, base, size)
-	if err == nil {
-		return ix, nil
+	return BuildMax(r, base, size, 0)
+}
+
+// ErrTooManyEntries: indexing stopped at the most entries the caller
+// allowed (its memory budget).
+var ErrTooManyEntries = errors.New("more entries than the memory budget allows")
+
+// BuildMax is Build stopping with ErrTooManyEntries past maxEntries
+// entries (0: no limit), before their memory is taken.
+func BuildMax(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) {
+	ix, err := buildFast(r, base, size, maxEntries)
+	if err == nil || errors.Is(err, ErrTooManyEntries) {
+		return ix, err
 	}
-	return buildSlow(r, base, size)
+	return buildSlow(r, base, size, maxEntries)
+}
+
+// tooMany is the error of an index that reached maxEntries.
+func tooMany(maxEntries int) error {
+	return fmt.Errorf("%w (%d)", ErrTooManyEntries, maxEntries)
 }
 
 // buildSlow is Build through archive/tar, for every stream buildFast
 // leaves to it (sparse members, unusual headers, damaged input).
-func buildSlow(r io.ReaderAt, base, size int64) (*Index, error) {
+func buildSlow(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) {
 	rec := &recorder{sr: io.NewSectionReader(r, base, size)}
 	tr := tar.NewReader(rec)
 	ix := &Index{}
@@ -87,6 +102,9 @@ func buildSlow(r io.ReaderAt, base, size int64) (*Index, error) {
 			} else if pos+e.Size > size {
 				return nil, fmt.Errorf("member %q: %w", e.Name, io.ErrUnexpectedEOF)
 			}
+		}
+		if maxEntries > 0 && len(ix.Entries) == maxEntries {
+			return nil, tooMany(maxEntries)
 		}
 		ix.Entries = append(ix.Entries, e)
 		if e.Sparse != nil {

@@ -282,3 +282,25 @@ func TestReadAtEOF(t *testing.T) {
 	require.Equal(t, 2, n)
 	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 }
+
+// BuildMax stops at the entries the caller allows, on both parsers and for
+// saved indexes, before their memory is taken.
+func TestBuildMax(t *testing.T) {
+	tb := richTar(t, 10)
+	all, err := Build(bytes.NewReader(tb), 0, int64(len(tb)))
+	require.NoError(t, err)
+	n := len(all.Entries)
+	ix, err := BuildMax(bytes.NewReader(tb), 0, int64(len(tb)), n)
+	require.NoError(t, err)
+	require.Len(t, ix.Entries, n)
+	_, err = BuildMax(bytes.NewReader(tb), 0, int64(len(tb)), n-1)
+	require.ErrorIs(t, err, ErrTooManyEntries)
+	_, err = buildSlow(bytes.NewReader(tb), 0, int64(len(tb)), n-1)
+	require.ErrorIs(t, err, ErrTooManyEntries)
+
+	c := &Cache{Dir: t.TempDir()}
+	_, err = c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0)
+	require.NoError(t, err)
+	_, err = c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), n-1)
+	require.ErrorIs(t, err, ErrTooManyEntries, "a saved index is held to the limit too")
+}

@@ -72,9 +72,10 @@ func keyName(key string) string {
 // device, inode, size and mtime plus base); a saved index is still checked
 // against the source and rebuilt when stale or corrupt, never trusted.
 // With Dir empty it just builds. Failing to save is not an error (see Warn).
-func (c *Cache) Index(key string, r io.ReaderAt, base, size int64) (*Index, error) {
+// maxEntries bounds the entries as BuildMax does, for saved indexes too.
+func (c *Cache) Index(key string, r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) {
 	if c.Dir == "" {
-		return Build(r, base, size)
+		return BuildMax(r, base, size, maxEntries)
 	}
 	fp, err := fingerprint(r, base, size)
 	if err != nil {
@@ -82,6 +83,9 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64) (*Index, erro
 	}
 	p := filepath.Join(c.Dir, "index", keyName(key)+".idx")
 	if ix, err := loadIndex(p, base, size, fp); err == nil {
+		if maxEntries > 0 && len(ix.Entries) > maxEntries {
+			return nil, tooMany(maxEntries)
+		}
 		return ix, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		c.warn(fmt.Errorf("saved index for %s (%s), rebuilding: %w", key, p, err))
@@ -94,7 +98,7 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64) (*Index, erro
 	if base > 0 {
 		eh = c.startHash(key, r, base, size)
 	}
-	ix, err := Build(r, base, size)
+	ix, err := BuildMax(r, base, size, maxEntries)
 	if err != nil {
 		if eh != nil {
 			eh.stop.Store(true)

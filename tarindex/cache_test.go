@@ -70,7 +70,7 @@ func TestCacheIndexRoundTrip(t *testing.T) {
 
 	var warnings []error
 	c := &Cache{Dir: t.TempDir(), Warn: func(err error) { warnings = append(warnings, err) }}
-	got, err := c.Index("key-1", bytes.NewReader(tb), 3000, size)
+	got, err := c.Index("key-1", bytes.NewReader(tb), 3000, size, 0)
 	require.NoError(t, err)
 	require.Equal(t, want, got)
 	sum := sha256.Sum256([]byte("key-1"))
@@ -78,7 +78,7 @@ func TestCacheIndexRoundTrip(t *testing.T) {
 	st1, err := os.Stat(p)
 	require.NoError(t, err)
 
-	loaded, err := c.Index("key-1", bytes.NewReader(tb), 3000, size)
+	loaded, err := c.Index("key-1", bytes.NewReader(tb), 3000, size, 0)
 	require.NoError(t, err)
 	require.Equal(t, want, loaded)
 	require.Empty(t, warnings)
@@ -103,7 +103,7 @@ func TestCacheIndexEmptyAndNoDir(t *testing.T) {
 	tb := makeTar(t, tar.FormatPAX)
 	c := &Cache{Dir: t.TempDir()}
 	for range 2 {
-		ix, err := c.Index("empty", bytes.NewReader(tb), 0, int64(len(tb)))
+		ix, err := c.Index("empty", bytes.NewReader(tb), 0, int64(len(tb)), 0)
 		require.NoError(t, err)
 		require.Equal(t, &Index{End: 1024}, ix)
 	}
@@ -111,7 +111,7 @@ func TestCacheIndexEmptyAndNoDir(t *testing.T) {
 	// Without a directory it only builds.
 	wd := t.TempDir()
 	t.Chdir(wd)
-	ix, err := (&Cache{}).Index("k", bytes.NewReader(richTar(t, 3)), 0, int64(len(richTar(t, 3))))
+	ix, err := (&Cache{}).Index("k", bytes.NewReader(richTar(t, 3)), 0, int64(len(richTar(t, 3))), 0)
 	require.NoError(t, err)
 	require.NotEmpty(t, ix.Entries)
 	ents, err := os.ReadDir(wd)
@@ -119,7 +119,7 @@ func TestCacheIndexEmptyAndNoDir(t *testing.T) {
 	require.Empty(t, ents)
 
 	// A build error is returned and nothing is saved.
-	_, err = c.Index("bad", bytes.NewReader([]byte("not a tar")), 0, 9)
+	_, err = c.Index("bad", bytes.NewReader([]byte("not a tar")), 0, 9, 0)
 	require.ErrorIs(t, err, ErrNotTar)
 }
 
@@ -127,7 +127,7 @@ func TestCacheIndexStaleSource(t *testing.T) {
 	tb := richTar(t, 50)
 	var warned atomic.Int32
 	c := &Cache{Dir: t.TempDir(), Warn: func(error) { warned.Add(1) }}
-	_, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)))
+	_, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0)
 	require.NoError(t, err)
 
 	// Same key, different bytes: rename a member in place (header checksum
@@ -138,20 +138,20 @@ func TestCacheIndexStaleSource(t *testing.T) {
 	hdrAt := i - i%blockSize
 	copy(mod[i:], "usr/share/doc/pkgXXXX/README")
 	fixChecksum(mod[hdrAt : hdrAt+blockSize])
-	ix, err := c.Index("k", bytes.NewReader(mod), 0, int64(len(mod)))
+	ix, err := c.Index("k", bytes.NewReader(mod), 0, int64(len(mod)), 0)
 	require.NoError(t, err)
 	require.Equal(t, int32(1), warned.Load())
 	require.Contains(t, byName(ix), "usr/share/doc/pkgXXXX/README")
 	require.Equal(t, build(t, mod), ix)
 
 	// Rebuilt and overwritten: the next load is silent.
-	_, err = c.Index("k", bytes.NewReader(mod), 0, int64(len(mod)))
+	_, err = c.Index("k", bytes.NewReader(mod), 0, int64(len(mod)), 0)
 	require.NoError(t, err)
 	require.Equal(t, int32(1), warned.Load())
 
 	// Same bytes at another base or with another size: rebuilt too.
 	shifted := embed(mod, 512)
-	ix, err = c.Index("k", bytes.NewReader(shifted), 512, int64(len(mod)))
+	ix, err = c.Index("k", bytes.NewReader(shifted), 512, int64(len(mod)), 0)
 	require.NoError(t, err)
 	require.Equal(t, int32(2), warned.Load())
 	require.Equal(t, byName(build(t, mod))["bin/ping"].Offset+512, byName(ix)["bin/ping"].Offset)
@@ -170,7 +170,7 @@ func TestCacheIndexCorrupt(t *testing.T) {
 	tb := richTar(t, 20)
 	want := build(t, tb)
 	c := &Cache{Dir: t.TempDir()}
-	_, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)))
+	_, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0)
 	require.NoError(t, err)
 	sum := sha256.Sum256([]byte("k"))
 	p := filepath.Join(c.Dir, "index", hex.EncodeToString(sum[:])+".idx")
@@ -190,7 +190,7 @@ func TestCacheIndexCorrupt(t *testing.T) {
 			require.NoError(t, os.WriteFile(p, bad, 0o644))
 			var warnings []error
 			c.Warn = func(err error) { warnings = append(warnings, err) }
-			ix, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)))
+			ix, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0)
 			require.NoError(t, err)
 			require.Equal(t, want, ix)
 			require.Len(t, warnings, 1)
@@ -512,12 +512,12 @@ func BenchmarkBuild(b *testing.B) {
 func BenchmarkLoadIndex(b *testing.B) {
 	tb := richTar(b, 20000)
 	c := &Cache{Dir: b.TempDir()}
-	if _, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb))); err != nil {
+	if _, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb))); err != nil {
+		if _, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0); err != nil {
 			b.Fatal(err)
 		}
 	}

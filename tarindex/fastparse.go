@@ -33,7 +33,7 @@ const maxSpecialFileSize = 1 << 20
 // checksum, base-256 or malformed numbers, V7 or star headers, a sparse
 // member, truncation, an unsupported type, a name that is unsafe), so
 // that archive/tar decides, and reports, exactly as before.
-func buildFast(r io.ReaderAt, base, size int64) (*Index, error) {
+func buildFast(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) {
 	p := &fastParser{r: r, base: base, size: size}
 	ix := &Index{}
 	var blk [blockSize]byte
@@ -88,6 +88,9 @@ func buildFast(r io.ReaderAt, base, size int64) (*Index, error) {
 			return nil, errFallback
 		}
 		e.Offset = base + dataAt
+		if maxEntries > 0 && len(ix.Entries) == maxEntries {
+			return nil, tooMany(maxEntries)
+		}
 		ix.Entries = append(ix.Entries, e)
 		pos = dataAt + roundBlock(nb)
 	}

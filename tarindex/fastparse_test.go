@@ -117,7 +117,7 @@ func checkSame(t *testing.T, name string, data []byte) {
 	src := append(bytes.Repeat([]byte{0xee}, 1536), data...)
 	src = append(src, bytes.Repeat([]byte{0xdd}, 700)...)
 	r := bytes.NewReader(src)
-	slow, slowErr := buildSlow(r, 1536, int64(len(data)))
+	slow, slowErr := buildSlow(r, 1536, int64(len(data)), 0)
 	got, err := Build(r, 1536, int64(len(data)))
 	if (err == nil) != (slowErr == nil) || (err != nil && err.Error() != slowErr.Error()) {
 		t.Fatalf("%s: Build error %v, archive/tar's %v", name, err, slowErr)
@@ -128,7 +128,7 @@ func checkSame(t *testing.T, name string, data []byte) {
 	if !reflect.DeepEqual(got, slow) {
 		t.Fatalf("%s: Build and archive/tar disagree:\n fast %+v\n slow %+v", name, got, slow)
 	}
-	fast, ferr := buildFast(r, 1536, int64(len(data)))
+	fast, ferr := buildFast(r, 1536, int64(len(data)), 0)
 	if ferr == nil && !reflect.DeepEqual(fast, slow) {
 		t.Fatalf("%s: buildFast disagrees", name)
 	}
@@ -141,7 +141,7 @@ func TestBuildFastMatchesArchiveTar(t *testing.T) {
 	// The fast path must actually take the common streams.
 	for _, name := range []string{"gnu-small", "pax", "default", "pax-records", "global", "empty"} {
 		data := fastCases(t)[name]
-		if _, err := buildFast(bytes.NewReader(data), 0, int64(len(data))); err != nil {
+		if _, err := buildFast(bytes.NewReader(data), 0, int64(len(data)), 0); err != nil {
 			t.Errorf("%s: buildFast fell back: %v", name, err)
 		}
 	}

@@ -38,10 +38,7 @@ type repackConfig struct {
 
 // commonRepackFlags registers the flags commit and export share.
 func commonRepackFlags(fl *flag.FlagSet, cfg *config, output *string, help *bool) {
-	fl.StringVar(&cfg.ref, "image", "", "")
-	fl.StringVar(&cfg.platform, "platform", "", "")
-	fl.StringArrayVar(&cfg.bases, "base", nil, "")
-	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
+	imageFlags(fl, cfg)
 	fl.StringVar(&cfg.upper, "upper", "", "")
 	fl.StringVarP(output, "output", "o", "", "")
 	fl.BoolVarP(help, "help", "h", false, "")
@@ -392,11 +389,5 @@ func thinDiffIDs(paths []string, cacheDir string) (map[digest.Digest]bool, error
 
 // openForRepack opens the image the config names.
 func openForRepack(cfg *config, r *repackRun) (*archive.Image, error) {
-	return archive.Open(cfg.image, archive.OpenOptions{
-		Image:    cfg.ref,
-		Platform: cfg.platform,
-		CacheDir: cfg.cacheDir,
-		Bases:    cfg.bases,
-		Progress: r.progress,
-	})
+	return archive.Open(cfg.image, cfg.openOptions(r.progress))
 }

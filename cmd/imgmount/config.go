@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/imgmount/imgmount/overlay/archive"
 	flag "github.com/spf13/pflag"
 )
 
@@ -37,7 +38,10 @@ type config struct {
 	platform string   // --platform os/arch[/variant]
 	bases    []string // --base: tarballs that supply missing layers
 	cacheDir string   // --cache-dir, or the default
-	upper    string   // --upper: the writable mount's upper directory
+	// --max-memory: the memory the image's index may take, in bytes
+	// (0: half of the machine's RAM; -1: no limit).
+	maxMemory byteSize
+	upper     string // --upper: the writable mount's upper directory
 
 	layers     bool // --layers: per-layer view instead of the union
 	foreground bool // -f, or implied by -d
@@ -129,14 +133,34 @@ type mountSwitches struct {
 	unmount, help, version bool
 }
 
+// imageFlags registers the flags of every command that opens an image:
+// which image, where its layers and caches are, how much memory it may
+// take.
+func imageFlags(fl *flag.FlagSet, cfg *config) {
+	fl.StringVar(&cfg.ref, "image", "", "")
+	fl.StringVar(&cfg.platform, "platform", "", "")
+	fl.StringArrayVar(&cfg.bases, "base", nil, "")
+	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
+	fl.Var(&cfg.maxMemory, "max-memory", "")
+}
+
+// openOptions are the options of archive.Open that the flags give.
+func (cfg *config) openOptions(progress func(string)) archive.OpenOptions {
+	return archive.OpenOptions{
+		Image:      cfg.ref,
+		Platform:   cfg.platform,
+		CacheDir:   cfg.cacheDir,
+		Bases:      cfg.bases,
+		Progress:   progress,
+		MaxEntries: cfg.maxMemory.entries(),
+	}
+}
+
 // mountFlags registers the flags of mounting (and -u, --help, --version).
 func mountFlags(cfg *config, sw *mountSwitches) *flag.FlagSet {
 	fl := newFlagSet("imgmount")
-	fl.StringVar(&cfg.ref, "image", "", "")
-	fl.StringVar(&cfg.platform, "platform", "", "")
+	imageFlags(fl, cfg)
 	fl.BoolVar(&cfg.layers, "layers", false, "")
-	fl.StringArrayVar(&cfg.bases, "base", nil, "")
-	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
 	fl.StringVar(&cfg.upper, "upper", "", "")
 	fl.StringArrayVarP(&sw.opts, "options", "o", nil, "")
 	fl.BoolVarP(&cfg.foreground, "foreground", "f", false, "")
@@ -273,10 +297,7 @@ func parseInspect(args []string, getenv env) (*config, error) {
 	cfg := &config{mode: modeInspect}
 	fl := newFlagSet("imgmount inspect")
 	var help bool
-	fl.StringVar(&cfg.ref, "image", "", "")
-	fl.StringVar(&cfg.platform, "platform", "", "")
-	fl.StringArrayVar(&cfg.bases, "base", nil, "")
-	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
+	imageFlags(fl, cfg)
 	fl.BoolVar(&cfg.json, "json", false, "")
 	fl.BoolVarP(&help, "help", "h", false, "")
 	if err := fl.Parse(args); err != nil {

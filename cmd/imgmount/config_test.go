@@ -271,3 +271,29 @@ func TestParseMountpointInsideUpperThroughSymlink(t *testing.T) {
 	parseUsage(t, "is inside --upper", "--upper", up, "/i.tar", filepath.Join(dir, "link", "up", "mnt"))
 	parseUsage(t, "is inside the mountpoint", "--upper", filepath.Join(dir, "link", "up", "mnt", "u"), "/i.tar", filepath.Join(up, "mnt"))
 }
+
+func TestMaxMemory(t *testing.T) {
+	for in, want := range map[string]int64{"4G": 4 << 30, "512m": 512 << 20, "100": 100, "1TiB": -2, "2TB": 2 << 40, "none": -1} {
+		var b byteSize
+		err := b.Set(in)
+		if want == -2 {
+			require.Error(t, err, in)
+			continue
+		}
+		require.NoError(t, err, in)
+		require.Equal(t, want, int64(b), in)
+	}
+	for _, bad := range []string{"", "0", "-1G", "G", "4X", "9999999999T"} {
+		var b byteSize
+		require.Error(t, b.Set(bad), bad)
+	}
+	require.Equal(t, 2<<20, byteSize(4<<30).entries(), "4 GiB at 2 KiB an entry")
+	require.Zero(t, byteSize(-1).entries(), "none: no limit")
+	require.Greater(t, byteSize(0).entries(), 1000, "the default, from RAM")
+
+	cfg, err := parseArgs([]string{"--max-memory", "1G", "/i.tar", "/m"}, func(string) string { return "" })
+	require.NoError(t, err)
+	require.Equal(t, 1<<19, cfg.openOptions(nil).MaxEntries)
+	parseUsage(t, "want a size", "--max-memory", "lots", "/i.tar", "/m")
+	parseUsage(t, "want a size", "inspect", "--max-memory", "lots", "/i.tar")
+}

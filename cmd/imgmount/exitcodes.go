@@ -30,7 +30,8 @@ const (
 	// container image tarball, is corrupt (a truncated blob, a layer that
 	// does not match its diff_id), or does not hold the image asked for
 	// (--image or --platform match none, or several): archive.ErrNotImage,
-	// ErrCorruptLayer, ErrDiffIDMismatch, ErrNoSuchImage, ErrAmbiguous.
+	// ErrCorruptLayer, ErrDiffIDMismatch, ErrDigestMismatch,
+	// ErrNoSuchImage, ErrAmbiguous.
 	exitBadImage = 3
 	// exitLayerMissing: the image needs a layer (or its config) that the
 	// tarball leaves out: a thin tarball without the --base that supplies
@@ -45,6 +46,9 @@ const (
 	// mount (mounting it a second time, or committing it by path rather
 	// than through its mountpoint).
 	exitUpperInUse = 6
+	// exitTooLarge: the image has more entries than --max-memory allows
+	// (archive.ErrTooLarge): raise it where the machine has the memory.
+	exitTooLarge = 7
 )
 
 // exitStatuses lists every status with the line the help and the README
@@ -60,6 +64,7 @@ var exitStatuses = []struct {
 	{exitLayerMissing, "a layer is missing from the tarball: a thin tarball needs --base"},
 	{exitMountpoint, "MOUNTPOINT cannot be mounted on: missing, not a directory,\nalready mounted or not writable"},
 	{exitUpperInUse, "the upper directory is in use by another imgmount mount"},
+	{exitTooLarge, "the image needs more memory than --max-memory allows"},
 }
 
 // exitStatusError gives an error an exit status where no sentinel says
@@ -97,9 +102,12 @@ func exitStatus(err error) int {
 	case errors.Is(err, archive.ErrNotImage),
 		errors.Is(err, archive.ErrCorruptLayer),
 		errors.Is(err, archive.ErrDiffIDMismatch),
+		errors.Is(err, archive.ErrDigestMismatch),
 		errors.Is(err, archive.ErrNoSuchImage),
 		errors.Is(err, archive.ErrAmbiguous):
 		return exitBadImage
+	case errors.Is(err, archive.ErrTooLarge):
+		return exitTooLarge
 	}
 	return exitError
 }

@@ -66,7 +66,7 @@ func TestExitStatusesListed(t *testing.T) {
 			require.LessOrEqual(t, len(l)+5, 80, "status %d: line too long: %q", s.status, l)
 		}
 	}
-	require.Len(t, exitStatuses, exitUpperInUse+1, "every status is listed")
+	require.Len(t, exitStatuses, exitTooLarge+1, "every status is listed")
 
 	var out bytes.Buffer
 	require.Equal(t, exitOK, run([]string{"--help"}, &out, &out))

@@ -76,6 +76,10 @@ linux/arm64 or linux/arm/v7 (default: the host's,
 	flagCacheDir = helpFlag{"--cache-dir DIR", `where saved indexes and decompressed layers are kept
 (default $XDG_CACHE_HOME/imgmount, else
 ~/.cache/imgmount; here: {{cache}})`}
+	flagMaxMemory = helpFlag{"--max-memory SIZE", `the memory the image's index may take (4G,
+512M, none); an image with more files stops with
+an error (status 7) instead of exhausting the
+machine (default: half the RAM, about 2 KiB a file)`}
 	flagUpperCommit = helpFlag{"--upper DIR", `the upper directory holding the changes (with
 IMAGE; a MOUNTPOINT names its own)`}
 	flagHelp = helpFlag{"-h, --help", "print this help and exit"}
@@ -125,6 +129,7 @@ cannot give are kept in the xattr
 user.imgmount.stat and shown as asked, and you may
 change everything in the mount`},
 			flagCacheDir,
+			flagMaxMemory,
 			{"-o OPT[,OPT...]", `mount options, repeatable:
   allow_other  let other users in (a user other than
                root needs user_allow_other in
@@ -193,7 +198,7 @@ fusermount3 -u); fails while the mount is busy`},
 			{"--json", `print one JSON object (a stable interface: fields
 are only ever added)`},
 		},
-		shared:   []helpFlag{flagImage, flagPlatform, flagBase, flagCacheDir},
+		shared:   []helpFlag{flagImage, flagPlatform, flagBase, flagCacheDir, flagMaxMemory},
 		sharedAs: "as for mounting",
 		examples: `  # What is in the tarball: images, config, layers; as JSON for scripts.
   imgmount inspect app.tar
@@ -255,7 +260,7 @@ given too`},
 			{"--user USER[:GROUP]", "set the user"},
 			{"--label KEY=VALUE", "set a label; repeatable"},
 		},
-		shared:   []helpFlag{flagImage, flagPlatform, flagBase, flagCacheDir},
+		shared:   []helpFlag{flagImage, flagPlatform, flagBase, flagCacheDir, flagMaxMemory},
 		sharedAs: "as for mounting (with IMAGE only)",
 		examples: `  # Turn the edits into a new image, and load it.
   imgmount commit app.tar --upper ./edits -t myapp:edited -o new.tar
@@ -276,12 +281,12 @@ given too`},
 `,
 		about: `Export writes what docker export gives: the union of the layers (and of
 the upper directory, if any) as one plain tar, hardlinks kept, sparse files
-written in full.
+kept sparse (PAX 1.0, which GNU tar and Go read).
 `,
 		flags: []helpFlag{
 			{"-o, --output OUT.tar", "the tar to write; - for stdout"},
 		},
-		shared:   []helpFlag{flagUpperCommit, flagImage, flagPlatform, flagBase, flagCacheDir},
+		shared:   []helpFlag{flagUpperCommit, flagImage, flagPlatform, flagBase, flagCacheDir, flagMaxMemory},
 		sharedAs: "as for commit",
 		examples: `  # The root filesystem as a tar, changes included.
   imgmount export app.tar --upper ./edits -o - | tar -tv

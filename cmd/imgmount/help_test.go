@@ -108,7 +108,7 @@ func TestHelpOverview(t *testing.T) {
 	for _, s := range []string{
 		"Usage:\n  imgmount [flags] IMAGE MOUNTPOINT", "imgmount COMMAND --help",
 		"Flags for mounting:", "Flags for inspect:", "Flags for commit:", "Flags for export:",
-		"      --image REF, --platform OS/ARCH[/VARIANT], --base BASE.tar,\n      --cache-dir DIR     as for mounting\n",
+		"      --image REF, --platform OS/ARCH[/VARIANT], --base BASE.tar,\n      --cache-dir DIR, --max-memory SIZE\n                          as for mounting\n",
 		"as for mounting (with IMAGE only)", "as for commit",
 		"Running:", "Reading:", "Cache:", "Unmounting:",
 	} {

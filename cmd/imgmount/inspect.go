@@ -13,17 +13,11 @@ import (
 // config and its layers, as text or as one JSON object.
 func runInspect(cfg *config, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
-	img, err := archive.Open(cfg.image, archive.OpenOptions{
-		Image:    cfg.ref,
-		Platform: cfg.platform,
-		CacheDir: cfg.cacheDir,
-		Bases:    cfg.bases,
-		Progress: func(msg string) {
-			if tty {
-				fmt.Fprintf(stderr, "imgmount: %s\n", msg)
-			}
-		},
-	})
+	img, err := archive.Open(cfg.image, cfg.openOptions(func(msg string) {
+		if tty {
+			fmt.Fprintf(stderr, "imgmount: %s\n", msg)
+		}
+	}))
 	if err != nil {
 		return err
 	}

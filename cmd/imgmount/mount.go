@@ -166,13 +166,7 @@ func prepareMount(cfg *config, rep reporter) (*mountSource, error) {
 // per-layer view) and, for a writable mount, the view over the upper
 // directory.
 func openSource(cfg *config, rep reporter) (*mountSource, error) {
-	img, err := archive.Open(cfg.image, archive.OpenOptions{
-		Image:    cfg.ref,
-		Platform: cfg.platform,
-		CacheDir: cfg.cacheDir,
-		Bases:    cfg.bases,
-		Progress: rep.progress,
-	})
+	img, err := archive.Open(cfg.image, cfg.openOptions(rep.progress))
 	if err != nil {
 		return nil, err
 	}

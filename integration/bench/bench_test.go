@@ -71,12 +71,12 @@ func BenchmarkIndexBuild(b *testing.B) {
 func BenchmarkIndexLoadSaved(b *testing.B) {
 	data := smallFilesLayer(b)
 	c := &tarindex.Cache{Dir: b.TempDir(), Warn: func(err error) { b.Fatal(err) }}
-	if _, err := c.Index("bench", bytes.NewReader(data), 0, int64(len(data))); err != nil {
+	if _, err := c.Index("bench", bytes.NewReader(data), 0, int64(len(data)), 0); err != nil {
 		b.Fatal(err)
 	}
 	var n int
 	for b.Loop() {
-		ix, err := c.Index("bench", bytes.NewReader(data), 0, int64(len(data)))
+		ix, err := c.Index("bench", bytes.NewReader(data), 0, int64(len(data)), 0)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -126,13 +126,13 @@ func liveHeap() uint64 {
 func BenchmarkMemoryIndex(b *testing.B) {
 	data := smallFilesLayer(b)
 	c := &tarindex.Cache{Dir: b.TempDir()}
-	if _, err := c.Index("bench", bytes.NewReader(data), 0, int64(len(data))); err != nil {
+	if _, err := c.Index("bench", bytes.NewReader(data), 0, int64(len(data)), 0); err != nil {
 		b.Fatal(err)
 	}
 	var per float64
 	for b.Loop() {
 		before := liveHeap()
-		ix, err := c.Index("bench", bytes.NewReader(data), 0, int64(len(data)))
+		ix, err := c.Index("bench", bytes.NewReader(data), 0, int64(len(data)), 0)
 		if err != nil {
 			b.Fatal(err)
 		}

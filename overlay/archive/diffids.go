@@ -19,7 +19,7 @@ func StoredDiffIDs(path, cacheDir string) (map[digest.Digest]bool, error) {
 	if cacheDir != "" {
 		cache = &tarindex.Cache{Dir: cacheDir}
 	}
-	ar, err := openArchive(path, cache)
+	ar, err := openArchive(path, cache, 0)
 	if err != nil {
 		return nil, err
 	}

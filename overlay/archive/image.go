@@ -31,6 +31,8 @@ var (
 	ErrAmbiguous      = errors.New("several images in the tarball")
 	ErrNoSuchImage    = errors.New("no such image in the tarball")
 	ErrCorruptLayer   = errors.New("corrupt layer")
+	// ErrTooLarge: the image has more entries than OpenOptions.MaxEntries.
+	ErrTooLarge = errors.New("image too large for the memory budget")
 	// ErrDigestMismatch: an index, manifest or config blob does not hash to
 	// the digest that names it.
 	ErrDigestMismatch = errors.New("blob content does not match its digest")
@@ -45,7 +47,17 @@ type OpenOptions struct {
 	// Progress, if set, receives short human-readable lines about long work
 	// (decompressing layers, indexing) while Open runs.
 	Progress func(msg string)
+	// MaxEntries bounds the tar entries of all layers together (and of the
+	// outer tarball); past it Open fails with ErrTooLarge before their
+	// memory is taken. 0: no limit. See BytesPerEntry.
+	MaxEntries int
 }
+
+// BytesPerEntry is about what one tar entry costs in memory once the image
+// is mounted (index, union node, the kernel's inode), as measured on a cold
+// mount of a million-file layer: what turns a memory budget into
+// MaxEntries.
+const BytesPerEntry = 2048
 
 // ImageRef describes one image found in a tarball.
 type ImageRef struct {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
@@ -35,7 +36,7 @@ func Open(path string, opts OpenOptions) (_ *Image, err error) {
 	if opts.CacheDir != "" {
 		o.cache = &tarindex.Cache{Dir: opts.CacheDir}
 	}
-	ar, err := openArchive(path, o.cache)
+	ar, err := openArchive(path, o.cache, opts.MaxEntries)
 	if err != nil {
 		return nil, err
 	}
@@ -135,9 +136,10 @@ func readConfig(ar *archive, c *candidate, img *Image, label string) error {
 
 // opener carries what one Open call shares between its steps.
 type opener struct {
-	opts   OpenOptions
-	cache  *tarindex.Cache // nil when opts.CacheDir is ""
-	progMu sync.Mutex
+	opts    OpenOptions
+	cache   *tarindex.Cache // nil when opts.CacheDir is ""
+	progMu  sync.Mutex
+	entries atomic.Int64 // indexed so far, against opts.MaxEntries
 }
 
 // progress reports to opts.Progress, one call at a time.
@@ -153,10 +155,35 @@ func (o *opener) progress(format string, a ...any) {
 // index indexes the tar stream at [base, base+size) of data, through the
 // cache when there is one.
 func (o *opener) index(key string, data []byte, base, size int64) (*tarindex.Index, error) {
-	if o.cache == nil {
-		return tarindex.Build(bytes.NewReader(data), base, size)
+	limit := 0
+	if max := o.opts.MaxEntries; max > 0 {
+		// Layers are indexed in parallel: each may take what is left.
+		limit = max - int(o.entries.Load())
+		if limit <= 0 {
+			return nil, o.tooLarge()
+		}
 	}
-	return o.cache.Index(key, bytes.NewReader(data), base, size)
+	var ix *tarindex.Index
+	var err error
+	if o.cache == nil {
+		ix, err = tarindex.BuildMax(bytes.NewReader(data), base, size, limit)
+	} else {
+		ix, err = o.cache.Index(key, bytes.NewReader(data), base, size, limit)
+	}
+	if errors.Is(err, tarindex.ErrTooManyEntries) {
+		return nil, o.tooLarge()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
+		return nil, o.tooLarge()
+	}
+	return ix, nil
+}
+
+func (o *opener) tooLarge() error {
+	return Errorf(ErrTooLarge, "more than %d entries in all, past the memory budget (--max-memory; about %d bytes each while mounted)", o.opts.MaxEntries, BytesPerEntry)
 }
 
 // historyPerLayer aligns the config's history with the layers: entries
@@ -257,7 +284,7 @@ func (o *opener) searchBases(diffIDs []digest.Digest, missing []int, img *Image)
 		if len(found) == len(want) {
 			break
 		}
-		bar, err := openArchive(bp, o.cache)
+		bar, err := openArchive(bp, o.cache, o.opts.MaxEntries)
 		if err != nil {
 			return nil, fmt.Errorf("base tarball: %w", err)
 		}
@@ -422,6 +449,9 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 	}
 	key := ar.ident + "@" + strconv.FormatInt(s.blob.off, 10)
 	ix, err := o.index(key, ar.data, s.blob.off, s.blob.size)
+	if errors.Is(err, ErrTooLarge) {
+		return fmt.Errorf("%s: %w", where, err)
+	}
 	if err != nil {
 		return Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s): %w", where, s.member, err)
 	}
@@ -473,6 +503,9 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 	ix, err := o.index("decompressed:"+s.diffID.String(), m.Data, 0, int64(len(m.Data)))
 	if err != nil {
 		m.Close()
+		if errors.Is(err, ErrTooLarge) {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
 		return nil, Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s, decompressed): %w", where, s.member, err)
 	}
 	l.Data, l.Size, l.TarIndex = m.Data, int64(len(m.Data)), ix

@@ -875,3 +875,31 @@ func TestArchOpenEditedInPlaceIsVerifiedAgain(t *testing.T) {
 	_, err = imagetest.Open(t, p, archive.OpenOptions{CacheDir: cache})
 	require.ErrorIs(t, err, archive.ErrDiffIDMismatch)
 }
+
+// An image with more entries than the memory budget allows stops with a
+// clear error before their memory is taken (a 21 MB gzipped layer can hold
+// three million files).
+func TestArchOpenMaxEntries(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{}
+	for i := range 40 {
+		files[fmt.Sprintf("f%02d", i)] = "x"
+	}
+	for _, comp := range []tarindex.Compression{tarindex.CompressionNone, tarindex.CompressionGzip} {
+		b := imagetest.Build(t, imagetest.Spec{Tags: []string{"big:1"}, Layers: []imagetest.LayerSpec{
+			{Files: map[string]string{"a": "a"}, Comp: comp}, {Files: files, Comp: comp}}})
+		p := imagetest.OCI(t, false, b).Write(t, dir, "big.tar")
+		_, err := imagetest.Open(t, p, archive.OpenOptions{MaxEntries: 30})
+		require.ErrorIs(t, err, archive.ErrTooLarge)
+		require.ErrorContains(t, err, "more than 30 entries")
+		require.ErrorContains(t, err, "layer 1")
+		img, err := imagetest.Open(t, p, archive.OpenOptions{MaxEntries: 41})
+		require.NoError(t, err)
+		require.Len(t, img.Layers, 2)
+		_, err = imagetest.Open(t, p, archive.OpenOptions{MaxEntries: 40})
+		require.ErrorIs(t, err, archive.ErrTooLarge, "the budget is for all layers together")
+		_, err = imagetest.Open(t, p, archive.OpenOptions{MaxEntries: 2})
+		require.ErrorIs(t, err, archive.ErrTooLarge, "the outer tarball's members count too")
+		require.ErrorContains(t, err, "members")
+	}
+}

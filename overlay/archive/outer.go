@@ -88,7 +88,7 @@ func fileIdentity(abs string, fi os.FileInfo) string {
 
 // openArchive maps the tarball at p (decompressing it into the cache first
 // if it is gzip or zstd) and indexes its members.
-func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
+func openArchive(p string, cache *tarindex.Cache, maxEntries int) (_ *archive, err error) {
 	f, fi, err := openTarball(p)
 	if err != nil {
 		return nil, err
@@ -117,7 +117,7 @@ func openArchive(p string, cache *tarindex.Cache) (_ *archive, err error) {
 	if len(ar.data) == 0 {
 		return nil, Errorf(ErrNotImage, "%s: empty file", p)
 	}
-	if err := ar.indexMembers(cache, comp); err != nil {
+	if err := ar.indexMembers(cache, comp, maxEntries); err != nil {
 		return nil, err
 	}
 	return ar, nil
@@ -186,7 +186,7 @@ func isCacheIOError(err error) bool {
 
 // indexMembers indexes the mapped tarball's members by name. comp is how
 // the tarball was compressed, for messages.
-func (ar *archive) indexMembers(cache *tarindex.Cache, comp tarindex.Compression) error {
+func (ar *archive) indexMembers(cache *tarindex.Cache, comp tarindex.Compression, maxEntries int) error {
 	p := ar.path
 	if comp != tarindex.CompressionNone {
 		p = fmt.Sprintf("%s (%s-compressed)", p, comp)
@@ -194,12 +194,14 @@ func (ar *archive) indexMembers(cache *tarindex.Cache, comp tarindex.Compression
 	var ix *tarindex.Index
 	var err error
 	if cache != nil {
-		ix, err = cache.Index(ar.ident+"@outer", bytes.NewReader(ar.data), 0, int64(len(ar.data)))
+		ix, err = cache.Index(ar.ident+"@outer", bytes.NewReader(ar.data), 0, int64(len(ar.data)), maxEntries)
 	} else {
-		ix, err = tarindex.Build(bytes.NewReader(ar.data), 0, int64(len(ar.data)))
+		ix, err = tarindex.BuildMax(bytes.NewReader(ar.data), 0, int64(len(ar.data)), maxEntries)
 	}
 	switch {
 	case err == nil:
+	case errors.Is(err, tarindex.ErrTooManyEntries):
+		return Errorf(ErrTooLarge, "%s: more than %d members, past the memory budget (--max-memory)", p, maxEntries)
 	case errors.Is(err, tarindex.ErrNotTar):
 		return Errorf(ErrNotImage, "%s: %w", p, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):

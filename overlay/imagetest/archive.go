@@ -106,7 +106,10 @@ func JSON(t testing.TB, v any) []byte {
 
 type LayerSpec struct {
 	Files map[string]string
-	Comp  tarindex.Compression
+	// Tar, if set, is the layer's uncompressed tar as it is (LayerTar makes
+	// one of any entries); Files is then ignored.
+	Tar  []byte
+	Comp tarindex.Compression
 }
 
 // Spec describes a test image.
@@ -141,7 +144,10 @@ func Build(t testing.TB, im Spec) *Built {
 	}
 	b := &Built{Img: im}
 	for _, l := range im.Layers {
-		raw := FilesTar(t, l.Files)
+		raw := l.Tar
+		if raw == nil {
+			raw = FilesTar(t, l.Files)
+		}
 		blob := Compress(t, l.Comp, raw)
 		b.Tars = append(b.Tars, raw)
 		b.Blobs = append(b.Blobs, blob)

@@ -3,6 +3,7 @@ package cow
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/imgmount/imgmount/overlay/union"
@@ -31,7 +32,8 @@ func nodeMeta(n *union.Node) meta {
 
 // apply gives a new upper entry its owner, mode, xattrs and times, in the
 // order that keeps each (chown clears setuid bits and capabilities, so it
-// comes first), through c.metaStore.
+// comes first), through c.metaStore. The origin is not its business
+// (recordOrigin).
 func (c *View) apply(t target, m meta) error {
 	isLink := m.mode&unix.S_IFMT == unix.S_IFLNK
 	if err := c.metaStore.setOwnerMode(t, m); err != nil {
@@ -40,11 +42,6 @@ func (c *View) apply(t target, m meta) error {
 	for _, x := range m.xattrs {
 		if err := c.metaStore.setxattr(t, x.Name, []byte(x.Value), 0, isLink); err != nil {
 			return fmt.Errorf("setting xattr %s: %w", x.Name, err)
-		}
-	}
-	if m.origin != 0 && !isLink {
-		if err := t.setxattr(originXattr, []byte(strconv.FormatUint(m.origin, 10))); err != nil {
-			return fmt.Errorf("recording the origin: %w", err)
 		}
 	}
 	if m.mtime != nil {
@@ -146,47 +143,96 @@ func (c *View) copyUp(l *loc, withData bool) error {
 }
 
 // materialize creates name in the upper directory dirfd as a copy of the
-// lower node n.
+// lower node n, all or nothing: the copy is made unnamed (a regular file,
+// O_TMPFILE) or under a temporary name (tempPrefix), given its
+// attributes and origin, and only then linked or renamed to name. A
+// failure removes it; a crash leaves at most a temporary name.
 func (c *View) materialize(dirfd int, name string, n *union.Node, withData bool) error {
 	m := nodeMeta(n)
-	switch m.mode & unix.S_IFMT {
-	case unix.S_IFDIR:
-		if err := unix.Mkdirat(dirfd, name, 0o700); err != nil {
+	if m.mode&unix.S_IFMT == unix.S_IFREG {
+		return c.materializeFile(dirfd, name, n, m, withData)
+	}
+	tmp, err := c.createTemp(dirfd, func(tmp string) error {
+		switch m.mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			return unix.Mkdirat(dirfd, tmp, 0o700)
+		case unix.S_IFLNK:
+			return unix.Symlinkat(n.Entry.Linkname, dirfd, tmp)
+		default:
+			return c.metaStore.mknod(dirfd, tmp, m.mode, m.rdev)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if err := c.completeTemp(dirfd, tmp, name, m); err != nil {
+		removeTemp(dirfd, tmp)
+		return err
+	}
+	return nil
+}
+
+// materializeFile is materialize of a regular file: written unnamed and
+// linked in when complete.
+func (c *View) materializeFile(dirfd int, name string, n *union.Node, m meta, withData bool) error {
+	fd, err := unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if withData {
+		if err := c.copyData(fd, n); err != nil {
 			return err
 		}
-		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
+	}
+	if err := c.apply(fdTarget(fd), m); err != nil {
+		return err
+	}
+	if m.origin != 0 {
+		if err := fdTarget(fd).setxattr(originXattr, []byte(strconv.FormatUint(m.origin, 10))); err != nil {
+			return fmt.Errorf("recording the origin: %w", err)
 		}
-		defer unix.Close(fd)
-		return c.apply(fdTarget(fd), m)
-	case unix.S_IFREG:
-		// Written unnamed and linked in when complete: a crash never
-		// leaves a partial copy under the real name.
-		fd, err := unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return err
+	}
+	return unix.Linkat(unix.AT_FDCWD, procPath(fd, ""), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+}
+
+// createTemp runs create with a temporary name in dirfd that is free, and
+// returns that name.
+func (c *View) createTemp(dirfd int, create func(tmp string) error) (string, error) {
+	for {
+		tmp := tempPrefix + strconv.Itoa(os.Getpid()) + "." + strconv.FormatUint(c.tempSeq.Add(1), 10)
+		err := create(tmp)
+		if !errors.Is(err, unix.EEXIST) {
+			return tmp, err
 		}
-		defer unix.Close(fd)
-		if withData {
-			if err := c.copyData(fd, n); err != nil {
-				return err
-			}
-		}
-		if err := c.apply(fdTarget(fd), m); err != nil {
-			return err
-		}
-		return unix.Linkat(unix.AT_FDCWD, procPath(fd, ""), dirfd, name, unix.AT_SYMLINK_FOLLOW)
-	case unix.S_IFLNK:
-		if err := unix.Symlinkat(n.Entry.Linkname, dirfd, name); err != nil {
-			return err
-		}
-		return c.apply(nameTarget(dirfd, name), m)
-	default:
-		if err := c.metaStore.mknod(dirfd, name, m.mode, m.rdev); err != nil {
-			return err
-		}
-		return c.apply(nameTarget(dirfd, name), m)
+	}
+}
+
+// completeTemp gives the copy at tmp in dirfd the attributes and origin of
+// m, and renames it to name, which must not exist.
+func (c *View) completeTemp(dirfd int, tmp, name string, m meta) error {
+	if err := c.applyNamed(dirfd, tmp, m); err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, tmp, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if err := recordOrigin(dirfd, tmp, name, m.origin, &st); err != nil {
+		return fmt.Errorf("recording the origin: %w", err)
+	}
+	err := unix.Renameat2(dirfd, tmp, dirfd, name, unix.RENAME_NOREPLACE)
+	if err != nil && childOrigin(dirfd, name, st.Ino) != 0 {
+		_ = removeChildOrigin(dirfd, name) // recorded for the copy, which goes
+	}
+	return err
+}
+
+// removeTemp removes what createTemp made at tmp in dirfd (a directory it
+// made is still empty).
+func removeTemp(dirfd int, tmp string) {
+	if err := unix.Unlinkat(dirfd, tmp, 0); errors.Is(err, unix.EISDIR) {
+		_ = unix.Unlinkat(dirfd, tmp, unix.AT_REMOVEDIR)
 	}
 }
 
@@ -253,7 +299,13 @@ func (c *View) linkAliases(l *loc, n *union.Node) {
 		if al.up == nil && al.low == a {
 			if pfd, err := c.parentFD(al); err == nil {
 				_ = keepTimes(pfd, func() error {
-					return unix.Linkat(l.parent, l.name, pfd, al.name, 0)
+					if err := unix.Linkat(l.parent, l.name, pfd, al.name, 0); err != nil {
+						return err
+					}
+					if !holdsUserXattrs(l.up.Mode) {
+						moveChildOrigin(l.parent, l.name, pfd, al.name, true)
+					}
+					return nil
 				})
 			}
 		}

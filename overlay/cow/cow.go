@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
@@ -78,6 +79,9 @@ type View struct {
 	// Rebased is true when the upper directory was made over other layers
 	// than this tree's (see checkLower).
 	Rebased bool
+
+	// tempSeq numbers the temporary names of copy-ups (createTemp).
+	tempSeq atomic.Uint64
 
 	aliasOnce sync.Once
 	aliases   map[uint64][]*union.Node // lower hardlink groups by inode
@@ -165,8 +169,12 @@ func (c *View) adoptRoot() error {
 		return fmt.Errorf("upper directory %s: %w", c.dir, err)
 	}
 	defer unix.Close(fd)
-	if err := c.apply(fdTarget(fd), nodeMeta(c.tree.Root)); err != nil {
+	m := nodeMeta(c.tree.Root)
+	if err := c.apply(fdTarget(fd), m); err != nil {
 		return fmt.Errorf("upper directory %s: giving it the image root's attributes: %w", c.dir, err)
+	}
+	if err := fdTarget(fd).setxattr(originXattr, []byte(strconv.FormatUint(m.origin, 10))); err != nil {
+		return fmt.Errorf("upper directory %s: recording its origin: %w", c.dir, err)
 	}
 	return nil
 }
@@ -195,11 +203,29 @@ func (c *View) checkLower() error {
 	if err == nil {
 		c.Rebased = true
 		werr := filepath.WalkDir(c.dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.Type()&fs.ModeSymlink != 0 {
+			if err != nil || !d.Type().IsDir() && !d.Type().IsRegular() {
+				return err // nothing else can carry user.* xattrs
+			}
+			// The root's origin only says it adopted the image root's
+			// attributes (adoptRoot): its inode number is the tree's.
+			if p != c.dir {
+				if err := unix.Lremovexattr(p, originXattr); err != nil && !errors.Is(err, unix.ENODATA) {
+					return err
+				}
+			}
+			if !d.IsDir() {
+				return nil
+			}
+			names, err := listxattrPath(p)
+			if err != nil {
 				return err
 			}
-			if err := unix.Lremovexattr(p, originXattr); err != nil && !errors.Is(err, unix.ENODATA) {
-				return err
+			for _, n := range names {
+				if isChildOriginKey(n) {
+					if err := unix.Lremovexattr(p, n); err != nil && !errors.Is(err, unix.ENODATA) {
+						return err
+					}
+				}
 			}
 			return nil
 		})
@@ -571,8 +597,22 @@ func (c *View) stat(l *loc) (Stat, error) {
 }
 
 // applyXattrs adjusts an upper entry's stat by its bookkeeping xattrs: the
-// inode number it was copied up from, and the owner/mode override.
+// inode number it was copied up from, and the owner/mode override. An
+// entry that cannot carry them (a symlink, fifo or device) has only an
+// origin, kept by its directory.
 func applyXattrs(t target, st *Stat) {
+	if !holdsUserXattrs(st.Mode) {
+		var origin uint64
+		if t.fd < 0 {
+			origin = childOrigin(t.dirfd, t.name, st.Ino)
+		}
+		if origin != 0 {
+			st.Ino = origin
+		} else {
+			st.Ino |= upperInoBit
+		}
+		return
+	}
 	st.Ino |= upperInoBit
 	// One listxattr answers the common case (neither is there) in one
 	// call instead of two failed getxattrs.

@@ -20,12 +20,18 @@ import (
 // deep directory and a symlink.
 func cowFixture(t *testing.T) (*View, string) {
 	t.Helper()
-	img := imagetest.Layers(t,
+	return newView(t,
 		[]imagetest.Entry{imagetest.Dir("etc"), imagetest.File("etc/a", "aaaa"), imagetest.File("etc/b", "bbbb"), imagetest.Hardlink("etc/a2", "etc/a"),
 			imagetest.Dir("d"), imagetest.Dir("d/e"), imagetest.File("d/e/f", "deep"), imagetest.Symlink("ln", "etc/a")},
 		[]imagetest.Entry{imagetest.File("etc/c", "cccc")},
 	)
-	tree, err := union.BuildUnion(img)
+}
+
+// newView is a writable view over the layers, with a new upper directory,
+// closed when the test ends.
+func newView(t *testing.T, layers ...[]imagetest.Entry) (*View, string) {
+	t.Helper()
+	tree, err := union.BuildUnion(imagetest.Layers(t, layers...))
 	require.NoError(t, err)
 	dir := filepath.Join(t.TempDir(), "upper")
 	c, err := New(tree, dir)
@@ -250,17 +256,24 @@ func TestCOWOverOtherLayers(t *testing.T) {
 	_, err := getxattrPath(filepath.Join(dir, "etc/b"), originXattr)
 	require.NoError(t, err, "copy-up records the origin")
 	require.False(t, c.Rebased)
-	require.NoError(t, c.Close())
-
-	other, err := union.BuildUnion(imagetest.Layers(t, []imagetest.Entry{imagetest.Dir("etc"), imagetest.File("etc/z", "other image")}))
-	require.NoError(t, err)
-	c2, err := New(other, dir)
-	require.NoError(t, err)
-	defer c2.Close()
+	c2 := reopenOver(t, c, dir, imagetest.Dir("etc"), imagetest.File("etc/z", "other image"))
 	require.True(t, c2.Rebased, "the upper directory was made over other layers")
 	_, err = getxattrPath(filepath.Join(dir, "etc/b"), originXattr)
 	require.ErrorIs(t, err, unix.ENODATA, "inode numbers of the other tree are forgotten")
 	require.Equal(t, []string{"b", "z"}, cowNames(t, c2, "etc"), "the edits apply over the new layers")
+}
+
+// reopenOver closes c and opens its upper directory dir over an image of
+// one layer of entries; the new view is closed when the test ends.
+func reopenOver(t *testing.T, c *View, dir string, entries ...imagetest.Entry) *View {
+	t.Helper()
+	require.NoError(t, c.Close())
+	other, err := union.BuildUnion(imagetest.Layers(t, entries))
+	require.NoError(t, err)
+	c2, err := New(other, dir)
+	require.NoError(t, err)
+	t.Cleanup(func() { c2.Close() })
+	return c2
 }
 
 // Changing the root's own mode, times or xattrs is a change the layer

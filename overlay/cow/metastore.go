@@ -127,6 +127,11 @@ func (rootlessMeta) setOwnerMode(t target, m meta) error {
 	if err := t.chmod(real); err != nil {
 		return fmt.Errorf("chmod: %w", err)
 	}
+	if m.mode&unix.S_IFMT == unix.S_IFSOCK {
+		// No user.* xattr on a socket: it shows the mount's user as its
+		// owner (and no layer carries sockets).
+		return nil
+	}
 	o := StatOverride{UID: m.uid, GID: m.gid, Mode: modeToGo(m.mode), Major: unix.Major(m.rdev), Minor: unix.Minor(m.rdev)}
 	if err := t.setxattr(StatXattr, []byte(FormatStatOverride(o))); err != nil {
 		return fmt.Errorf("recording owner and mode: %w", err)
@@ -158,11 +163,14 @@ func (r rootlessMeta) changeOwnerMode(t target, st *unix.Stat_t, a SetAttr) erro
 	return r.setOwnerMode(t, m)
 }
 
-// mknod makes a device an empty regular file (its StatXattr, set by
-// setOwnerMode, gives the type); fifos and sockets need no privilege.
+// mknod makes a device or a fifo an empty regular file (its StatXattr,
+// set by setOwnerMode, gives the type): no ordinary user may make a
+// device, and neither can carry the user.* xattr StatXattr (the kernel
+// serves the mount's fifos and devices by the type it is told, never by
+// the upper file). Sockets need no privilege.
 func (rootlessMeta) mknod(dirfd int, name string, mode uint32, rdev uint64) error {
 	typ := mode & unix.S_IFMT
-	if typ == unix.S_IFCHR || typ == unix.S_IFBLK {
+	if typ == unix.S_IFCHR || typ == unix.S_IFBLK || typ == unix.S_IFIFO {
 		fd, err := unix.Openat(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if err != nil {
 			return err

@@ -253,6 +253,9 @@ func (c *View) Link(oldPath, newPath string) (Stat, error) {
 	if err := unix.Linkat(ol.parent, ol.name, pfd, l.name, 0); err != nil {
 		return Stat{}, err
 	}
+	if !holdsUserXattrs(ol.up.Mode) {
+		moveChildOrigin(ol.parent, ol.name, pfd, l.name, true)
+	}
 	if err := c.finishNew(l, pfd, false); err != nil {
 		return Stat{}, err
 	}
@@ -306,6 +309,9 @@ func (c *View) remove(l *loc, flags int) error {
 		if err := unix.Unlinkat(l.parent, l.name, flags); err != nil {
 			return err
 		}
+		if !holdsUserXattrs(l.up.Mode) {
+			_ = removeChildOrigin(l.parent, l.name)
+		}
 	}
 	return nil
 }
@@ -326,7 +332,11 @@ func (c *View) clearDir(l *loc) error {
 		if !strings.HasPrefix(n, union.WhiteoutPrefix) {
 			return unix.ENOTEMPTY
 		}
-		if err := unix.Unlinkat(dfd, n, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		err := unix.Unlinkat(dfd, n, 0)
+		if errors.Is(err, unix.EISDIR) {
+			err = unix.Unlinkat(dfd, n, unix.AT_REMOVEDIR) // a copy-up's temporary directory
+		}
+		if err != nil && !errors.Is(err, unix.ENOENT) {
 			return err
 		}
 	}

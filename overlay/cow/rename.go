@@ -88,6 +88,12 @@ func (c *View) Rename(oldPath, newPath string, flags uint) error {
 	if err := unix.Renameat2(ol.parent, ol.name, npfd, nl.name, 0); err != nil {
 		return err
 	}
+	switch {
+	case !holdsUserXattrs(ol.up.Mode):
+		moveChildOrigin(ol.parent, ol.name, npfd, nl.name, false)
+	case nl.up != nil && !holdsUserXattrs(nl.up.Mode):
+		_ = removeChildOrigin(npfd, nl.name) // it named the entry replaced
+	}
 	return c.finishNew(nl, npfd, false)
 }
 
@@ -165,5 +171,22 @@ func (c *View) exchange(a, b *loc) error {
 			}
 		}
 	}
-	return unix.Renameat2(a.parent, a.name, b.parent, b.name, unix.RENAME_EXCHANGE)
+	av, aerr := getxattrPath(dirPath(a.parent), childOriginKey(a.name))
+	bv, berr := getxattrPath(dirPath(b.parent), childOriginKey(b.name))
+	if err := unix.Renameat2(a.parent, a.name, b.parent, b.name, unix.RENAME_EXCHANGE); err != nil {
+		return err
+	}
+	// The origins kept by the directories change places too.
+	swapOrigin := func(l *loc, v []byte, err error) {
+		if err == nil {
+			_ = unix.Lsetxattr(dirPath(l.parent), childOriginKey(l.name), v, 0)
+		} else {
+			_ = removeChildOrigin(l.parent, l.name)
+		}
+	}
+	if aerr == nil || berr == nil {
+		swapOrigin(b, av, aerr)
+		swapOrigin(a, bv, berr)
+	}
+	return nil
 }

@@ -16,14 +16,34 @@ import (
 //     file ".wh..wh..opq";
 //   - where the mount could not give a file its real owner, mode or type
 //     (an unprivileged mount cannot chown or mknod a device), the intended
-//     values are in the xattr StatXattr; xattrs outside the user namespace
-//     that could not be set are kept as XattrPrefix + their name;
+//     values are in the xattr StatXattr (an unprivileged mount makes
+//     devices and fifos empty regular files that carry it); xattrs outside
+//     the user namespace that could not be set are kept as XattrPrefix +
+//     their name;
 //   - the directory itself carries the image root's owner, mode and times
 //     (adopted when it was made), and the xattr rootChangedXattr once they
 //     were changed in the mount: only then does the layer hold a "./" entry;
-//   - imgmount's own bookkeeping, which no layer carries: originXattr on
-//     entries copied up (and on the directory itself, once it adopted the
-//     root's attributes), lowerXattr on the directory itself.
+//   - imgmount's own bookkeeping, see below.
+//
+// The bookkeeping is never written in a layer: the layer writer leaves out
+// every xattr named privatePrefix* and every name starting with ".wh..wh."
+// but the opaque marker. It is:
+//
+//   - originXattr on the regular files and directories copied up (and on
+//     the directory itself, once it adopted the root's attributes);
+//   - for the other entries copied up (symlinks, fifos, devices), on which
+//     Linux refuses user.* xattrs, the same origin in an xattr of their
+//     directory, named childOriginKey(NAME) and valued "ORIGIN:INO", INO
+//     being the upper entry's own inode number: a value whose INO is not
+//     the entry's (left by a crash, or by copying the upper directory
+//     elsewhere) is ignored;
+//   - lowerXattr on the directory itself;
+//   - while a copy-up is under way, the copy of a directory, symlink or
+//     special file under a temporary name tempPrefix* beside its final
+//     name, renamed to it once complete (a regular file is written
+//     unnamed, O_TMPFILE, and linked in), so that a copy-up never leaves
+//     part of a copy under the real name. Only a crash leaves a temporary
+//     name behind: never shown, and removed with its directory.
 //
 // WriteUpperLayer (layer.go) writes it as a layer tar; remounting with the
 // same directory shows every edit again.
@@ -49,6 +69,13 @@ const (
 	// lower inode number, so the entry keeps its inode number across copy-up
 	// and rename, as overlayfs keeps them.
 	originXattr = privatePrefix + "origin"
+	// childOriginPrefix begins the name of the xattr, on an upper
+	// directory, that holds the origin of one of its entries that cannot
+	// carry originXattr itself (see childOriginKey).
+	childOriginPrefix = originXattr + "/"
+	// tempPrefix begins the temporary names of copies being made (an AUFS
+	// metadata name: never shown, never written in a layer).
+	tempPrefix = ".wh..wh.imgmount.tmp."
 	// lowerXattr on the upper directory itself names the layers its edits
 	// were made over (a digest of their diff_ids, lowerKey); over other
 	// layers, the originXattr marks are dropped (View.checkLower).

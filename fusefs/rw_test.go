@@ -1,0 +1,103 @@
+package fusefs
+
+import (
+	"archive/tar"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/imgmount/imgmount/overlay/cow"
+	"github.com/imgmount/imgmount/overlay/imagetest"
+	"github.com/imgmount/imgmount/overlay/union"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// rwImage is a small image for the writable mount's tests: /dev with
+// devices, a fifo and a symlink, a directory holding a fifo, and files.
+func rwImage(t *testing.T) [][]imagetest.Entry {
+	dev := func(name string, typ byte, major, minor int64) imagetest.Entry {
+		return imagetest.Entry{Hdr: tar.Header{Name: name, Typeflag: typ, Mode: 0o666, Devmajor: major, Devminor: minor, ModTime: imagetest.MTime}}
+	}
+	return [][]imagetest.Entry{{
+		imagetest.Dir("dev"),
+		dev("dev/null", tar.TypeChar, 1, 3),
+		dev("dev/zero", tar.TypeChar, 1, 5),
+		imagetest.Fifo("dev/fifo"),
+		imagetest.Symlink("dev/stdin", "/proc/self/fd/0"),
+		imagetest.Dir("run"),
+		imagetest.Dir("run/pipes"),
+		imagetest.Fifo("run/pipes/p"),
+		imagetest.Dir("etc"),
+		imagetest.File("etc/hosts", "127.0.0.1 localhost\n"),
+		imagetest.File("etc/motd", "hello\n"),
+	}}
+}
+
+// mountRW mounts the layers writable over a new upper directory, and
+// returns the mountpoint and the upper directory.
+func mountRW(t *testing.T, layers [][]imagetest.Entry) (string, string) {
+	t.Helper()
+	requireFUSE(t)
+	tree, err := union.BuildUnion(imagetest.Layers(t, layers...))
+	require.NoError(t, err)
+	upper := filepath.Join(t.TempDir(), "upper")
+	view, err := cow.New(tree, upper)
+	require.NoError(t, err)
+	t.Cleanup(func() { view.Close() })
+	mnt, _ := mountTree(t, tree, Options{Writable: view})
+	return mnt, upper
+}
+
+// noTempNames fails if the upper directory holds a copy-up's temporary
+// name.
+func noTempNames(t *testing.T, upper string) {
+	t.Helper()
+	require.NoError(t, filepath.Walk(upper, func(p string, fi os.FileInfo, err error) error {
+		require.NoError(t, err)
+		require.NotContains(t, fi.Name(), ".wh..wh.imgmount", "left in the upper directory: %s", p)
+		return nil
+	}))
+}
+
+// chmod, chown and touch of the image's devices, fifos and symlinks work
+// the first time, as do mv /dev and mv of a directory holding a fifo.
+func TestWritableSpecialFiles(t *testing.T) {
+	mnt, upper := mountRW(t, rwImage(t))
+	p := func(s string) string { return filepath.Join(mnt, s) }
+	ino := func(s string) uint64 { return lstat(t, p(s)).Ino }
+
+	before := lstat(t, p("dev/null"))
+	require.NoError(t, os.Chmod(p("dev/null"), 0o600), "chmod of /dev/null")
+	after := lstat(t, p("dev/null"))
+	require.EqualValues(t, unix.S_IFCHR|0o600, after.Mode)
+	require.Equal(t, before.Ino, after.Ino)
+	require.Equal(t, before.Rdev, after.Rdev)
+	require.Equal(t, before.Mtim, after.Mtim, "copy-up keeps the mtime")
+
+	require.NoError(t, os.Lchown(p("dev/zero"), 12, 34), "chown of /dev/zero")
+	st := lstat(t, p("dev/zero"))
+	require.Equal(t, uint32(12), st.Uid)
+	require.Equal(t, uint32(34), st.Gid)
+
+	t0 := time.Unix(1650000000, 0)
+	require.NoError(t, os.Chtimes(p("dev/fifo"), t0, t0), "touch of a fifo")
+	require.Equal(t, t0.Unix(), lstat(t, p("dev/fifo")).Mtim.Sec)
+	require.NoError(t, os.Lchown(p("dev/stdin"), 5, 5), "chown -h of a symlink")
+
+	pipeIno := ino("run/pipes/p")
+	require.NoError(t, os.Rename(p("run/pipes"), p("run/moved")), "mv of a directory holding a fifo")
+	require.Equal(t, pipeIno, ino("run/moved/p"))
+	fifoIno := ino("dev/fifo")
+	require.NoError(t, os.Rename(p("dev"), p("dev2")), "mv /dev /dev2")
+	require.Equal(t, fifoIno, ino("dev2/fifo"))
+	require.EqualValues(t, unix.S_IFIFO, lstat(t, p("dev2/fifo")).Mode&unix.S_IFMT)
+	require.EqualValues(t, 0o600, lstat(t, p("dev2/null")).Mode&0o7777)
+	noTempNames(t, upper)
+
+	// The fifo's origin is kept by its directory.
+	buf := make([]byte, 64)
+	_, err := unix.Lgetxattr(filepath.Join(upper, "dev2"), "user.imgmount.origin/fifo", buf)
+	require.NoError(t, err)
+}

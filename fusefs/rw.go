@@ -3,6 +3,8 @@ package fusefs
 import (
 	"context"
 	"io"
+	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -26,12 +28,58 @@ type rwFS struct {
 const MountInfoXattr = "user.imgmount.mount"
 
 // rwNode is the go-fuse node of a writable mount. It holds no state of its
-// own: go-fuse keeps the tree of names the kernel knows, and every
-// operation hands the node's current path to cow.View, which works out
-// from the upper directory and the lower tree what is there.
+// own but its open files: go-fuse keeps the tree of names the kernel
+// knows, and every operation hands the node's current path to cow.View,
+// which works out from the upper directory and the lower tree what is
+// there. Once the node has no name left (unlinked, or replaced by a
+// rename), its operations go to one of its open files: the kernel sends
+// no file handle with fchmod, fchown, futimens or fsetxattr, but they must
+// work on the open file (openFile).
 type rwNode struct {
 	fs.Inode
 	fsys *rwFS
+
+	mu      sync.Mutex
+	handles []*rwHandle // open files, in the order opened
+}
+
+// addHandle records an open file of n.
+func (n *rwNode) addHandle(h *rwHandle) {
+	h.node = n
+	n.mu.Lock()
+	n.handles = append(n.handles, h)
+	n.mu.Unlock()
+}
+
+// dropHandle forgets an open file of n.
+func (n *rwNode) dropHandle(h *rwHandle) {
+	n.mu.Lock()
+	n.handles = slices.DeleteFunc(n.handles, func(o *rwHandle) bool { return o == h })
+	n.mu.Unlock()
+}
+
+// unlinked tells whether n has no name left in the mount.
+func (n *rwNode) unlinked() bool {
+	_, parent := n.Parent()
+	return parent == nil && !n.IsRoot()
+}
+
+// openFile is the open file an operation on n goes to, nil to go by its
+// path: the handle the kernel sent (f), else, once n has no name left, any
+// open file of n (cow.View makes them share their attributes).
+func (n *rwNode) openFile(f fs.FileHandle) cow.File {
+	if h, ok := f.(*rwHandle); ok {
+		return h.f
+	}
+	if !n.unlinked() {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.handles) == 0 {
+		return nil
+	}
+	return n.handles[0].f
 }
 
 var (
@@ -135,6 +183,9 @@ func (n *rwNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
+	// go-fuse hands an open file of the node when the kernel sent none:
+	// all of them show the node's file (a lower file opened before a
+	// copy-up shows the copy).
 	var st cow.Stat
 	var err error
 	if h, ok := f.(*rwHandle); ok {
@@ -169,11 +220,7 @@ func (n *rwNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrI
 	}
 	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
 	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
-	var file cow.File
-	if h, ok := f.(*rwHandle); ok {
-		file = h.f
-	}
-	st, err := n.fsys.cow.Setattr(n.path(), file, a)
+	st, err := n.fsys.cow.Setattr(n.path(), n.openFile(f), a)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -222,7 +269,9 @@ func (n *rwNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32,
 	}
 	// Every change goes through this mount, so the kernel's pages stay
 	// right between opens.
-	return &rwHandle{f: f}, fuse.FOPEN_KEEP_CACHE, 0
+	h := &rwHandle{f: f}
+	n.addHandle(h)
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *rwNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
@@ -233,7 +282,10 @@ func (n *rwNode) Create(ctx context.Context, name string, flags uint32, mode uin
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
 	}
-	return n.entry(ctx, &st, out), &rwHandle{f: f}, fuse.FOPEN_KEEP_CACHE, 0
+	child := n.entry(ctx, &st, out)
+	h := &rwHandle{f: f}
+	child.Operations().(*rwNode).addHandle(h)
+	return child, h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *rwNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -329,7 +381,7 @@ func (n *rwNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32
 		v = n.fsys.mountInfo
 	} else {
 		var err error
-		if v, err = n.fsys.cow.Getxattr(n.path(), attr); err != nil {
+		if v, err = n.fsys.cow.Getxattr(n.path(), n.openFile(nil), attr); err != nil {
 			return 0, toErrno(err)
 		}
 	}
@@ -343,7 +395,7 @@ func (n *rwNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Er
 	if n.fsys.denied(ctx) {
 		return 0, syscall.EACCES
 	}
-	names, err := n.fsys.cow.Listxattr(n.path())
+	names, err := n.fsys.cow.Listxattr(n.path(), n.openFile(nil))
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -365,14 +417,14 @@ func (n *rwNode) Setxattr(ctx context.Context, attr string, data []byte, flags u
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
-	return toErrno(n.fsys.cow.Setxattr(n.path(), attr, data, int(flags)))
+	return toErrno(n.fsys.cow.Setxattr(n.path(), n.openFile(nil), attr, data, int(flags)))
 }
 
 func (n *rwNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
-	return toErrno(n.fsys.cow.Removexattr(n.path(), attr))
+	return toErrno(n.fsys.cow.Removexattr(n.path(), n.openFile(nil), attr))
 }
 
 // Fsync makes an entry durable; go-fuse sends directories' fsync here.
@@ -401,7 +453,8 @@ func (n *rwNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno 
 
 // rwHandle is an open file of a writable mount.
 type rwHandle struct {
-	f cow.File
+	f    cow.File
+	node *rwNode // whose open file it is
 }
 
 var (
@@ -468,7 +521,10 @@ func (h *rwHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 // kernel).
 func (h *rwHandle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
-func (h *rwHandle) Release(ctx context.Context) syscall.Errno { return toErrno(h.f.Close()) }
+func (h *rwHandle) Release(ctx context.Context) syscall.Errno {
+	h.node.dropHandle(h)
+	return toErrno(h.f.Close())
+}
 
 func (h *rwHandle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
 	r, err := h.f.Seek(int64(off), int(whence))

@@ -101,3 +101,70 @@ func TestWritableSpecialFiles(t *testing.T) {
 	_, err := unix.Lgetxattr(filepath.Join(upper, "dev2"), "user.imgmount.origin/fifo", buf)
 	require.NoError(t, err)
 }
+
+// fchmod, fchown, futimens and fsetxattr work on an open file whose name is
+// gone: a new file, a file copied up, an image file opened for reading
+// (which gets a private copy), and a file another was renamed over.
+func TestWritableChangesThroughUnlinkedFile(t *testing.T) {
+	mnt, _ := mountRW(t, rwImage(t))
+	p := func(s string) string { return filepath.Join(mnt, s) }
+	require.NoError(t, os.WriteFile(p("etc/new"), []byte("new\n"), 0o644))
+	require.NoError(t, os.WriteFile(p("etc/other"), []byte("other\n"), 0o644))
+	open := func(name string, flag int) *os.File {
+		f, err := os.OpenFile(p(name), flag, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	files := map[string]*os.File{
+		"new":        open("etc/new", os.O_RDWR),
+		"copied up":  open("etc/hosts", os.O_RDWR),
+		"image file": open("etc/motd", os.O_RDONLY),
+	}
+	for _, n := range []string{"etc/new", "etc/hosts", "etc/motd"} {
+		require.NoError(t, os.Remove(p(n)))
+	}
+	files["renamed over"] = open("etc/other", os.O_RDONLY)
+	require.NoError(t, os.WriteFile(p("etc/replacement"), []byte("r\n"), 0o644))
+	require.NoError(t, os.Rename(p("etc/replacement"), p("etc/other")))
+
+	t0 := time.Unix(1650000000, 5)
+	for what, f := range files {
+		fd := int(f.Fd())
+		require.NoError(t, unix.Fchmod(fd, 0o604), "fchmod: %s", what)
+		require.NoError(t, unix.Fchown(fd, 21, 22), "fchown: %s", what)
+		require.NoError(t, unix.Futimes(fd, []unix.Timeval{unix.NsecToTimeval(t0.UnixNano()), unix.NsecToTimeval(t0.UnixNano())}), "futimes: %s", what)
+		require.NoError(t, unix.Fsetxattr(fd, "user.k", []byte(what), 0), "fsetxattr: %s", what)
+		buf := make([]byte, 64)
+		n, err := unix.Fgetxattr(fd, "user.k", buf)
+		require.NoError(t, err, "fgetxattr: %s", what)
+		require.Equal(t, what, string(buf[:n]))
+		var st unix.Stat_t
+		require.NoError(t, unix.Fstat(fd, &st))
+		require.EqualValues(t, unix.S_IFREG|0o604, st.Mode, what)
+		require.Equal(t, uint32(21), st.Uid, what)
+		require.Equal(t, t0.Unix(), st.Mtim.Sec, what)
+		b := make([]byte, 100)
+		n, err = unix.Pread(fd, b, 0)
+		require.NoError(t, err)
+		require.NotZero(t, n, "%s: still readable", what)
+	}
+	st := lstat(t, p("etc/other"))
+	require.EqualValues(t, 0o644, st.Mode&0o7777, "the file renamed over etc/other is not changed")
+}
+
+// A file of the image opened for reading shows its copy-up, made by a
+// change through its path: go-fuse answers the kernel's GETATTR through
+// an open file of the node.
+func TestWritableOpenFileSeesCopyUp(t *testing.T) {
+	mnt, _ := mountRW(t, rwImage(t))
+	f, err := os.Open(filepath.Join(mnt, "etc/motd"))
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, os.Chmod(filepath.Join(mnt, "etc/motd"), 0o600))
+	var stx unix.Statx_t
+	require.NoError(t, unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH|unix.AT_STATX_FORCE_SYNC, unix.STATX_MODE, &stx))
+	require.Equal(t, uint16(unix.S_IFREG|0o600), stx.Mode)
+	require.NoError(t, unix.Statx(unix.AT_FDCWD, filepath.Join(mnt, "etc/motd"), unix.AT_STATX_FORCE_SYNC, unix.STATX_MODE, &stx))
+	require.Equal(t, uint16(unix.S_IFREG|0o600), stx.Mode)
+}

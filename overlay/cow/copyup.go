@@ -150,7 +150,7 @@ func (c *View) copyUp(l *loc, withData bool) error {
 func (c *View) materialize(dirfd int, name string, n *union.Node, withData bool) error {
 	m := nodeMeta(n)
 	if m.mode&unix.S_IFMT == unix.S_IFREG {
-		return c.materializeFile(dirfd, name, n, m, withData)
+		return c.materializeFile(dirfd, name, n, withData)
 	}
 	tmp, err := c.createTemp(dirfd, func(tmp string) error {
 		switch m.mode & unix.S_IFMT {
@@ -174,26 +174,38 @@ func (c *View) materialize(dirfd int, name string, n *union.Node, withData bool)
 
 // materializeFile is materialize of a regular file: written unnamed and
 // linked in when complete.
-func (c *View) materializeFile(dirfd int, name string, n *union.Node, m meta, withData bool) error {
+func (c *View) materializeFile(dirfd int, name string, n *union.Node, withData bool) error {
 	fd, err := unix.Openat(dirfd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
+	if err := c.fillCopy(fd, n, withData); err != nil {
+		return err
+	}
+	if err := unix.Linkat(unix.AT_FDCWD, procPath(fd, ""), dirfd, name, unix.AT_SYMLINK_FOLLOW); err != nil {
+		return err
+	}
+	c.shareCopy(n, fd)
+	return nil
+}
+
+// fillCopy makes the new unnamed upper file fd a copy of the lower regular
+// file n: its content (unless withData is false), attributes and origin.
+func (c *View) fillCopy(fd int, n *union.Node, withData bool) error {
 	if withData {
 		if err := c.copyData(fd, n); err != nil {
 			return err
 		}
 	}
+	m := nodeMeta(n)
 	if err := c.apply(fdTarget(fd), m); err != nil {
 		return err
 	}
-	if m.origin != 0 {
-		if err := fdTarget(fd).setxattr(originXattr, []byte(strconv.FormatUint(m.origin, 10))); err != nil {
-			return fmt.Errorf("recording the origin: %w", err)
-		}
+	if err := fdTarget(fd).setxattr(originXattr, []byte(strconv.FormatUint(m.origin, 10))); err != nil {
+		return fmt.Errorf("recording the origin: %w", err)
 	}
-	return unix.Linkat(unix.AT_FDCWD, procPath(fd, ""), dirfd, name, unix.AT_SYMLINK_FOLLOW)
+	return nil
 }
 
 // createTemp runs create with a temporary name in dirfd that is free, and

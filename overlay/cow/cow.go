@@ -80,6 +80,11 @@ type View struct {
 	// than this tree's (see checkLower).
 	Rebased bool
 
+	// lowerOpen has, by lower inode number, what the open lower files of
+	// one lower file share (lowerFile), under lowerMu.
+	lowerMu   sync.Mutex
+	lowerOpen map[uint64]*lowerShared
+
 	// tempSeq numbers the temporary names of copy-ups (createTemp).
 	tempSeq atomic.Uint64
 
@@ -114,7 +119,7 @@ func New(tree *union.Tree, dir string) (*View, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upper directory %s: %w", dir, err)
 	}
-	c := &View{tree: tree, dir: dir, root: fd, lockFD: -1, metaStore: newMetaStore(), dirs: map[string]cachedDir{}}
+	c := &View{tree: tree, dir: dir, root: fd, lockFD: -1, metaStore: newMetaStore(), dirs: map[string]cachedDir{}, lowerOpen: map[uint64]*lowerShared{}}
 	if err := c.lock(); err != nil {
 		unix.Close(fd)
 		return nil, err

@@ -194,15 +194,15 @@ func TestCOWReservedNames(t *testing.T) {
 
 func TestCOWXattrsAndPrivateNames(t *testing.T) {
 	c, _ := cowFixture(t)
-	require.NoError(t, c.Setxattr("etc/c", "user.k", []byte("v"), 0))
-	v, err := c.Getxattr("etc/c", "user.k")
+	require.NoError(t, c.Setxattr("etc/c", nil, "user.k", []byte("v"), 0))
+	v, err := c.Getxattr("etc/c", nil, "user.k")
 	require.NoError(t, err)
 	require.Equal(t, "v", string(v))
-	names, err := c.Listxattr("etc/c")
+	names, err := c.Listxattr("etc/c", nil)
 	require.NoError(t, err)
 	require.Equal(t, []string{"user.k"}, names, "bookkeeping xattrs are not listed")
-	require.ErrorIs(t, c.Setxattr("etc/c", StatXattr, []byte("0:0:0777"), 0), unix.EPERM)
-	_, err = c.Getxattr("etc/c", originXattr)
+	require.ErrorIs(t, c.Setxattr("etc/c", nil, StatXattr, []byte("0:0:0777"), 0), unix.EPERM)
+	_, err = c.Getxattr("etc/c", nil, originXattr)
 	require.ErrorIs(t, err, unix.ENODATA)
 }
 
@@ -252,7 +252,7 @@ func TestCOWUpperLocked(t *testing.T) {
 
 func TestCOWOverOtherLayers(t *testing.T) {
 	c, dir := cowFixture(t)
-	require.NoError(t, c.Setxattr("etc/b", "user.k", []byte("v"), 0))
+	require.NoError(t, c.Setxattr("etc/b", nil, "user.k", []byte("v"), 0))
 	_, err := getxattrPath(filepath.Join(dir, "etc/b"), originXattr)
 	require.NoError(t, err, "copy-up records the origin")
 	require.False(t, c.Rebased)
@@ -289,7 +289,7 @@ func TestCOWRootAttributesInLayer(t *testing.T) {
 	mode := uint32(0o750)
 	_, err = c.Setattr("", nil, SetAttr{Mode: &mode})
 	require.NoError(t, err)
-	require.NoError(t, c.Setxattr("", "user.note", []byte("root"), 0))
+	require.NoError(t, c.Setxattr("", nil, "user.note", []byte("root"), 0))
 	b, _ = rpLayer(t, dir)
 	es := imagetest.ReadTar(t, b)
 	require.Equal(t, []string{"./", "new"}, imagetest.Names(es))

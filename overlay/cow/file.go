@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
 
 	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
@@ -49,7 +50,7 @@ func (c *View) Open(path string, flags int) (File, error) {
 		return nil, unix.EISDIR
 	}
 	if l.up == nil && !writing {
-		return &lowerFile{c: c, n: l.low}, nil
+		return c.openLower(l.low), nil
 	}
 	if err := c.copyUp(l, flags&unix.O_TRUNC == 0); err != nil {
 		return nil, err
@@ -64,26 +65,144 @@ func (c *View) Open(path string, flags int) (File, error) {
 	return &upperFile{c: c, fd: fd, rw: rw}, nil
 }
 
-// lowerFile is a lower file opened for reading.
+// lowerFile is a lower file opened for reading. The open lower files of
+// one lower file (all its names, when it is hardlinked) share an upper file
+// once there is one, and read and stat it from then on, as if they shared
+// an inode: its copy-up (copyUp), or, when the file is gone from the view
+// before that, the private copy that a change of its attributes through an
+// open descriptor makes (fchmod, fsetxattr...; privateCopy).
 type lowerFile struct {
-	c *View
-	n *union.Node
+	c  *View
+	n  *union.Node
+	sh *lowerShared
 }
 
-func (f *lowerFile) ReadAt(p []byte, off int64) (int, error) { return f.c.tree.ReadAt(f.n, p, off) }
+// lowerShared is what the open lowerFiles of one lower file share.
+type lowerShared struct {
+	refs int // under View.lowerMu
+	// private is the upper file they read, once there is one (stored
+	// under View.mu).
+	private atomic.Pointer[upperFile]
+}
+
+// openLower opens the lower file n.
+func (c *View) openLower(n *union.Node) *lowerFile {
+	c.lowerMu.Lock()
+	defer c.lowerMu.Unlock()
+	sh := c.lowerOpen[n.Ino]
+	if sh == nil {
+		sh = &lowerShared{}
+		c.lowerOpen[n.Ino] = sh
+	}
+	sh.refs++
+	return &lowerFile{c: c, n: n, sh: sh}
+}
+
+func (f *lowerFile) Close() error {
+	f.c.lowerMu.Lock()
+	defer f.c.lowerMu.Unlock()
+	if f.sh.refs--; f.sh.refs > 0 {
+		return nil
+	}
+	delete(f.c.lowerOpen, f.n.Ino)
+	if p := f.sh.private.Load(); p != nil {
+		return p.Close()
+	}
+	return nil
+}
+
+// shareCopy hands the upper file fd, the copy of the lower file n just
+// made, to the open lowerFiles of n, if any (they have none yet). Called
+// under the write lock.
+func (c *View) shareCopy(n *union.Node, fd int) {
+	c.lowerMu.Lock()
+	defer c.lowerMu.Unlock()
+	sh := c.lowerOpen[n.Ino]
+	if sh == nil || sh.private.Load() != nil {
+		return
+	}
+	if dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err == nil {
+		sh.private.Store(&upperFile{c: c, fd: dup, rw: true})
+	}
+}
+
+func (f *lowerFile) ReadAt(p []byte, off int64) (int, error) {
+	if pf := f.sh.private.Load(); pf != nil {
+		return pf.ReadAt(p, off)
+	}
+	return f.c.tree.ReadAt(f.n, p, off)
+}
+
 func (f *lowerFile) WriteAt(p []byte, off int64) (int, error) {
 	return 0, unix.EBADF
 }
-func (f *lowerFile) Stat() (Stat, error)                      { return union.NodeStat(f.n), nil }
+
+func (f *lowerFile) Stat() (Stat, error) {
+	if pf := f.sh.private.Load(); pf != nil {
+		return pf.Stat()
+	}
+	return union.NodeStat(f.n), nil
+}
+
 func (f *lowerFile) Sync(bool) error                          { return nil }
 func (f *lowerFile) Allocate(off, size int64, m uint32) error { return unix.EBADF }
-func (f *lowerFile) Close() error                             { return nil }
+
 func (f *lowerFile) Slice(off int64, size int) ([]byte, bool) {
+	if f.sh.private.Load() != nil {
+		return nil, false
+	}
 	return f.c.tree.Slice(f.n, off, size)
 }
 
 func (f *lowerFile) Seek(off int64, whence int) (int64, error) {
+	if pf := f.sh.private.Load(); pf != nil {
+		return pf.Seek(off, whence)
+	}
 	return union.SeekSparse(f.n, off, whence)
+}
+
+// privateCopy gives the lower file f, gone from the view, its private
+// copy, unless it has an upper file already: an unnamed upper file
+// (O_TMPFILE, never linked in, so no layer carries it) with the lower
+// file's content, attributes and origin. Called under the write lock.
+func (c *View) privateCopy(f *lowerFile) (*upperFile, error) {
+	if pf := f.sh.private.Load(); pf != nil {
+		return pf, nil
+	}
+	fd, err := unix.Openat(c.root, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("upper directory %s: a private copy of %s: %w", c.dir, f.n.Path(), err)
+	}
+	defer unix.Close(fd)
+	if err := c.fillCopy(fd, f.n, true); err != nil {
+		return nil, fmt.Errorf("upper directory %s: a private copy of %s: %w", c.dir, f.n.Path(), err)
+	}
+	c.shareCopy(f.n, fd)
+	return f.sh.private.Load(), nil
+}
+
+// openTarget is the upper file that a change made through the open file f
+// goes to: f itself when it is an upper file; for a lower file, nil when
+// the view still shows it at path (the change goes by the path, which
+// copies it up), else its private copy.
+func (c *View) openTarget(path string, f File) (*upperFile, error) {
+	switch f := f.(type) {
+	case *upperFile:
+		return f, nil
+	case *lowerFile:
+		if pf := f.sh.private.Load(); pf != nil {
+			return pf, nil
+		}
+		if l, err := c.resolve(path); err == nil {
+			shown := l.up == nil && l.low == f.n
+			l.close()
+			if shown {
+				return nil, nil
+			}
+		}
+		return c.privateCopy(f)
+	}
+	return nil, nil
 }
 
 // upperFile is an open file of the upper directory.
@@ -149,12 +268,16 @@ type SetAttr struct {
 }
 
 // Setattr changes attributes of the entry at path, or of the open file f
-// when given (which works after the path is gone), copying a lower entry
-// up first.
+// when given (which works after the path is gone, see openTarget),
+// copying a lower entry up first.
 func (c *View) Setattr(path string, f File, a SetAttr) (Stat, error) {
 	c.beginChange()
 	defer c.mu.Unlock()
-	if uf, ok := f.(*upperFile); ok {
+	uf, err := c.openTarget(path, f)
+	if err != nil {
+		return Stat{}, err
+	}
+	if uf != nil {
 		t := fdTarget(uf.fd)
 		if err := c.setattr(t, a); err != nil {
 			return Stat{}, err
@@ -243,27 +366,53 @@ func (c *View) setattr(t target, a SetAttr) error {
 	return nil
 }
 
-// Getxattr reads one extended attribute.
-func (c *View) Getxattr(path, name string) (value []byte, err error) {
+// Getxattr reads one extended attribute of the entry at path, or of the
+// open file f when given (see Setattr).
+func (c *View) Getxattr(path string, f File, name string) (value []byte, err error) {
 	if IsPrivateXattr(name) {
 		return nil, unix.ENODATA
 	}
-	err = c.reading(path, func(l *loc) error {
-		if l.up == nil {
-			for _, x := range lowerXattrs(l.low) {
-				if x.Name == name {
-					value = []byte(x.Value)
-					return nil
-				}
+	get := func(t target) error {
+		value, err = c.metaStore.getxattr(t, name)
+		return err
+	}
+	getLower := func(n *union.Node) error {
+		for _, x := range lowerXattrs(n) {
+			if x.Name == name {
+				value = []byte(x.Value)
+				return nil
 			}
-			return unix.ENODATA
 		}
-		return c.withTarget(l, func(t target) error {
-			value, err = c.metaStore.getxattr(t, name)
-			return err
-		})
-	})
+		return unix.ENODATA
+	}
+	err = c.readingXattrs(path, f, get, getLower)
 	return value, err
+}
+
+// readingXattrs runs, under the read lock, fn on the upper entry at path,
+// or fnLower on the lower one; with f given, on f's upper file or f's
+// lower file.
+func (c *View) readingXattrs(path string, f File, fn func(target) error, fnLower func(*union.Node) error) error {
+	if f != nil {
+		c.mu.RLock()
+		defer c.mu.RUnlock()
+		switch f := f.(type) {
+		case *upperFile:
+			return fn(fdTarget(f.fd))
+		case *lowerFile:
+			if pf := f.sh.private.Load(); pf != nil {
+				return fn(fdTarget(pf.fd))
+			}
+			return fnLower(f.n)
+		}
+		return unix.EBADF
+	}
+	return c.reading(path, func(l *loc) error {
+		if l.up == nil {
+			return fnLower(l.low)
+		}
+		return c.withTarget(l, fn)
+	})
 }
 
 func lowerXattrs(n *union.Node) []tarindex.Xattr {
@@ -273,54 +422,63 @@ func lowerXattrs(n *union.Node) []tarindex.Xattr {
 	return n.Entry.Xattrs
 }
 
-// Listxattr lists the names of the extended attributes.
-func (c *View) Listxattr(path string) (names []string, err error) {
-	err = c.reading(path, func(l *loc) error {
-		if l.up == nil {
-			for _, x := range lowerXattrs(l.low) {
-				names = append(names, x.Name)
+// Listxattr lists the names of the extended attributes of the entry at
+// path, or of the open file f when given (see Setattr).
+func (c *View) Listxattr(path string, f File) (names []string, err error) {
+	list := func(t target) error {
+		all, err := t.listxattr()
+		for _, n := range all {
+			switch {
+			case strings.HasPrefix(n, XattrPrefix):
+				names = append(names, n[len(XattrPrefix):])
+			case !IsPrivateXattr(n):
+				names = append(names, n)
 			}
-			return nil
 		}
-		return c.withTarget(l, func(t target) error {
-			all, err := t.listxattr()
-			for _, n := range all {
-				switch {
-				case strings.HasPrefix(n, XattrPrefix):
-					names = append(names, n[len(XattrPrefix):])
-				case !IsPrivateXattr(n):
-					names = append(names, n)
-				}
-			}
-			return err
-		})
-	})
+		return err
+	}
+	listLower := func(n *union.Node) error {
+		for _, x := range lowerXattrs(n) {
+			names = append(names, x.Name)
+		}
+		return nil
+	}
+	err = c.readingXattrs(path, f, list, listLower)
 	return names, err
 }
 
-// Setxattr sets an extended attribute (flags: XATTR_CREATE, XATTR_REPLACE).
-func (c *View) Setxattr(path, name string, value []byte, flags int) error {
+// Setxattr sets an extended attribute (flags: XATTR_CREATE, XATTR_REPLACE)
+// of the entry at path, or of the open file f when given (see Setattr).
+func (c *View) Setxattr(path string, f File, name string, value []byte, flags int) error {
 	if IsPrivateXattr(name) {
 		return unix.EPERM
 	}
-	return c.changeXattr(path, func(t target, isLink bool) error {
+	return c.changeXattr(path, f, func(t target, isLink bool) error {
 		return c.metaStore.setxattr(t, name, value, flags, isLink)
 	})
 }
 
-// Removexattr removes an extended attribute.
-func (c *View) Removexattr(path, name string) error {
+// Removexattr removes an extended attribute of the entry at path, or of
+// the open file f when given (see Setattr).
+func (c *View) Removexattr(path string, f File, name string) error {
 	if IsPrivateXattr(name) {
 		return unix.ENODATA
 	}
-	return c.changeXattr(path, func(t target, isLink bool) error {
+	return c.changeXattr(path, f, func(t target, isLink bool) error {
 		return c.metaStore.removexattr(t, name, isLink)
 	})
 }
 
-func (c *View) changeXattr(path string, fn func(t target, isLink bool) error) error {
+func (c *View) changeXattr(path string, f File, fn func(t target, isLink bool) error) error {
 	c.beginChange()
 	defer c.mu.Unlock()
+	uf, err := c.openTarget(path, f)
+	if err != nil {
+		return err
+	}
+	if uf != nil {
+		return fn(fdTarget(uf.fd), false)
+	}
 	l, err := c.resolveExisting(path)
 	if err != nil {
 		return err

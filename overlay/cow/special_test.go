@@ -246,3 +246,89 @@ func TestChildOriginKeyLongNames(t *testing.T) {
 	require.Equal(t, childOriginPrefix+"null", childOriginKey("null"))
 	require.True(t, IsPrivateXattr(k), "never written in a layer")
 }
+
+// openUnlinked opens path with flags and removes it from the view.
+func openUnlinked(t *testing.T, c *View, path string, flags int) File {
+	t.Helper()
+	f, err := c.Open(path, flags)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	require.NoError(t, c.Unlink(path))
+	return f
+}
+
+// Attribute and xattr changes through an open file work once its name is
+// gone: on the upper file, and on a private copy of a lower file opened
+// for reading, which every open of that file then shows.
+func TestCOWChangesThroughOpenFile(t *testing.T) {
+	c, dir := cowFixture(t)
+	mode := uint32(0o604)
+	uid := uint32(77)
+	newF, _, err := c.Create("etc/new", unix.O_RDWR, 0o644, Owner{})
+	require.NoError(t, err)
+	defer newF.Close()
+	require.NoError(t, c.Unlink("etc/new"))
+	files := map[string]File{
+		"new":       newF,
+		"copied-up": openUnlinked(t, c, "etc/b", unix.O_RDWR),
+		"lower":     openUnlinked(t, c, "etc/c", unix.O_RDONLY),
+	}
+	other, err := c.Open("d/e/f", unix.O_RDONLY)
+	require.NoError(t, err)
+	defer other.Close()
+	deep := openUnlinked(t, c, "d/e/f", unix.O_RDONLY)
+	files["lower, opened twice"] = deep
+	for what, f := range files {
+		before, err := f.Stat()
+		require.NoError(t, err)
+		st, err := c.Setattr("gone", f, SetAttr{Mode: &mode, UID: &uid})
+		require.NoError(t, err, what)
+		require.EqualValues(t, unix.S_IFREG|0o604, st.Mode, what)
+		require.Equal(t, uid, st.Uid, what)
+		require.Equal(t, before.Ino, st.Ino, "%s keeps its inode number", what)
+		require.NoError(t, c.Setxattr("gone", f, "user.k", []byte(what), 0), what)
+		v, err := c.Getxattr("gone", f, "user.k")
+		require.NoError(t, err, what)
+		require.Equal(t, what, string(v))
+		names, err := c.Listxattr("gone", f)
+		require.NoError(t, err)
+		require.Equal(t, []string{"user.k"}, names, what)
+		require.NoError(t, c.Removexattr("gone", f, "user.k"), what)
+		st2, err := f.Stat()
+		require.NoError(t, err)
+		require.Equal(t, st.Mode, st2.Mode, what)
+		require.Equal(t, before.Size, st2.Size, what)
+	}
+	st, err := other.Stat()
+	require.NoError(t, err)
+	require.EqualValues(t, 0o604, st.Mode&0o7777, "the other open of the lower file shows the change")
+	buf := make([]byte, 4)
+	n, _ := other.ReadAt(buf, 0)
+	require.Equal(t, "deep", string(buf[:n]))
+	n, _ = files["lower"].ReadAt(buf, 0)
+	require.Equal(t, "cccc", string(buf[:n]), "the private copy has the content")
+	require.Equal(t, []string{"d", "d/e", "d/e/.wh.f", "etc", "etc/.wh.b", "etc/.wh.c"}, upperNames(t, dir), "private copies are never linked in")
+}
+
+// A lower file opened for reading shows its copy-up once it is made: its
+// new attributes, and what is written to it.
+func TestCOWOpenLowerSeesCopyUp(t *testing.T) {
+	c, _ := cowFixture(t)
+	ro, err := c.Open("etc/a2", unix.O_RDONLY)
+	require.NoError(t, err)
+	defer ro.Close()
+	mode := uint32(0o600)
+	_, err = c.Setattr("etc/a", nil, SetAttr{Mode: &mode})
+	require.NoError(t, err)
+	st, err := ro.Stat()
+	require.NoError(t, err)
+	require.EqualValues(t, 0o600, st.Mode&0o7777, "a name hardlinked to the file copied up")
+	w, err := c.Open("etc/a", unix.O_WRONLY)
+	require.NoError(t, err)
+	_, err = w.WriteAt([]byte("AB"), 0)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	buf := make([]byte, 8)
+	n, _ := ro.ReadAt(buf, 0)
+	require.Equal(t, "ABaa", string(buf[:n]))
+}

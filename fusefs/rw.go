@@ -242,9 +242,18 @@ func (n *rwNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle
 	if n.fsys.denied(ctx) {
 		return nil, 0, syscall.EACCES
 	}
-	ents, err := n.fsys.cow.ReadDir(n.path())
+	list, err := n.listDir()
 	if err != nil {
 		return nil, 0, toErrno(err)
+	}
+	return &rwDirHandle{node: n, ents: list}, 0, 0
+}
+
+// listDir lists the directory n as it is now, "." and ".." first.
+func (n *rwNode) listDir() ([]fuse.DirEntry, error) {
+	ents, err := n.fsys.cow.ReadDir(n.path())
+	if err != nil {
+		return nil, err
 	}
 	self := n.StableAttr().Ino
 	parent := self
@@ -256,7 +265,7 @@ func (n *rwNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle
 	for _, e := range ents {
 		list = append(list, fuse.DirEntry{Name: e.Name, Mode: e.Mode, Ino: e.Ino})
 	}
-	return &rwDirHandle{ents: list}, 0, 0
+	return list, nil
 }
 
 func (n *rwNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -538,8 +547,12 @@ func (h *rwHandle) Allocate(ctx context.Context, off uint64, size uint64, mode u
 	return toErrno(h.f.Allocate(int64(off), int64(size), mode))
 }
 
-// rwDirHandle lists a directory as it was when opened.
+// rwDirHandle lists a directory as it was when opened, or when last
+// rewound: a READDIR at offset 0 after others (rewinddir, lseek to 0)
+// reads it again, as ext4 and overlayfs do. Offsets are positions in the
+// list.
 type rwDirHandle struct {
+	node *rwNode
 	ents []fuse.DirEntry
 	pos  int
 }
@@ -560,7 +573,16 @@ func (d *rwDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.E
 	return &de, 0
 }
 
+// Seekdir is asked by go-fuse only for a READDIR at another offset than
+// where the last one ended.
 func (d *rwDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	if off == 0 {
+		list, err := d.node.listDir()
+		if err != nil {
+			return toErrno(err)
+		}
+		d.ents = list
+	}
 	if off > uint64(len(d.ents)) {
 		return syscall.EINVAL
 	}

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"archive/tar"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -167,4 +168,23 @@ func TestWritableOpenFileSeesCopyUp(t *testing.T) {
 	require.Equal(t, uint16(unix.S_IFREG|0o600), stx.Mode)
 	require.NoError(t, unix.Statx(unix.AT_FDCWD, filepath.Join(mnt, "etc/motd"), unix.AT_STATX_FORCE_SYNC, unix.STATX_MODE, &stx))
 	require.Equal(t, uint16(unix.S_IFREG|0o600), stx.Mode)
+}
+
+// rewinddir shows the directory as it is now: a file made since opendir
+// appears, a file removed since is gone.
+func TestWritableRewinddir(t *testing.T) {
+	mnt, _ := mountRW(t, rwImage(t))
+	d, err := os.Open(filepath.Join(mnt, "etc"))
+	require.NoError(t, err)
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"hosts", "motd"}, names)
+	require.NoError(t, os.WriteFile(filepath.Join(mnt, "etc/added"), nil, 0o644))
+	require.NoError(t, os.Remove(filepath.Join(mnt, "etc/motd")))
+	_, err = d.Seek(0, io.SeekStart)
+	require.NoError(t, err)
+	names, err = d.Readdirnames(-1)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"added", "hosts"}, names)
 }

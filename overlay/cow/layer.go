@@ -37,7 +37,11 @@ import (
 //   - files sharing an inode as hardlinks to the first of their names.
 //
 // Sockets cannot be stored in a tar and are skipped, with a message to warn
-// (if not nil). Symlinks are never followed. Errors name the upper path.
+// (if not nil). Symlinks are never followed. A file with more links than
+// it has names in the upper directory, hard-linked to a file outside it,
+// is an error: its content is not the upper directory's to give (whoever
+// can write there could otherwise put a host file into the layer). Errors
+// name the upper path.
 func WriteUpperLayer(w io.Writer, dir string, warn func(string)) (int, error) {
 	fi, err := os.Lstat(dir)
 	if err != nil {
@@ -50,12 +54,16 @@ func WriteUpperLayer(w io.Writer, dir string, warn func(string)) (int, error) {
 		tw:    tar.NewWriter(w),
 		root:  dir,
 		links: map[inodeKey]string{},
+		names: map[inodeKey]*linkCount{},
 		warn:  warn,
 	}
 	if err := uw.writeRoot(); err != nil {
 		return uw.count, err
 	}
 	if err := uw.writeDir(""); err != nil {
+		return uw.count, err
+	}
+	if err := uw.checkLinks(); err != nil {
 		return uw.count, err
 	}
 	if err := uw.tw.Close(); err != nil {
@@ -71,8 +79,51 @@ type upperWriter struct {
 	tw    *tar.Writer
 	root  string
 	links map[inodeKey]string // first layer name written for each multiply linked inode
+	// names counts the names in the upper directory of each multiply
+	// linked inode, whiteouts and names left out included (checkLinks).
+	names map[inodeKey]*linkCount
 	warn  func(string)
 	count int
+}
+
+// linkCount is what checkLinks knows of a multiply linked inode.
+type linkCount struct {
+	first string // its first name in the walk
+	nlink uint64 // its link count when first seen
+	seen  uint64 // its names in the upper directory
+}
+
+// countLink counts the upper name rel of the non-directory st.
+func (uw *upperWriter) countLink(rel string, st *unix.Stat_t) {
+	if st.Nlink <= 1 || st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return
+	}
+	key := inodeKey{uint64(st.Dev), st.Ino}
+	lc := uw.names[key]
+	if lc == nil {
+		lc = &linkCount{first: rel, nlink: uint64(st.Nlink)}
+		uw.names[key] = lc
+	}
+	lc.seen++
+}
+
+// checkLinks refuses files hard-linked to files outside the upper
+// directory: more links than names in it.
+func (uw *upperWriter) checkLinks() error {
+	var outside []string
+	for _, lc := range uw.names {
+		if lc.seen < lc.nlink {
+			outside = append(outside, fmt.Sprintf("%s (%d links, %d in the upper directory)", lc.first, lc.nlink, lc.seen))
+		}
+	}
+	if len(outside) == 0 {
+		return nil
+	}
+	sort.Strings(outside)
+	return fmt.Errorf("upper directory %s: hard-linked to files outside the upper directory, whose content is not its to put in a layer: %s; "+
+		"replace each with a copy of its own (cp -p FILE FILE.new && mv FILE.new FILE) if that content belongs in the layer, "+
+		"or commit again if links were being made or removed meanwhile",
+		uw.root, strings.Join(outside, ", "))
 }
 
 // errorf names the upper path rel in an error.
@@ -105,7 +156,13 @@ func (uw *upperWriter) writeDir(rel string) error {
 	if err != nil {
 		return fmt.Errorf("upper directory %s: listing %s: %w", uw.root, orRoot(rel), err)
 	}
-	whiteouts, others := splitWhiteouts(names)
+	whiteouts, others, dropped := splitWhiteouts(names)
+	for _, name := range dropped {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(uw.root, rel, name), &st); err == nil {
+			uw.countLink(union.Join(rel, name), &st)
+		}
+	}
 	for _, name := range whiteouts {
 		if err := uw.writeWhiteout(rel, name); err != nil {
 			return err
@@ -144,14 +201,15 @@ func readDirNames(dir string) ([]string, error) {
 // splitWhiteouts separates a directory's whiteout names (the opaque marker
 // first) from its other names, each part in the order given. AUFS metadata
 // names (".wh..wh.*" but the opaque marker) are dropped: they mean nothing
-// in an OCI layer.
-func splitWhiteouts(names []string) (whiteouts, others []string) {
+// in an OCI layer (and imgmount's temporary names are among them).
+func splitWhiteouts(names []string) (whiteouts, others, dropped []string) {
 	opaque := false
 	for _, n := range names {
 		switch {
 		case n == union.OpaqueMarker:
 			opaque = true
 		case strings.HasPrefix(n, union.WhiteoutMeta):
+			dropped = append(dropped, n)
 		case strings.HasPrefix(n, union.WhiteoutPrefix):
 			whiteouts = append(whiteouts, n)
 		default:
@@ -161,7 +219,7 @@ func splitWhiteouts(names []string) (whiteouts, others []string) {
 	if opaque {
 		whiteouts = append([]string{union.OpaqueMarker}, whiteouts...)
 	}
-	return whiteouts, others
+	return whiteouts, others, dropped
 }
 
 // writeWhiteout writes the whiteout name of the directory rel as the empty
@@ -176,6 +234,7 @@ func (uw *upperWriter) writeWhiteout(rel, name string) error {
 	if err := unix.Lstat(filepath.Join(uw.root, p), &st); err != nil {
 		return uw.errorf(p, "%w", err)
 	}
+	uw.countLink(p, &st)
 	hdr := &tar.Header{
 		Typeflag: tar.TypeReg,
 		Name:     p,
@@ -202,6 +261,7 @@ func (uw *upperWriter) writeEntry(rel string) error {
 	if err := unix.Lstat(full, &st); err != nil {
 		return uw.errorf(rel, "%w", err)
 	}
+	uw.countLink(rel, &st)
 	if st.Mode&unix.S_IFMT == unix.S_IFSOCK {
 		if uw.warn != nil {
 			uw.warn(fmt.Sprintf("upper directory %s: %s: a socket; sockets cannot be stored in a layer, skipped", uw.root, rel))

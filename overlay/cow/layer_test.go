@@ -137,3 +137,35 @@ func TestWriteUpperLayerErrors(t *testing.T) {
 	_, err = WriteUpperLayer(io.Discard, filepath.Join(t.TempDir(), "absent"), nil)
 	require.ErrorContains(t, err, "absent")
 }
+
+// A file of the upper directory hard-linked to a file outside it (more
+// links than names inside) is refused, naming it: its content is not the
+// upper directory's to give (someone with write access to the upper
+// directory could otherwise put a host file into the layer).
+func TestWriteUpperLayerRefusesLinksOutside(t *testing.T) {
+	host := filepath.Join(t.TempDir(), "host-secret")
+	require.NoError(t, os.WriteFile(host, []byte("not for the layer\n"), 0o600))
+
+	u := imagetest.NewUpper(t)
+	u.File("etc/hosts", "fine", 0o644)
+	u.File("bin/a", "linked inside only", 0o755)
+	u.Link("bin/a", "bin/b")
+	u.Mkdir("etc/ssl", 0o755)
+	require.NoError(t, os.Link(host, u.Path("etc/ssl/key")))
+	var buf bytes.Buffer
+	_, err := WriteUpperLayer(&buf, u.Dir, nil)
+	require.ErrorContains(t, err, "etc/ssl/key")
+	require.ErrorContains(t, err, "outside the upper directory")
+	require.NotContains(t, err.Error(), "bin/a")
+
+	// Also when some of its names are inside.
+	require.NoError(t, os.Remove(u.Path("etc/ssl/key")))
+	require.NoError(t, os.Link(host, u.Path("etc/key1")))
+	require.NoError(t, os.Link(host, u.Path("etc/key2")))
+	_, err = WriteUpperLayer(io.Discard, u.Dir, nil)
+	require.ErrorContains(t, err, "etc/key1")
+
+	require.NoError(t, os.Remove(host))
+	b, _ := rpLayer(t, u.Dir)
+	require.Equal(t, "etc/key1", imagetest.Find(t, imagetest.ReadTar(t, b), "etc/key2").Hdr.Linkname, "links all inside are fine")
+}

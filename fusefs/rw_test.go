@@ -188,3 +188,19 @@ func TestWritableRewinddir(t *testing.T) {
 	require.NoError(t, err)
 	require.ElementsMatch(t, []string{"added", "hosts"}, names)
 }
+
+// mv of an image directory in which entries were deleted: the copy is
+// opaque, and keeps no whiteouts, which would hide nothing.
+func TestWritableMoveDirDropsWhiteouts(t *testing.T) {
+	mnt, upper := mountRW(t, rwImage(t))
+	require.NoError(t, os.Remove(filepath.Join(mnt, "etc/motd")))
+	require.FileExists(t, filepath.Join(upper, "etc/.wh.motd"))
+	require.NoError(t, os.Rename(filepath.Join(mnt, "etc"), filepath.Join(mnt, "etc2")))
+	ents, err := os.ReadDir(filepath.Join(upper, "etc2"))
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	require.Equal(t, []string{".wh..wh..opq", "hosts"}, names)
+}

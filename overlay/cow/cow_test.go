@@ -301,3 +301,26 @@ func TestCOWRootAttributesInLayer(t *testing.T) {
 		require.NotContains(t, k, privatePrefix, "bookkeeping stays out of the layer")
 	}
 }
+
+// A directory of the image moved after entries inside it were deleted is
+// copied up whole and opaque: the whiteouts of those entries go, in the
+// upper directory and so in the layer.
+func TestCOWRenameLowerDirDropsWhiteouts(t *testing.T) {
+	c, dir := cowFixture(t)
+	require.NoError(t, c.Unlink("d/e/f"))
+	require.NoError(t, c.Unlink("etc/b"))
+	require.FileExists(t, filepath.Join(dir, "d/e/.wh.f"))
+	require.NoError(t, c.Rename("d", "moved", 0))
+	require.NoError(t, c.Rename("etc", "etc2", 0))
+	require.Empty(t, cowNames(t, c, "moved/e"))
+	require.Equal(t, []string{"a", "a2", "c"}, cowNames(t, c, "etc2"))
+	require.Equal(t, []string{
+		".wh.d", ".wh.etc",
+		"etc2", "etc2/.wh..wh..opq", "etc2/a", "etc2/a2", "etc2/c",
+		"moved", "moved/.wh..wh..opq", "moved/e", "moved/e/.wh..wh..opq",
+	}, upperNames(t, dir))
+	b, _ := rpLayer(t, dir)
+	for _, n := range imagetest.Names(imagetest.ReadTar(t, b)) {
+		require.NotRegexp(t, `/\.wh\.[^.]`, n, "a whiteout in an opaque directory")
+	}
+}

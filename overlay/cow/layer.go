@@ -22,10 +22,11 @@ import (
 // The layer is what the mount shows over the lower layers:
 //
 //   - entries in a deterministic order: depth first, each directory's
-//     whiteouts (the opaque marker first, then ".wh.NAME" by name) before
-//     its other entries, which follow by name, a directory's subtree right
-//     after it; the upper directory itself is the first entry, "./", only
-//     when the mount changed the root's own attributes (rootChangedXattr);
+//     whiteouts (the opaque marker first, then ".wh.NAME" by name, which
+//     an opaque directory does not need) before its other entries, which
+//     follow by name, a directory's subtree right after it; the upper
+//     directory itself is the first entry, "./", only when the mount
+//     changed the root's own attributes (rootChangedXattr);
 //   - PAX headers (nanosecond mtimes, long names, xattrs), no user or group
 //     names, no atime or ctime, so the same upper directory always gives
 //     the same bytes;
@@ -199,9 +200,12 @@ func readDirNames(dir string) ([]string, error) {
 }
 
 // splitWhiteouts separates a directory's whiteout names (the opaque marker
-// first) from its other names, each part in the order given. AUFS metadata
-// names (".wh..wh.*" but the opaque marker) are dropped: they mean nothing
-// in an OCI layer (and imgmount's temporary names are among them).
+// first) from its other names, each part in the order given. Dropped are
+// the AUFS metadata names (".wh..wh.*" but the opaque marker), which mean
+// nothing in an OCI layer (imgmount's temporary names are among them), and
+// in an opaque directory the ".wh.NAME" whiteouts: the marker hides all
+// the lower children, and a whiteout applies only to lower ones (image-spec
+// layer.md), so they would hide nothing.
 func splitWhiteouts(names []string) (whiteouts, others, dropped []string) {
 	opaque := false
 	for _, n := range names {
@@ -217,7 +221,8 @@ func splitWhiteouts(names []string) (whiteouts, others, dropped []string) {
 		}
 	}
 	if opaque {
-		whiteouts = append([]string{union.OpaqueMarker}, whiteouts...)
+		dropped = append(dropped, whiteouts...)
+		whiteouts = []string{union.OpaqueMarker}
 	}
 	return whiteouts, others, dropped
 }

@@ -169,3 +169,16 @@ func TestWriteUpperLayerRefusesLinksOutside(t *testing.T) {
 	b, _ := rpLayer(t, u.Dir)
 	require.Equal(t, "etc/key1", imagetest.Find(t, imagetest.ReadTar(t, b), "etc/key2").Hdr.Linkname, "links all inside are fine")
 }
+
+// In a directory with the opaque marker, which hides every lower child,
+// a ".wh.NAME" hides nothing more: the layer leaves it out.
+func TestWriteUpperLayerOpaqueDropsWhiteouts(t *testing.T) {
+	u := imagetest.NewUpper(t)
+	u.Mkdir("etc/moved", 0o755)
+	u.Opaque("etc/moved")
+	u.Whiteout("etc/moved", "gone")
+	u.File("etc/moved/kept", "k", 0o644)
+	u.Whiteout("etc", "old")
+	b, _ := rpLayer(t, u.Dir)
+	require.Equal(t, []string{"etc/", "etc/.wh.old", "etc/moved/", "etc/moved/.wh..wh..opq", "etc/moved/kept"}, imagetest.Names(imagetest.ReadTar(t, b)))
+}

@@ -1,7 +1,9 @@
 package cow
 
 import (
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/imgmount/imgmount/overlay/union"
 	"golang.org/x/sys/unix"
@@ -129,7 +131,9 @@ func (c *View) ownWhole(l *loc) error {
 	return nil
 }
 
-// markOpaque puts the opaque marker into the upper directory at l.
+// markOpaque puts the opaque marker into the upper directory at l, and
+// then removes its whiteouts: the marker hides every lower child, so they
+// hide nothing more (and a layer should not carry them).
 func (c *View) markOpaque(l *loc) error {
 	c.forget(l.path) // its lower side is hidden from now on
 	pfd, err := c.parentFD(l)
@@ -147,7 +151,21 @@ func (c *View) markOpaque(l *loc) error {
 			if err != nil {
 				return fmt.Errorf("upper directory %s: marking %s opaque: %w", c.dir, l.path, err)
 			}
-			return unix.Close(fd)
+			if err := unix.Close(fd); err != nil {
+				return err
+			}
+			names, err := readNames(dfd)
+			if err != nil {
+				return fmt.Errorf("upper directory %s: listing %s: %w", c.dir, l.path, err)
+			}
+			for _, n := range names {
+				if strings.HasPrefix(n, union.WhiteoutPrefix) && !strings.HasPrefix(n, union.WhiteoutMeta) {
+					if err := unix.Unlinkat(dfd, n, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+						return fmt.Errorf("upper directory %s: removing the whiteout %s of opaque %s: %w", c.dir, n, l.path, err)
+					}
+				}
+			}
+			return nil
 		})
 	})
 }

@@ -12,9 +12,10 @@
 // (metastore.go).
 //
 // cow.go has the View, how it resolves a path and what it reads; copyup.go
-// copy-up; file.go open files, Setattr and xattrs; ops.go creating and
-// removing entries; rename.go renames; xattr.go the calls on an upper
-// entry (target) and the xattr reads shared with layer.go.
+// copy-up; origin.go where copied-up entries keep their inode numbers;
+// file.go open files, Setattr and xattrs; ops.go creating and removing
+// entries; rename.go renames; xattr.go the calls on an upper entry
+// (target) and the xattr reads shared with layer.go.
 package cow
 
 import (

@@ -228,7 +228,7 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 		return decompressTo(f, want, comp, src)
 	}, true)
 	if err != nil {
-		return "", fmt.Errorf("decompress %s (%s): %w", key, comp, err)
+		return "", fmt.Errorf("decompressing %s: %w", comp, err) // the caller names the blob; the key is the cache's business
 	}
 	if err := writeStamp(dst); err != nil {
 		return "", fmt.Errorf("decompress %s: %w", key, err)

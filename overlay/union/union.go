@@ -229,6 +229,21 @@ func tooLong(p string) bool {
 	return false
 }
 
+// nameTooLong tells whether e names (or, for a hardlink, links to) a path
+// with a component no filesystem could show. A whiteout's own name may be
+// longer by its prefix: it is never shown, and the name it deletes is what
+// must fit (containerd and Docker write such whiteouts).
+func (b *treeBuilder) nameTooLong(e *tarindex.Entry) bool {
+	if e.Type == tarindex.TypeHardlink && tooLong(e.Linkname) {
+		return true
+	}
+	dir, base := splitName(e.Name)
+	if !b.raw && strings.HasPrefix(base, WhiteoutPrefix) {
+		return tooLong(dir) || len(base)-len(WhiteoutPrefix) > maxNameLen
+	}
+	return tooLong(e.Name)
+}
+
 // splitName splits a cleaned name into its parent ("" for the root) and base.
 func splitName(name string) (dir, base string) {
 	if i := strings.LastIndexByte(name, '/'); i >= 0 {
@@ -480,7 +495,7 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 		}
 		return nil
 	}
-	if tooLong(e.Name) || (e.Type == tarindex.TypeHardlink && tooLong(e.Linkname)) {
+	if b.nameTooLong(e) {
 		b.warn("%.80q... left out: a name longer than %d bytes", e.Name, maxNameLen)
 		return nil
 	}

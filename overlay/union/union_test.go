@@ -928,3 +928,16 @@ func TestUnionDanglingLinkToWhiteoutName(t *testing.T) {
 	require.Equal(t, []string{"l", "l/f"}, unionPaths(tr))
 	require.True(t, tr.Find("l").IsDir())
 }
+
+// A whiteout of a 253-byte name is 257 bytes long: it still deletes (found
+// by the hostile-image tests; containerd writes such whiteouts).
+func TestUnionWhiteoutOfLongName(t *testing.T) {
+	long := strings.Repeat("w", 253)
+	tr, err := BuildUnion(imagetest.Layers(t,
+		[]imagetest.Entry{imagetest.Dir("d"), imagetest.File("d/"+long, "x"), imagetest.File("d/keep", "k")},
+		[]imagetest.Entry{imagetest.Whiteout("d/" + long)},
+	))
+	require.NoError(t, err)
+	require.Empty(t, tr.Warnings)
+	require.Equal(t, []string{"d", "d/keep"}, unionPaths(tr))
+}

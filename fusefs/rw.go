@@ -33,14 +33,64 @@ const MountInfoXattr = "user.imgmount.mount"
 // which works out from the upper directory and the lower tree what is
 // there. Once the node has no name left (unlinked, or replaced by a
 // rename), its operations go to one of its open files: the kernel sends
-// no file handle with fchmod, fchown, futimens or fsetxattr, but they must
-// work on the open file (openFile).
+// no file handle with fstat, fchmod, fchown, futimens or fsetxattr, but
+// they must work on the open file (openFile). A fifo or device, which the
+// kernel opens without asking the mount, is kept (cow.View.Keep) when its
+// last name goes, in case it is open.
 type rwNode struct {
 	fs.Inode
 	fsys *rwFS
 
 	mu      sync.Mutex
 	handles []*rwHandle // open files, in the order opened
+	kept    cow.File    // the fifo or device removed, if it is one
+}
+
+var _ fs.NodeOnForgetter = (*rwNode)(nil)
+
+// OnForget releases what the node kept: the kernel has forgotten it, so
+// nothing is open on it any more.
+func (n *rwNode) OnForget() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.kept != nil {
+		n.kept.Close()
+		n.kept = nil
+	}
+}
+
+// keep keeps the fifo or device at path, the node's (nil: none known to
+// the kernel) before a call that may remove it, and gives a function that
+// takes the call's result: what was kept stays with the node if the call
+// worked.
+func (n *rwNode) keep(node *fs.Inode, path string) func(syscall.Errno) syscall.Errno {
+	var kept cow.File
+	var rn *rwNode
+	if node != nil {
+		switch node.StableAttr().Mode & syscall.S_IFMT {
+		case syscall.S_IFIFO, syscall.S_IFCHR, syscall.S_IFBLK:
+			rn, _ = node.Operations().(*rwNode)
+		}
+	}
+	if rn != nil {
+		kept, _ = n.fsys.cow.Keep(path)
+	}
+	return func(errno syscall.Errno) syscall.Errno {
+		if kept == nil {
+			return errno
+		}
+		if errno != 0 {
+			kept.Close()
+			return errno
+		}
+		rn.mu.Lock()
+		if rn.kept != nil {
+			rn.kept.Close()
+		}
+		rn.kept = kept
+		rn.mu.Unlock()
+		return errno
+	}
 }
 
 // addHandle records an open file of n.
@@ -77,7 +127,7 @@ func (n *rwNode) openFile(f fs.FileHandle) cow.File {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if len(n.handles) == 0 {
-		return nil
+		return n.kept // nil if none
 	}
 	return n.handles[0].f
 }
@@ -188,8 +238,8 @@ func (n *rwNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 	// copy-up shows the copy).
 	var st cow.Stat
 	var err error
-	if h, ok := f.(*rwHandle); ok {
-		st, err = h.f.Stat()
+	if file := n.openFile(f); file != nil {
+		st, err = file.Stat()
 	} else {
 		st, err = n.fsys.cow.Lookup(n.path())
 	}
@@ -360,7 +410,9 @@ func (n *rwNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
-	return toErrno(n.fsys.cow.Unlink(n.child(name)))
+	path := n.child(name)
+	done := n.keep(n.GetChild(name), path)
+	return done(toErrno(n.fsys.cow.Unlink(path)))
 }
 
 func (n *rwNode) Rmdir(ctx context.Context, name string) syscall.Errno {
@@ -378,7 +430,12 @@ func (n *rwNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbe
 	if !ok {
 		return syscall.EXDEV
 	}
-	return toErrno(n.fsys.cow.Rename(n.child(name), np.child(newName), uint(flags)))
+	newPath := np.child(newName)
+	done := func(errno syscall.Errno) syscall.Errno { return errno }
+	if flags&unix.RENAME_EXCHANGE == 0 {
+		done = n.keep(np.GetChild(newName), newPath) // what it replaces
+	}
+	return done(toErrno(n.fsys.cow.Rename(n.child(name), newPath, uint(flags))))
 }
 
 func (n *rwNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {

@@ -204,3 +204,43 @@ func TestWritableMoveDirDropsWhiteouts(t *testing.T) {
 	}
 	require.Equal(t, []string{".wh..wh..opq", "hosts"}, names)
 }
+
+// fstat, fchmod, fchown and futimens work on a fifo or device open while
+// its name goes (unlink, or a rename over it): the kernel opens them
+// without asking the mount.
+func TestWritableUnlinkedOpenFifo(t *testing.T) {
+	requireFUSE(t)
+	tree, err := union.BuildUnion(imagetest.Layers(t, rwImage(t)...))
+	require.NoError(t, err)
+	view, err := cow.New(tree, filepath.Join(t.TempDir(), "upper"))
+	require.NoError(t, err)
+	t.Cleanup(func() { view.Close() })
+	mnt, _ := mountTree(t, tree, Options{Writable: view, MountOptions: []string{"dev"}})
+	p := func(s string) string { return filepath.Join(mnt, s) }
+	require.NoError(t, unix.Mkfifo(p("run/new"), 0o600))
+	require.NoError(t, os.Chmod(p("dev/zero"), 0o644)) // copied up
+	require.NoError(t, unix.Mkfifo(p("run/over"), 0o600))
+	for _, name := range []string{"dev/fifo", "run/new", "dev/null", "dev/zero", "run/over"} {
+		before := lstat(t, p(name))
+		fd, err := unix.Open(p(name), unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		require.NoError(t, err, name)
+		defer unix.Close(fd)
+		if name == "run/over" {
+			require.NoError(t, os.WriteFile(p("run/replacement"), nil, 0o644))
+			require.NoError(t, os.Rename(p("run/replacement"), p(name)))
+		} else {
+			require.NoError(t, unix.Unlink(p(name)))
+		}
+		var st unix.Stat_t
+		require.NoError(t, unix.Fstat(fd, &st), "fstat: %s", name)
+		require.Equal(t, before.Ino, st.Ino, name)
+		require.NoError(t, unix.Fchmod(fd, 0o604), "fchmod: %s", name)
+		require.NoError(t, unix.Fchown(fd, 1000, 100), "fchown: %s", name)
+		require.NoError(t, unix.Futimes(fd, []unix.Timeval{{Sec: 5}, {Sec: 7}}), "futimes: %s", name)
+		require.NoError(t, unix.Fstat(fd, &st))
+		require.Equal(t, before.Mode&unix.S_IFMT|0o604, st.Mode, name)
+		require.Equal(t, uint32(1000), st.Uid, name)
+		require.Equal(t, int64(7), st.Mtim.Sec, name)
+	}
+	require.EqualValues(t, unix.S_IFREG|0o644, lstat(t, p("run/over")).Mode, "the file renamed over the fifo is not changed")
+}

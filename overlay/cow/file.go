@@ -181,13 +181,22 @@ func (c *View) privateCopy(f *lowerFile) (*upperFile, error) {
 	return f.sh.private.Load(), nil
 }
 
-// openTarget is the upper file that a change made through the open file f
-// goes to: f itself when it is an upper file; for a lower file, nil when
-// the view still shows it at path (the change goes by the path, which
-// copies it up), else its private copy.
-func (c *View) openTarget(path string, f File) (*upperFile, error) {
+// openEntry is an upper entry reached through an open file: an upper file
+// (upperFile), or a fifo or device kept (keptFile).
+type openEntry interface {
+	target() target
+	Stat() (Stat, error)
+}
+
+// openTarget is the upper entry that a change made through the open file
+// f goes to: f itself when it is an upper file or a kept entry; for a
+// lower file, nil when the view still shows it at path (the change goes by
+// the path, which copies it up), else its private copy.
+func (c *View) openTarget(path string, f File) (openEntry, error) {
 	switch f := f.(type) {
 	case *upperFile:
+		return f, nil
+	case *keptFile:
 		return f, nil
 	case *lowerFile:
 		if pf := f.sh.private.Load(); pf != nil {
@@ -200,10 +209,106 @@ func (c *View) openTarget(path string, f File) (*upperFile, error) {
 				return nil, nil
 			}
 		}
-		return c.privateCopy(f)
+		pf, err := c.privateCopy(f)
+		if err != nil || pf == nil {
+			return nil, err // a nil *upperFile is no nil openEntry
+		}
+		return pf, nil
 	}
 	return nil, nil
 }
+
+// keptFile is a fifo or device removed from the view while the kernel may
+// have it open (it opens them itself, never asking the mount): an O_PATH
+// descriptor of the upper entry, through which a descriptor open on it
+// still reads and changes its attributes (fstat, fchmod...), as on any
+// filesystem. Keep makes one.
+type keptFile struct {
+	fd  int    // O_PATH
+	ino uint64 // its inode number in the view
+}
+
+// Keep gives, for the fifo or device at path, a File that stays that entry
+// once it is removed or replaced (Unlink, Rename): an O_PATH descriptor of
+// its upper entry, or, for one only in the lower tree, of a private copy
+// (made under a temporary name in the upper directory and unlinked again:
+// nothing of it is left there). For anything else it gives nil: the
+// kernel opens regular files through the mount, which then has them.
+func (c *View) Keep(path string) (File, error) {
+	c.beginChange()
+	defer c.mu.Unlock()
+	l, err := c.resolveExisting(path)
+	if err != nil {
+		return nil, err
+	}
+	defer l.close()
+	st, err := c.stat(l)
+	if err != nil {
+		return nil, err
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFIFO, unix.S_IFCHR, unix.S_IFBLK:
+	default:
+		return nil, nil
+	}
+	var fd int
+	if l.up != nil {
+		fd, err = unix.Openat(l.parent, l.name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	} else {
+		fd, err = c.privateNode(l.low)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("upper directory %s: keeping %s: %w", c.dir, path, err)
+	}
+	return &keptFile{fd: fd, ino: st.Ino}, nil
+}
+
+// privateNode makes a private copy of the lower fifo or device n, and
+// gives an O_PATH descriptor of it: made under a temporary name in the
+// upper directory, given n's attributes, and unlinked again.
+func (c *View) privateNode(n *union.Node) (fd int, err error) {
+	m := nodeMeta(n)
+	err = keepTimes(c.root, func() error {
+		tmp, err := c.createTemp(c.root, func(tmp string) error { return c.metaStore.mknod(c.root, tmp, m.mode, m.rdev) })
+		if err != nil {
+			return err
+		}
+		defer removeTemp(c.root, tmp)
+		if err := c.applyNamed(c.root, tmp, m); err != nil {
+			return err
+		}
+		fd, err = unix.Openat(c.root, tmp, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		return err
+	})
+	return fd, err
+}
+
+func (f *keptFile) target() target { return opathTarget(f.fd) }
+
+// Stat gives the kept entry's attributes: its own, or where it is an
+// empty regular file standing for a fifo or device (an unprivileged
+// mount), those its StatXattr records.
+func (f *keptFile) Stat() (Stat, error) {
+	t := f.target()
+	st, err := t.stat()
+	if err != nil {
+		return Stat{}, err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG {
+		if v, err := t.getxattr(StatXattr); err == nil {
+			applyOverride(&st, string(v))
+		}
+	}
+	st.Ino = f.ino
+	return st, nil
+}
+
+func (f *keptFile) ReadAt(p []byte, off int64) (int, error)   { return 0, unix.EBADF }
+func (f *keptFile) WriteAt(p []byte, off int64) (int, error)  { return 0, unix.EBADF }
+func (f *keptFile) Sync(bool) error                           { return nil }
+func (f *keptFile) Allocate(off, size int64, m uint32) error  { return unix.EBADF }
+func (f *keptFile) Seek(off int64, whence int) (int64, error) { return 0, unix.ESPIPE }
+func (f *keptFile) Close() error                              { return unix.Close(f.fd) }
 
 // upperFile is an open file of the upper directory.
 type upperFile struct {
@@ -211,6 +316,8 @@ type upperFile struct {
 	fd int
 	rw bool // opened for reading and writing
 }
+
+func (f *upperFile) target() target { return fdTarget(f.fd) }
 
 // BackingFD gives the descriptor of an upper file opened for reading and
 // writing, which the kernel may then read and write directly (FUSE
@@ -273,21 +380,15 @@ type SetAttr struct {
 func (c *View) Setattr(path string, f File, a SetAttr) (Stat, error) {
 	c.beginChange()
 	defer c.mu.Unlock()
-	uf, err := c.openTarget(path, f)
+	oe, err := c.openTarget(path, f)
 	if err != nil {
 		return Stat{}, err
 	}
-	if uf != nil {
-		t := fdTarget(uf.fd)
-		if err := c.setattr(t, a); err != nil {
+	if oe != nil {
+		if err := c.setattr(oe.target(), a); err != nil {
 			return Stat{}, err
 		}
-		if c.isRoot(uf.fd) {
-			if err := c.markRootChanged(); err != nil {
-				return Stat{}, err
-			}
-		}
-		return uf.Stat()
+		return oe.Stat()
 	}
 	l, err := c.resolveExisting(path)
 	if err != nil {
@@ -398,10 +499,12 @@ func (c *View) readingXattrs(path string, f File, fn func(target) error, fnLower
 		defer c.mu.RUnlock()
 		switch f := f.(type) {
 		case *upperFile:
-			return fn(fdTarget(f.fd))
+			return fn(f.target())
+		case *keptFile:
+			return fn(f.target())
 		case *lowerFile:
 			if pf := f.sh.private.Load(); pf != nil {
-				return fn(fdTarget(pf.fd))
+				return fn(pf.target())
 			}
 			return fnLower(f.n)
 		}
@@ -472,12 +575,12 @@ func (c *View) Removexattr(path string, f File, name string) error {
 func (c *View) changeXattr(path string, f File, fn func(t target, isLink bool) error) error {
 	c.beginChange()
 	defer c.mu.Unlock()
-	uf, err := c.openTarget(path, f)
+	oe, err := c.openTarget(path, f)
 	if err != nil {
 		return err
 	}
-	if uf != nil {
-		return fn(fdTarget(uf.fd), false)
+	if oe != nil {
+		return fn(oe.target(), false)
 	}
 	l, err := c.resolveExisting(path)
 	if err != nil {
@@ -503,12 +606,6 @@ func (c *View) markRootChanged() error {
 		return fmt.Errorf("upper directory %s: marking its root changed: %w", c.dir, err)
 	}
 	return nil
-}
-
-// isRoot tells whether fd is open on the upper directory itself.
-func (c *View) isRoot(fd int) bool {
-	var a, b unix.Stat_t
-	return unix.Fstat(fd, &a) == nil && unix.Fstat(c.root, &b) == nil && a.Dev == b.Dev && a.Ino == b.Ino
 }
 
 // SyncPath makes the upper entry at path durable (fsync of a directory:

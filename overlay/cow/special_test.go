@@ -214,6 +214,16 @@ func TestCOWRootlessFifo(t *testing.T) {
 	// A socket (which no layer carries) can be made too.
 	_, err = c.Mknod("run/sock", unix.S_IFSOCK|0o600, 0, Owner{})
 	require.NoError(t, err)
+
+	// Kept and removed, it is still a fifo, whose attributes change.
+	f, err := c.Keep("run/newfifo")
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, c.Unlink("run/newfifo"))
+	st, err = c.Setattr("gone", f, SetAttr{Mode: &mode})
+	require.NoError(t, err)
+	require.Equal(t, uint32(unix.S_IFIFO|0o604), st.Mode)
+	require.Equal(t, uint32(7), st.Uid)
 }
 
 // An upper directory holding fifos and devices can be mounted over other
@@ -331,4 +341,52 @@ func TestCOWOpenLowerSeesCopyUp(t *testing.T) {
 	buf := make([]byte, 8)
 	n, _ := ro.ReadAt(buf, 0)
 	require.Equal(t, "ABaa", string(buf[:n]))
+}
+
+// A fifo or device kept before it is removed (the kernel may have it open)
+// still shows and changes its attributes: its upper entry, or a private
+// copy of a lower one, of which the upper directory keeps nothing.
+func TestCOWKeepRemovedSpecial(t *testing.T) {
+	c, dir := specialFixture(t)
+	mode := uint32(0o640)
+	_, err := c.Setattr("dev/zero", nil, SetAttr{Mode: &mode}) // copied up
+	require.NoError(t, err)
+	_, err = c.Mknod("run/new", unix.S_IFIFO|0o600, 0, Owner{})
+	require.NoError(t, err)
+	f, err := c.Keep("dev/stdin")
+	require.NoError(t, err)
+	require.Nil(t, f, "symlinks are not kept")
+	f, err = c.Keep("run/pipes/f")
+	require.NoError(t, err)
+	require.Nil(t, f, "regular files are not kept: the mount opens them")
+	before := upperNames(t, dir)
+	for _, p := range []string{"dev/zero", "run/new", "dev/null", "dev/fifo"} {
+		st, err := c.Lookup(p)
+		require.NoError(t, err)
+		f, err := c.Keep(p)
+		require.NoError(t, err, p)
+		require.NotNil(t, f, p)
+		defer f.Close()
+		require.NoError(t, c.Unlink(p))
+		kst, err := f.Stat()
+		require.NoError(t, err)
+		require.Equal(t, st.Ino, kst.Ino, p)
+		require.Equal(t, st.Mode, kst.Mode, p)
+		require.Equal(t, st.Rdev, kst.Rdev, p)
+		uid, mode := uint32(1000), uint32(0o604)
+		ts := unix.Timespec{Sec: 7}
+		kst, err = c.Setattr("gone", f, SetAttr{Mode: &mode, UID: &uid, Mtime: &ts})
+		require.NoError(t, err, p)
+		require.Equal(t, st.Mode&unix.S_IFMT|0o604, kst.Mode, p)
+		require.Equal(t, uid, kst.Uid, p)
+		require.Equal(t, int64(7), kst.Mtim.Sec, p)
+		require.Equal(t, st.Ino, kst.Ino, p)
+	}
+	after := upperNames(t, dir)
+	for _, n := range after {
+		if !strings.Contains(n, ".wh.") {
+			require.Contains(t, before, n, "the upper directory gained %s", n)
+		}
+	}
+	noTemps(t, dir)
 }

@@ -12,15 +12,20 @@ import (
 // writer share.
 
 // target is an upper entry to set attributes on: an open descriptor (fd),
-// or a name in an O_PATH directory descriptor (symlinks, devices, entries
-// not open).
+// an O_PATH descriptor (fd with opath: a fifo or device kept, see
+// keptFile), or a name in an O_PATH directory descriptor (symlinks,
+// devices, entries not open).
 type target struct {
 	fd    int
 	dirfd int
 	name  string
+	// opath says that fd is an O_PATH descriptor, which the f* calls but
+	// fstat refuse: the calls go through /proc/self/fd instead.
+	opath bool
 }
 
 func fdTarget(fd int) target                   { return target{fd: fd, dirfd: -1} }
+func opathTarget(fd int) target                { return target{fd: fd, dirfd: -1, opath: true} }
 func nameTarget(dirfd int, name string) target { return target{fd: -1, dirfd: dirfd, name: name} }
 
 func (t target) path() string {
@@ -31,6 +36,9 @@ func (t target) path() string {
 }
 
 func (t target) chown(uid, gid int) error {
+	if t.opath {
+		return unix.Fchownat(t.fd, "", uid, gid, unix.AT_EMPTY_PATH)
+	}
 	if t.fd >= 0 {
 		return unix.Fchown(t.fd, uid, gid)
 	}
@@ -38,6 +46,9 @@ func (t target) chown(uid, gid int) error {
 }
 
 func (t target) chmod(mode uint32) error {
+	if t.opath {
+		return unix.Chmod(t.path(), mode)
+	}
 	if t.fd >= 0 {
 		return unix.Fchmod(t.fd, mode)
 	}
@@ -47,6 +58,9 @@ func (t target) chmod(mode uint32) error {
 func (t target) setxattr(name string, value []byte) error { return t.setxattrFlags(name, value, 0) }
 
 func (t target) setxattrFlags(name string, value []byte, flags int) error {
+	if t.opath {
+		return unix.Setxattr(t.path(), name, value, flags)
+	}
 	if t.fd >= 0 {
 		return unix.Fsetxattr(t.fd, name, value, flags)
 	}
@@ -54,6 +68,9 @@ func (t target) setxattrFlags(name string, value []byte, flags int) error {
 }
 
 func (t target) listxattr() ([]string, error) {
+	if t.opath {
+		return splitXattrNames(xattrBytes(func(b []byte) (int, error) { return unix.Listxattr(t.path(), b) }))
+	}
 	if t.fd >= 0 {
 		return splitXattrNames(xattrBytes(func(b []byte) (int, error) { return unix.Flistxattr(t.fd, b) }))
 	}
@@ -61,6 +78,9 @@ func (t target) listxattr() ([]string, error) {
 }
 
 func (t target) removexattr(name string) error {
+	if t.opath {
+		return unix.Removexattr(t.path(), name)
+	}
 	if t.fd >= 0 {
 		return unix.Fremovexattr(t.fd, name)
 	}
@@ -68,6 +88,9 @@ func (t target) removexattr(name string) error {
 }
 
 func (t target) getxattr(name string) ([]byte, error) {
+	if t.opath {
+		return xattrBytes(func(b []byte) (int, error) { return unix.Getxattr(t.path(), name, b) })
+	}
 	if t.fd >= 0 {
 		return xattrBytes(func(b []byte) (int, error) { return unix.Fgetxattr(t.fd, name, b) })
 	}

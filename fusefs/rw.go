@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -21,6 +22,31 @@ type rwFS struct {
 	// mountInfo answers getxattr(MountInfoXattr) on the root, so that
 	// `imgmount commit MOUNTPOINT` can find the image and upper directory.
 	mountInfo []byte
+	// names makes a rename and go-fuse's move of the renamed node one
+	// step for every operation that turns nodes into paths: they hold the
+	// read side from computing a path to the end of the view's call (see
+	// Rename). Without it, a call in a directory whose parent is being
+	// renamed could resolve an old path: fail, or land in a new directory
+	// made under the old name.
+	names sync.RWMutex
+}
+
+// resolving holds the read side of names for one operation; call the
+// result to release it.
+func (f *rwFS) resolving() func() {
+	f.names.RLock()
+	return f.names.RUnlock
+}
+
+// moved releases the write side of names that Rename took, once go-fuse
+// shows child as parent's child called name. go-fuse moves it in its tree
+// right after Rename returns; until then the paths of child's subtree are
+// the old ones. The wait is bounded in case the kernel's view differs.
+func (f *rwFS) moved(child, parent *fs.Inode, name string) {
+	defer f.names.Unlock()
+	for deadline := time.Now().Add(time.Second); parent.GetChild(name) != child && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Microsecond)
+	}
 }
 
 // MountInfoXattr is the xattr the root of a writable mount answers with
@@ -213,6 +239,7 @@ func (n *rwNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 	if n.fsys.denied(ctx) {
 		return nil, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	st, err := n.fsys.cow.Lookup(n.child(name))
 	if err != nil {
 		return nil, toErrno(err)
@@ -233,6 +260,7 @@ func (n *rwNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	// go-fuse hands an open file of the node when the kernel sent none:
 	// all of them show the node's file (a lower file opened before a
 	// copy-up shows the copy).
@@ -254,6 +282,7 @@ func (n *rwNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrI
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	var a cow.SetAttr
 	if m, ok := in.GetMode(); ok {
 		a.Mode = &m
@@ -301,7 +330,9 @@ func (n *rwNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle
 
 // listDir lists the directory n as it is now, "." and ".." first.
 func (n *rwNode) listDir() ([]fuse.DirEntry, error) {
+	unlock := n.fsys.resolving()
 	ents, err := n.fsys.cow.ReadDir(n.path())
+	unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +353,7 @@ func (n *rwNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32,
 	if n.fsys.denied(ctx) {
 		return nil, 0, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	f, err := n.fsys.cow.Open(n.path(), int(flags))
 	if err != nil {
 		return nil, 0, toErrno(err)
@@ -337,6 +369,7 @@ func (n *rwNode) Create(ctx context.Context, name string, flags uint32, mode uin
 	if n.fsys.denied(ctx) {
 		return nil, nil, 0, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	f, st, err := n.fsys.cow.Create(n.child(name), int(flags), mode, caller(ctx))
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
@@ -351,6 +384,7 @@ func (n *rwNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if n.fsys.denied(ctx) {
 		return nil, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	t, err := n.fsys.cow.Readlink(n.path())
 	if err != nil {
 		return nil, toErrno(err)
@@ -362,6 +396,7 @@ func (n *rwNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.
 	if n.fsys.denied(ctx) {
 		return nil, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	st, err := n.fsys.cow.Mkdir(n.child(name), mode, caller(ctx))
 	if err != nil {
 		return nil, toErrno(err)
@@ -373,6 +408,7 @@ func (n *rwNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32
 	if n.fsys.denied(ctx) {
 		return nil, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	st, err := n.fsys.cow.Mknod(n.child(name), mode, uint64(dev), caller(ctx))
 	if err != nil {
 		return nil, toErrno(err)
@@ -384,6 +420,7 @@ func (n *rwNode) Symlink(ctx context.Context, target, name string, out *fuse.Ent
 	if n.fsys.denied(ctx) {
 		return nil, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	st, err := n.fsys.cow.Symlink(target, n.child(name), caller(ctx))
 	if err != nil {
 		return nil, toErrno(err)
@@ -395,6 +432,7 @@ func (n *rwNode) Link(ctx context.Context, target fs.InodeEmbedder, name string,
 	if n.fsys.denied(ctx) {
 		return nil, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	t, ok := target.(*rwNode)
 	if !ok {
 		return nil, syscall.EXDEV
@@ -410,6 +448,7 @@ func (n *rwNode) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	path := n.child(name)
 	done := n.keep(n.GetChild(name), path)
 	return done(toErrno(n.fsys.cow.Unlink(path)))
@@ -419,6 +458,7 @@ func (n *rwNode) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	return toErrno(n.fsys.cow.Rmdir(n.child(name)))
 }
 
@@ -430,18 +470,27 @@ func (n *rwNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbe
 	if !ok {
 		return syscall.EXDEV
 	}
+	n.fsys.names.Lock() // released once go-fuse has moved the node (moved)
+	child := n.GetChild(name)
 	newPath := np.child(newName)
 	done := func(errno syscall.Errno) syscall.Errno { return errno }
 	if flags&unix.RENAME_EXCHANGE == 0 {
 		done = n.keep(np.GetChild(newName), newPath) // what it replaces
 	}
-	return done(toErrno(n.fsys.cow.Rename(n.child(name), newPath, uint(flags))))
+	errno := done(toErrno(n.fsys.cow.Rename(n.child(name), newPath, uint(flags))))
+	if errno != 0 || child == nil {
+		n.fsys.names.Unlock()
+		return errno
+	}
+	go n.fsys.moved(child, np.EmbeddedInode(), newName)
+	return 0
 }
 
 func (n *rwNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if n.fsys.denied(ctx) {
 		return 0, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	var v []byte
 	if attr == MountInfoXattr && n.IsRoot() && n.fsys.mountInfo != nil {
 		v = n.fsys.mountInfo
@@ -461,6 +510,7 @@ func (n *rwNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Er
 	if n.fsys.denied(ctx) {
 		return 0, syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	names, err := n.fsys.cow.Listxattr(n.path(), n.openFile(nil))
 	if err != nil {
 		return 0, toErrno(err)
@@ -483,6 +533,7 @@ func (n *rwNode) Setxattr(ctx context.Context, attr string, data []byte, flags u
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	return toErrno(n.fsys.cow.Setxattr(n.path(), n.openFile(nil), attr, data, int(flags)))
 }
 
@@ -490,6 +541,7 @@ func (n *rwNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	if n.fsys.denied(ctx) {
 		return syscall.EACCES
 	}
+	defer n.fsys.resolving()()
 	return toErrno(n.fsys.cow.Removexattr(n.path(), n.openFile(nil), attr))
 }
 
@@ -498,6 +550,7 @@ func (n *rwNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) sysca
 	if h, ok := f.(*rwHandle); ok {
 		return h.Fsync(ctx, flags)
 	}
+	defer n.fsys.resolving()()
 	return toErrno(n.fsys.cow.SyncPath(n.path(), flags&1 != 0))
 }
 

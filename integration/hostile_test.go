@@ -695,10 +695,9 @@ func hostileOCI(t *testing.T, b *imagetest.Built) []byte {
 // the *.tar.base64 and *.tar.bz2 ones decoded.
 func goTarFiles(t *testing.T) map[string][]byte {
 	t.Helper()
-	dir := filepath.Join(runtime.GOROOT(), "src", "archive", "tar", "testdata")
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		dir = filepath.Join(strings.TrimSpace(string(out)), "src", "archive", "tar", "testdata")
-	}
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	require.NoError(t, err, "go env GOROOT")
+	dir := filepath.Join(strings.TrimSpace(string(out)), "src", "archive", "tar", "testdata")
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err, "Go's archive/tar test files")
 	files := map[string][]byte{}

@@ -131,7 +131,7 @@ func prerequisites() string {
 		return "/dev/fuse is unavailable"
 	}
 	var missing []string
-	for _, c := range []string{"fusermount3", "umoci", "skopeo", "debootstrap", "setfattr", "setcap", "tar", "gzip", "zstd", "busybox", "go"} {
+	for _, c := range []string{"fusermount3", "umoci", "skopeo", "debootstrap", "setfattr", "setcap", "tar", "gzip", "zstd", "busybox", "go", "fio"} {
 		if _, err := exec.LookPath(c); err != nil {
 			missing = append(missing, c)
 		}

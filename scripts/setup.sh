@@ -49,6 +49,7 @@ needs=(
 	"gcc gcc"
 	"mknod coreutils"
 	"podman podman"
+	"fio fio"
 )
 
 missing=()

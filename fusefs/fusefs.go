@@ -1,4 +1,4 @@
-// Package fusefs serves an union.Tree through FUSE (go-fuse's fs API).
+// Package fusefs serves a union.Tree through FUSE (go-fuse's fs API).
 //
 // Nodes are created lazily: a go-fuse Inode exists only for what the kernel
 // has looked up. Every node wraps one *union.Node and takes its attributes

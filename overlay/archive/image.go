@@ -1,8 +1,10 @@
-// Package overlay turns an image tarball into filesystem trees: it reads the
-// archive formats (docker save legacy and Docker 25+, OCI archives), stacks
-// the layers, applies whiteouts and opaque directories as the OCI image spec
-// says, and (later) records edits in an upper directory and repacks them.
-// It knows nothing of FUSE.
+// Package archive opens an image tarball: plain, or gzip or zstd as a whole;
+// laid out as docker save writes it (before Docker 25 and since) or as an
+// OCI archive. It chooses the image and platform asked for, checks every
+// index, manifest and config against its digest, finds each layer (in
+// --base tarballs too, for a thin tarball) and indexes it, and reports what
+// `imgmount inspect` prints. What the layers show together is
+// overlay/union's business; it knows nothing of whiteouts or FUSE.
 package archive
 
 import (

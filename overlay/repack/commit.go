@@ -1,3 +1,9 @@
+// Package repack writes what a mount becomes: a new image with the upper
+// directory's edits as one more layer (Commit), the whole root filesystem as
+// one layer keeping the config (Commit with Squash), a tarball without the
+// layers a base already holds (CommitOptions.ThinFrom), or the root
+// filesystem as a plain tar (Export). Layers that stay are copied byte for
+// byte; outputs are docker-archive, OCI layout, or both in one tarball.
 package repack
 
 import (

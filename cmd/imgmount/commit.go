@@ -333,6 +333,7 @@ func runCommit(cfg *config, stdout, stderr io.Writer) error {
 		TempDir:     out.scratch,
 		Progress:    r.progress,
 		Warn:        r.warn,
+		Free:        out.free(),
 	})
 	if err != nil {
 		return err

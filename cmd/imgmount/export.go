@@ -53,7 +53,7 @@ func runExport(cfg *config, stdout, stderr io.Writer) error {
 		with = " with the upper directory " + cfg.upper
 	}
 	r.progress("exporting the root filesystem of " + cfg.image + with)
-	n, err := repack.Export(img, out.w, repack.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn})
+	n, err := repack.Export(img, out.w, repack.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn, Free: out.free()})
 	if err != nil {
 		return err
 	}
@@ -223,6 +223,21 @@ func (r *repackRun) create(final string, stdout io.Writer) (*output, error) {
 	r.out = o
 	r.mu.Unlock()
 	return o, nil
+}
+
+// free tells the bytes free for the output file (nil for stdout, which
+// takes no room here).
+func (o *output) free() func() (int64, error) {
+	if o.file == nil {
+		return nil
+	}
+	return func() (int64, error) {
+		var st unix.Statfs_t
+		if err := unix.Statfs(o.dir, &st); err != nil {
+			return 0, err
+		}
+		return int64(st.Bavail) * st.Bsize, nil
+	}
 }
 
 // finish flushes and syncs the file and renames it into place (or flushes

@@ -67,6 +67,9 @@ type CommitOptions struct {
 	// entries that cannot be committed (sockets).
 	Progress func(string)
 	Warn     func(string)
+	// Free, if set, tells the bytes free where the output and TempDir are:
+	// a commit that would not fit stops before writing (ErrNoSpace).
+	Free func() (int64, error)
 }
 
 // CommitResult describes what Commit wrote.
@@ -136,6 +139,9 @@ func Commit(img *archive.Image, w io.Writer, opts CommitOptions) (*CommitResult,
 			res.Omitted = append(res.Omitted, layers[i].diffID)
 		}
 	}
+	if err := checkSpace(opts.Free, outputBytes(layers), "the output"); err != nil {
+		return nil, fmt.Errorf("%s: %w", img.Archive, err)
+	}
 	ow := &outputWriter{format: opts.Format, mtime: opts.Created.Truncate(time.Second), progress: opts.progress}
 	if err := ow.write(w, layers, cfg, img.Config.Platform, tags); err != nil {
 		return nil, err
@@ -176,6 +182,9 @@ func squashLayer(img *archive.Image, opts *CommitOptions) (*LayerBlob, error) {
 		return nil, err
 	}
 	defer release()
+	if err := checkSpace(opts.Free, treeBytes(t), "the squashed layer"); err != nil {
+		return nil, fmt.Errorf("%s: %w", img.Archive, err)
+	}
 	opts.progress("writing the squashed layer (%d layers%s, %s)", len(img.Layers), map[bool]string{true: " and the upper directory", false: ""}[opts.Upper != ""], opts.Compression)
 	blob, err := writeLayerBlob(filepath.Join(opts.TempDir, "squashed-layer"), opts.Compression, func(w io.Writer) (int, error) {
 		return WriteTreeTar(w, t)

@@ -205,6 +205,9 @@ type ExportOptions struct {
 	// Warn, if set, hears about upper entries that cannot be exported
 	// (sockets).
 	Warn func(string)
+	// Free, if set, tells the bytes free where the output goes: an export
+	// that would not fit stops before writing (ErrNoSpace).
+	Free func() (int64, error)
 }
 
 // Export writes the union root filesystem of img, with the upper
@@ -216,6 +219,9 @@ func Export(img *archive.Image, w io.Writer, opts ExportOptions) (int, error) {
 		return 0, err
 	}
 	defer release()
+	if err := checkSpace(opts.Free, treeBytes(t), "the export"); err != nil {
+		return 0, fmt.Errorf("%s: %w", img.Archive, err)
+	}
 	n, err := WriteTreeTar(w, t)
 	if err != nil {
 		return n, fmt.Errorf("%s: exporting: %w", img.Archive, err)

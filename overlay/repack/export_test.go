@@ -103,3 +103,28 @@ func TestExportDeepTree(t *testing.T) {
 	require.Equal(t, "deep", es[len(es)-1].Body)
 	require.Equal(t, depth*2+4, len(tree.Find(strings.TrimSuffix(p, "/")+"/leaf").Path()))
 }
+
+// An export or commit that would not fit in the free space stops before
+// writing: a 1 TiB file of holes exports in a few blocks, but a 1 MiB file
+// does not fit in 100 KiB.
+func TestOutputsCheckFreeSpace(t *testing.T) {
+	img := imagetest.Image(t, imagetest.LayerTar(t, []imagetest.Entry{
+		imagetest.File("big", strings.Repeat("x", 1<<20)),
+	}, imagetest.RawSparse("holes", 1<<40, map[int64]string{0: "a"})))
+	free := func(n int64) func() (int64, error) { return func() (int64, error) { return n, nil } }
+
+	var cw countingWriter
+	_, err := Export(img, &cw, ExportOptions{Free: free(100 << 10)})
+	require.ErrorIs(t, err, ErrNoSpace)
+	require.Zero(t, cw.n, "nothing written")
+	_, err = Export(img, &cw, ExportOptions{Free: free(2 << 20)})
+	require.NoError(t, err)
+
+	img.ConfigRaw = []byte(`{"rootfs":{"type":"layers","diff_ids":["` + img.Layers[0].DiffID.String() + `"]}}`)
+	img.Layers[0].Stored = img.Layers[0].Data
+	_, err = Commit(img, io.Discard, CommitOptions{Free: free(100 << 10), TempDir: t.TempDir()})
+	require.ErrorIs(t, err, ErrNoSpace)
+	_, err = Commit(img, io.Discard, CommitOptions{Squash: true, Free: free(100 << 10), TempDir: t.TempDir()})
+	require.ErrorIs(t, err, ErrNoSpace)
+	require.ErrorContains(t, err, "the squashed layer needs about")
+}

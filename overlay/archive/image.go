@@ -3,8 +3,10 @@
 // OCI archive. It chooses the image and platform asked for, checks every
 // index, manifest and config against its digest, finds each layer (in
 // --base tarballs too, for a thin tarball) and indexes it, and reports what
-// `imgmount inspect` prints. What the layers show together is
-// overlay/union's business; it knows nothing of whiteouts or FUSE.
+// `imgmount inspect` prints. A directory holding the same files (an OCI
+// image layout, an extracted docker save) is read like the tarball. What
+// the layers show together is overlay/union's business; it knows nothing
+// of whiteouts or FUSE.
 package archive
 
 import (
@@ -72,7 +74,7 @@ type ImageRef struct {
 // Image is one opened image: its config and its layers, each indexed and
 // readable.
 type Image struct {
-	Archive string // path of the tarball
+	Archive string // path of the tarball (or directory)
 	Format  Format
 	Ref     ImageRef   // the chosen image
 	Images  []ImageRef // every image in the tarball
@@ -102,7 +104,8 @@ type Layer struct {
 	// Repack copies a verified blob without hashing it again.
 	StoredVerified bool
 	// Data holds the bytes TarIndex offsets refer to: an mmap of the outer
-	// tarball (uncompressed layers, zero copy) or of a decompressed cache file.
+	// tarball (uncompressed layers, zero copy), of the layer's own file in
+	// a directory, or of a decompressed cache file.
 	Data     []byte
 	TarIndex *tarindex.Index
 }

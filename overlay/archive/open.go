@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +17,9 @@ import (
 
 // Open reads the image tarball at path (docker save legacy or 25+, OCI
 // archive, or any of them gzip-compressed), picks one image by opts, and
-// returns it with every layer indexed and mapped.
+// returns it with every layer indexed and mapped. path (and each of
+// opts.Bases) may also be a directory holding what such a tarball holds:
+// an OCI image layout, or an extracted docker save.
 //
 // Selection: opts.Image names a tag (exactly; "name" means "name:latest";
 // "alpine:3" also matches a stored "docker.io/library/alpine:3") or a
@@ -57,7 +58,7 @@ func Open(path string, opts OpenOptions) (_ *Image, err error) {
 		label += " " + p
 	}
 	if c.missing != "" {
-		return nil, Errorf(ErrLayerMissing, "%s: image %s: %s (the tarball was saved without this platform; choose another with --platform)", path, label, c.missing)
+		return nil, Errorf(ErrLayerMissing, "%s: image %s: %s (the %s was saved without this platform; choose another with --platform)", path, label, c.missing, ar.what())
 	}
 	if err := readConfig(ar, c, img, label); err != nil {
 		return nil, err
@@ -104,7 +105,7 @@ func (o *opener) choose(ar *archive, img *Image) (*candidate, error) {
 func readConfig(ar *archive, c *candidate, img *Image, label string) error {
 	cfgName := c.configMember()
 	if _, err := ar.lookup(cfgName); errors.Is(err, errMemberAbsent) {
-		return Errorf(ErrLayerMissing, "%s: image %s: its config %s is not in the tarball", ar.path, label, cfgName)
+		return Errorf(ErrLayerMissing, "%s: image %s: its config %s is not in the %s", ar.path, label, cfgName, ar.what())
 	}
 	if err := ar.readJSON("image config", cfgName, &img.Config); err != nil {
 		return err
@@ -258,12 +259,16 @@ func (o *opener) locateLayers(ar *archive, c *candidate, diffIDs []digest.Digest
 	for _, i := range missing {
 		names = append(names, fmt.Sprintf("%d (%s)", i, diffIDs[i]))
 	}
-	msg := fmt.Sprintf("%s: layer %s is not in the tarball (a thin tarball?); supply a base tarball that has it with --base BASE.tar", ar.path, names[0])
+	thin := "a thin tarball?"
+	if ar.dir != nil {
+		thin = "a thin image?"
+	}
+	msg := fmt.Sprintf("%s: layer %s is not in the %s (%s); supply a base tarball that has it with --base BASE.tar", ar.path, names[0], ar.what(), thin)
 	if len(names) > 1 {
-		msg = fmt.Sprintf("%s: layers %s are not in the tarball (a thin tarball?); supply a base tarball that has them with --base BASE.tar", ar.path, strings.Join(names, ", "))
+		msg = fmt.Sprintf("%s: layers %s are not in the %s (%s); supply a base tarball that has them with --base BASE.tar", ar.path, strings.Join(names, ", "), ar.what(), thin)
 	}
 	if len(c.group.cands) > 1 && len(missing) == len(diffIDs) {
-		msg += fmt.Sprintf("; or the tarball was saved without platform %s: choose another with --platform", platformString(c.platform))
+		msg += fmt.Sprintf("; or the %s was saved without platform %s: choose another with --platform", ar.what(), platformString(c.platform))
 	}
 	if len(o.opts.Bases) > 0 {
 		msg += fmt.Sprintf(" (the base tarballs given, %s, do not have %s either)", strings.Join(o.opts.Bases, ", "), map[bool]string{true: "it", false: "them"}[len(names) == 1])
@@ -389,7 +394,7 @@ func (o *opener) loadLayers(path string, srcs []layerSrc, img *Image) ([]*Layer,
 
 // head returns the first bytes of the blob, enough to detect compression.
 func (b blobRef) head() []byte {
-	return b.ar.data[b.off : b.off+min(b.size, 8)]
+	return b.data[b.off : b.off+min(b.size, 8)]
 }
 
 // loadLayer makes one layer ready: its bytes mapped and its tar indexed.
@@ -435,7 +440,6 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 // indexStored indexes an uncompressed layer in place: its reads are slices
 // of the tarball's mapping.
 func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
-	ar := s.blob.ar
 	// An uncompressed blob's digest is its diff_id: a blob named by
 	// another digest is the wrong content, and checking costs nothing.
 	if l.Digest != "" && l.Digest.Algorithm() == s.diffID.Algorithm() && l.Digest != s.diffID {
@@ -447,8 +451,8 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 	if l.MediaType == "" {
 		l.MediaType = MediaTypeDockerLayer
 	}
-	key := ar.ident + "@" + strconv.FormatInt(s.blob.off, 10)
-	ix, err := o.index(key, ar.data, s.blob.off, s.blob.size)
+	key := s.blob.key()
+	ix, err := o.index(key, s.blob.data, s.blob.off, s.blob.size)
 	if errors.Is(err, ErrTooLarge) {
 		return fmt.Errorf("%s: %w", where, err)
 	}
@@ -467,7 +471,7 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 		// The blob is the tar: its digest is the diff_id just checked.
 		l.StoredVerified = l.Digest == s.diffID
 	}
-	l.Data, l.Size, l.TarIndex = ar.data, s.blob.size, ix
+	l.Data, l.Size, l.TarIndex = s.blob.data, s.blob.size, ix
 	return nil
 }
 
@@ -475,7 +479,7 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 // (checking its diff_id on the way) and indexes the copy; the returned
 // function unmaps it.
 func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func() string) (func() error, error) {
-	ar, comp := s.blob.ar, l.Compression
+	comp := l.Compression
 	if l.MediaType == "" {
 		l.MediaType = MediaTypeDockerLayerGzip
 		if comp == tarindex.CompressionZstd {
@@ -486,7 +490,7 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 		return nil, fmt.Errorf("%s: a %s-compressed layer needs a cache directory to decompress into", where, comp)
 	}
 	o.progress("decompressing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), comp)
-	p, err := o.cache.Decompress(ar.ident+"@"+strconv.FormatInt(s.blob.off, 10), s.diffID, comp, bytes.NewReader(s.blob.bytes()))
+	p, err := o.cache.Decompress(s.blob.key(), s.diffID, comp, bytes.NewReader(s.blob.bytes()))
 	switch {
 	case err == nil:
 	case errors.Is(err, tarindex.ErrDigestMismatch):

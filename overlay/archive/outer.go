@@ -46,8 +46,10 @@ func Errorf(sentinel error, format string, a ...any) error {
 	return &sentinelError{sentinel: sentinel, err: fmt.Errorf(format, a...)}
 }
 
-// archive is one opened outer tarball: its uncompressed bytes mapped, and
-// its members indexed by name.
+// archive is one opened image source: an outer tarball, its uncompressed
+// bytes mapped and its members indexed by name; or a directory (an OCI
+// layout, an extracted docker save), whose members are its files, each
+// mapped on its first lookup.
 type archive struct {
 	path    string // as the caller gave it; used in messages
 	ident   string // identity of the file: dev, inode, size, mtime, absolute path
@@ -59,17 +61,35 @@ type archive struct {
 	// noEnd is set when the tar lacks its end-of-archive marker (two zero
 	// blocks): archive/tar accepts that, but it often means a truncated copy.
 	noEnd bool
+	// dir, when set, is the archive's directory: data, entries and byName
+	// are then unused.
+	dir *dirSource
 }
 
-// blobRef locates one member's content in an archive.
+// blobRef locates one member's content: size bytes at off in data, the
+// mapping of the whole tarball (a slice of it, zero copy) or of the
+// member's own file.
 type blobRef struct {
-	ar   *archive
-	name string // the member that holds the bytes (after following links)
-	off  int64
-	size int64
+	name  string // the member that holds the bytes (after following links)
+	data  []byte
+	ident string // cache identity of data: the tarball's or the member file's
+	off   int64
+	size  int64
 }
 
-func (b blobRef) bytes() []byte { return b.ar.data[b.off : b.off+b.size] }
+func (b blobRef) bytes() []byte { return b.data[b.off : b.off+b.size] }
+
+// key names the blob's bytes in the cache: the same bytes of the same
+// file get the same key, a rewritten file another.
+func (b blobRef) key() string { return b.ident + "@" + strconv.FormatInt(b.off, 10) }
+
+// what the archive is, for messages: "tarball" or "directory".
+func (ar *archive) what() string {
+	if ar.dir != nil {
+		return "directory"
+	}
+	return "tarball"
+}
 
 func (ar *archive) close() error { return ar.closers.run() }
 
@@ -87,7 +107,8 @@ func fileIdentity(abs string, fi os.FileInfo) string {
 }
 
 // openArchive maps the tarball at p (decompressing it into the cache first
-// if it is gzip or zstd) and indexes its members.
+// if it is gzip or zstd) and indexes its members; or, when p is a
+// directory, opens it for lookups (openDir).
 func openArchive(p string, cache *tarindex.Cache, maxEntries int) (_ *archive, err error) {
 	f, fi, err := openTarball(p)
 	if err != nil {
@@ -97,6 +118,9 @@ func openArchive(p string, cache *tarindex.Cache, maxEntries int) (_ *archive, e
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		abs = p
+	}
+	if fi.IsDir() {
+		return openDir(p, abs, fi)
 	}
 	ar := &archive{path: p, ident: fileIdentity(abs, fi)}
 	defer func() {
@@ -123,7 +147,8 @@ func openArchive(p string, cache *tarindex.Cache, maxEntries int) (_ *archive, e
 	return ar, nil
 }
 
-// openTarball opens p, refusing anything but a regular file.
+// openTarball opens p, refusing anything but a regular file or a
+// directory.
 func openTarball(p string) (*os.File, os.FileInfo, error) {
 	f, err := os.Open(p)
 	if err != nil {
@@ -133,7 +158,6 @@ func openTarball(p string) (*os.File, os.FileInfo, error) {
 	switch {
 	case err != nil:
 	case fi.IsDir():
-		err = Errorf(ErrNotImage, "%s: is a directory, not an image tarball (for an OCI layout directory, make an archive of it first, e.g. skopeo copy oci:DIR:TAG oci-archive:IMAGE.tar)", p)
 	case !fi.Mode().IsRegular():
 		err = Errorf(ErrNotImage, "%s: not a regular file", p)
 	}
@@ -264,6 +288,9 @@ func (ar *archive) lookup(name string) (blobRef, error) {
 	if err != nil {
 		return blobRef{}, fmt.Errorf("member %q: %w", orig, err)
 	}
+	if ar.dir != nil {
+		return ar.dir.lookup(orig, name)
+	}
 	for hop := 0; hop <= maxLinkHops; hop++ {
 		i, ok := ar.byName[name]
 		if !ok {
@@ -281,7 +308,7 @@ func (ar *archive) lookup(name string) (blobRef, error) {
 			if e.Offset < 0 || e.Offset+e.Size > int64(len(ar.data)) {
 				return blobRef{}, fmt.Errorf("member %s: extends past the end of the tarball", name)
 			}
-			return blobRef{ar: ar, name: name, off: e.Offset, size: e.Size}, nil
+			return blobRef{name: name, data: ar.data, ident: ar.ident, off: e.Offset, size: e.Size}, nil
 		case tarindex.TypeHardlink:
 			name = e.Linkname
 		case tarindex.TypeSymlink:
@@ -345,6 +372,9 @@ func (ar *archive) readJSON(what, name string, v any) error {
 func (ar *archive) hint() string {
 	if ar.noEnd {
 		return " (the tarball has no end-of-archive marker: is it truncated?)"
+	}
+	if ar.dir != nil {
+		return ar.dir.hint()
 	}
 	for _, e := range ar.entries {
 		base := path.Base(e.Name)

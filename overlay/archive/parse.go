@@ -2,6 +2,7 @@ package archive
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -116,14 +117,19 @@ func (ar *archive) parse() ([]*imageGroup, error) {
 			return nil, err
 		}
 	default:
-		return nil, Errorf(ErrNotImage, "%s: no manifest.json (docker save) or index.json (OCI layout) at the top of the tarball%s", ar.path, ar.hint())
+		for _, name := range []string{"index.json", "manifest.json"} {
+			if _, err := ar.lookup(name); !errors.Is(err, errMemberAbsent) {
+				return nil, Errorf(ErrNotImage, "%s: %w", ar.path, err)
+			}
+		}
+		return nil, Errorf(ErrNotImage, "%s: no manifest.json (docker save) or index.json (OCI layout) at the top of the %s%s", ar.path, ar.what(), ar.hint())
 	}
 	n := 0
 	for _, g := range groups {
 		n += len(g.cands)
 	}
 	if n == 0 {
-		return nil, Errorf(ErrNotImage, "%s: the tarball's %s lists no container images", ar.path, map[bool]string{true: "index.json", false: "manifest.json"}[hasIndex])
+		return nil, Errorf(ErrNotImage, "%s: the %s's %s lists no container images", ar.path, ar.what(), map[bool]string{true: "index.json", false: "manifest.json"}[hasIndex])
 	}
 	return groups, nil
 }
@@ -370,7 +376,7 @@ func (ar *archive) walkIndex(g *imageGroup, d ocispec.Descriptor, plat ocispec.P
 	name := BlobPath(d.Digest)
 	if !ar.has(name) {
 		g.cands = append(g.cands, &candidate{group: g, manifestDigest: d.Digest, platform: plat,
-			missing: fmt.Sprintf("its index %s is not in the tarball", d.Digest)})
+			missing: fmt.Sprintf("its index %s is not in the %s", d.Digest, ar.what())})
 		return nil
 	}
 	var idx ocispec.Index
@@ -394,7 +400,7 @@ func (ar *archive) addManifest(g *imageGroup, d ocispec.Descriptor, plat ocispec
 	c := &candidate{group: g, manifestDigest: d.Digest, platform: plat}
 	name := BlobPath(d.Digest)
 	if !ar.has(name) {
-		c.missing = fmt.Sprintf("its manifest %s is not in the tarball", d.Digest)
+		c.missing = fmt.Sprintf("its manifest %s is not in the %s", d.Digest, ar.what())
 		g.cands = append(g.cands, c)
 		return nil
 	}

@@ -239,7 +239,7 @@ func (o *opener) selectCandidate(ar *archive, groups []*imageGroup) (*candidate,
 	if q != "" {
 		cands = matchQuery(q, all)
 		if len(cands) == 0 {
-			return nil, Errorf(ErrNoSuchImage, "%s: no image matches %q; the tarball has: %s", ar.path, q, describeGroups(ar, groups))
+			return nil, Errorf(ErrNoSuchImage, "%s: no image matches %q; the %s has: %s", ar.path, q, ar.what(), describeGroups(ar, groups))
 		}
 	}
 	var want ocispec.Platform
@@ -259,13 +259,13 @@ func (o *opener) selectCandidate(ar *archive, groups []*imageGroup) (*candidate,
 			if q != "" {
 				what = fmt.Sprintf("no image matching %q", q)
 			}
-			return nil, Errorf(ErrNoSuchImage, "%s: %s for platform %s; the tarball has: %s", ar.path, what, platformString(want), describeGroups(ar, groupsOf(cands)))
+			return nil, Errorf(ErrNoSuchImage, "%s: %s for platform %s; the %s has: %s", ar.path, what, platformString(want), ar.what(), describeGroups(ar, groupsOf(cands)))
 		}
 		cands = m
 	}
 	if gs := groupsOf(cands); len(gs) > 1 {
 		if q == "" {
-			return nil, Errorf(ErrAmbiguous, "%s: %d images in the tarball: %s; choose one with --image NAME[:TAG] or --image DIGEST-PREFIX", ar.path, len(gs), describeGroups(ar, gs))
+			return nil, Errorf(ErrAmbiguous, "%s: %d images in the %s: %s; choose one with --image NAME[:TAG] or --image DIGEST-PREFIX", ar.path, len(gs), ar.what(), describeGroups(ar, gs))
 		}
 		return nil, Errorf(ErrAmbiguous, "%s: %q matches %d images: %s; give a longer tag or digest", ar.path, q, len(gs), describeGroups(ar, gs))
 	}

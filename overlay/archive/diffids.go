@@ -9,11 +9,11 @@ import (
 )
 
 // StoredDiffIDs lists the diff_ids of the layers whose blobs the tarball
-// (or directory) at path holds, over every image and platform in it, reading only its
-// metadata: no layer is indexed, hashed or decompressed. A layer the
-// tarball lists but leaves out (a thin tarball's) is not included: the
-// tarball cannot supply it. cacheDir is needed only for a tarball that is
-// compressed as a whole.
+// (or directory) at path holds, over every image and platform in it,
+// reading only its metadata: no layer is indexed, hashed or decompressed.
+// A layer the tarball lists but leaves out (a thin tarball's) is not
+// included: the tarball cannot supply it. cacheDir is needed only for a
+// tarball that is compressed as a whole.
 func StoredDiffIDs(path, cacheDir string) (map[digest.Digest]bool, error) {
 	var cache *tarindex.Cache
 	if cacheDir != "" {

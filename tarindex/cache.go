@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,9 +42,45 @@ type Cache struct {
 	// not be saved. The cache is an optimisation; these are for logging.
 	Warn func(error)
 
+	// A decompressed stream may grow to MaxRatio times its compressed size
+	// (default 100), or MinLimit bytes (default 64 GiB) if that is more,
+	// and never past the cache filesystem's free space less a reserve:
+	// past that, Decompress stops with ErrTooLarge and removes what it
+	// wrote. Real layers compress 2 to 10 times; a bomb (a tiny stream
+	// of terabytes) is stopped before it fills the disk.
+	MaxRatio int64
+	MinLimit int64
+
 	mu     sync.Mutex
 	hashes map[string]*earlyHash // sha256 of regions being indexed, for VerifyOnce
 	swept  sync.Once
+}
+
+// ErrTooLarge: a compressed stream decompresses to more than the cache
+// allows it (see Cache.MaxRatio).
+var ErrTooLarge = errors.New("decompresses to more than allowed")
+
+// limit is how many bytes the decompressed copy of src may take: src's
+// compressed size is known when it tells it (bytes.Reader does).
+func (c *Cache) limit(src io.Reader) int64 {
+	ratio, floor := c.MaxRatio, c.MinLimit
+	if ratio <= 0 {
+		ratio = 100
+	}
+	if floor <= 0 {
+		floor = 64 << 30
+	}
+	limit := int64(math.MaxInt64)
+	if s, ok := src.(interface{ Size() int64 }); ok && s.Size() < math.MaxInt64/ratio {
+		limit = max(s.Size()*ratio, floor)
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(c.Dir, &st) == nil {
+		total, free := int64(st.Blocks)*st.Bsize, int64(st.Bavail)*st.Bsize
+		reserve := min(1<<30, total/20) // what others on the filesystem keep
+		limit = min(limit, max(free-reserve, 0))
+	}
+	return limit
 }
 
 // earlyHash is the sha256 of a region, computed in the background while
@@ -224,8 +261,9 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 		removeStale(dst) // temporaries of a writer that died holding this lock
 	}
 	os.Remove(dst) // changed since it was written: decompress it again
+	limit := c.limit(src)
 	err = writeAtomic(dst, func(f *os.File) error {
-		return decompressTo(f, want, comp, src)
+		return decompressTo(f, want, comp, src, limit)
 	}, true)
 	if err != nil {
 		return "", fmt.Errorf("decompressing %s: %w", comp, err) // the caller names the blob; the key is the cache's business
@@ -396,7 +434,7 @@ func (c *Cache) lock(name string) (bool, func()) {
 // slowest step) never waits for them. When w is a file, its written pages
 // are handed to writeback as they accumulate (sync_file_range), so that the
 // fsync before the rename finds little left to write.
-func decompressTo(w io.Writer, want digest.Digest, comp Compression, src io.Reader) error {
+func decompressTo(w io.Writer, want digest.Digest, comp Compression, src io.Reader, limit int64) error {
 	rd, closeFn, err := openDecoder(comp, src)
 	if err != nil {
 		return err
@@ -449,6 +487,9 @@ func decompressTo(w io.Writer, want digest.Digest, comp Compression, src io.Read
 	var written, handed int64
 	for c := range full {
 		if c.n > 0 {
+			if written+int64(c.n) > limit {
+				return fmt.Errorf("%w: past %d bytes, the most a stream of its size may take here (Cache.MaxRatio) or the cache's free space allows", ErrTooLarge, limit)
+			}
 			if _, err := w.Write(c.b[:c.n]); err != nil {
 				return fmt.Errorf("write cache file: %w", err)
 			}

@@ -543,3 +543,20 @@ func TestDecompressSweepsOldTemps(t *testing.T) {
 	require.NoFileExists(t, old)
 	require.FileExists(t, fresh)
 }
+
+// A decompression bomb (64 MiB of zeros in 64 KiB of gzip) stops at its
+// limit, leaving nothing in the cache.
+func TestDecompressBomb(t *testing.T) {
+	zeros := make([]byte, 64<<20)
+	bomb := gz(t, zeros)
+	c := &Cache{Dir: t.TempDir(), MinLimit: 1 << 20}
+	_, err := c.Decompress("bomb", digest.FromBytes(zeros), CompressionGzip, bytes.NewReader(bomb))
+	require.ErrorIs(t, err, ErrTooLarge)
+	requireNoTemps(t, c.Dir)
+	blobs, _ := filepath.Glob(filepath.Join(c.Dir, "blobs", "*", "*"))
+	require.Empty(t, blobs)
+
+	c.MaxRatio = 2000 // 64 KiB × 2000 holds it
+	_, err = c.Decompress("bomb", digest.FromBytes(zeros), CompressionGzip, bytes.NewReader(bomb))
+	require.NoError(t, err)
+}

@@ -154,7 +154,8 @@ func (o *opener) progress(format string, a ...any) {
 }
 
 // index indexes the tar stream at [base, base+size) of data, through the
-// cache when there is one.
+// cache when there is one. When the index was built but takes the entries
+// past opts.MaxEntries, it is returned with the ErrTooLarge error.
 func (o *opener) index(key string, data []byte, base, size int64) (*tarindex.Index, error) {
 	limit := 0
 	if max := o.opts.MaxEntries; max > 0 {
@@ -178,7 +179,7 @@ func (o *opener) index(key string, data []byte, base, size int64) (*tarindex.Ind
 		return nil, err
 	}
 	if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
-		return nil, o.tooLarge()
+		return ix, o.tooLarge()
 	}
 	return ix, nil
 }
@@ -454,6 +455,13 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 	key := s.blob.key()
 	ix, err := o.index(key, s.blob.data, s.blob.off, s.blob.size)
 	if errors.Is(err, ErrTooLarge) {
+		if ix != nil && o.cache != nil {
+			// Building the index started hashing the layer in the
+			// background, which reads the mapping that failing Open is
+			// about to unmap: wait for it here (it is the check the
+			// layer would have had anyway).
+			_ = o.cache.VerifyOnce(key, s.diffID, s.blob.bytes())
+		}
 		return fmt.Errorf("%s: %w", where, err)
 	}
 	if err != nil {

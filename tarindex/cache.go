@@ -138,8 +138,8 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64, maxEntries in
 	ix, err := BuildMax(r, base, size, maxEntries)
 	if err != nil {
 		if eh != nil {
-			eh.stop.Store(true)
 			c.takeHash(key)
+			eh.cancel()
 		}
 		return nil, err
 	}
@@ -324,7 +324,7 @@ func (c *Cache) VerifyOnce(key string, want digest.Digest, data []byte) error {
 		marker = filepath.Join(c.Dir, "verified", keyName(key+"|"+want.String()))
 		if isRegular(marker) {
 			if eh := c.takeHash(key); eh != nil {
-				eh.stop.Store(true)
+				eh.cancel()
 			}
 			return nil
 		}
@@ -335,7 +335,7 @@ func (c *Cache) VerifyOnce(key string, want digest.Digest, data []byte) error {
 			<-eh.done
 			got = eh.sum
 		} else {
-			eh.stop.Store(true)
+			eh.cancel()
 		}
 	}
 	if got == "" {
@@ -566,11 +566,12 @@ func (c *Cache) startHash(key string, r io.ReaderAt, base, size int64) *earlyHas
 	if c.hashes == nil {
 		c.hashes = map[string]*earlyHash{}
 	}
-	if old := c.hashes[key]; old != nil {
-		old.stop.Store(true)
-	}
+	old := c.hashes[key]
 	c.hashes[key] = eh
 	c.mu.Unlock()
+	if old != nil {
+		old.cancel()
+	}
 	go func() {
 		defer close(eh.done)
 		h := sha256.New()
@@ -589,6 +590,13 @@ func (c *Cache) startHash(key string, r io.ReaderAt, base, size int64) *earlyHas
 		eh.sum = digest.NewDigest(digest.SHA256, h)
 	}()
 	return eh
+}
+
+// cancel stops the hash and waits until it no longer reads: the caller
+// may unmap what it was reading.
+func (eh *earlyHash) cancel() {
+	eh.stop.Store(true)
+	<-eh.done
 }
 
 // takeHash removes and returns the background hash started for key, if

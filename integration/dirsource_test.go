@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -130,4 +131,32 @@ func dirSourceReadJSON(t *testing.T, p string, v any) {
 	b, err := os.ReadFile(p)
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(b, v), p)
+}
+
+// TestDirSourceRepack: commit and export take an image directory where
+// they take a tarball, and give the same output.
+func TestDirSourceRepack(t *testing.T) {
+	requireFUSE(t)
+	img := imageNamed(t, "example.tar")
+	dir := dirSourceExtract(t, img.path())
+	out := t.TempDir()
+	for _, src := range []string{img.path(), dir} {
+		name := filepath.Base(src)
+		r := run(t, time.Minute, "export", src, "-o", filepath.Join(out, name+".export.tar"), "--cache-dir", sharedCache)
+		require.Equal(t, 0, r.code, "%s", r)
+	}
+	a, err := os.ReadFile(filepath.Join(out, filepath.Base(img.path())+".export.tar"))
+	require.NoError(t, err)
+	b, err := os.ReadFile(filepath.Join(out, filepath.Base(dir)+".export.tar"))
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(a, b), "the directory exports as the tarball does")
+
+	upper := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(upper, "hello"), []byte("hi\n"), 0o644))
+	r := run(t, time.Minute, "commit", dir, "--upper", upper, "-o", filepath.Join(out, "new.tar"), "--cache-dir", sharedCache)
+	require.Equal(t, 0, r.code, "%s", r)
+	mnt := mountImage(t, filepath.Join(out, "new.tar"))
+	got, err := os.ReadFile(filepath.Join(mnt, "hello"))
+	require.NoError(t, err)
+	require.Equal(t, "hi\n", string(got))
 }

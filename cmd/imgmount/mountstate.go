@@ -93,20 +93,40 @@ func resolveSource(cfg *config, r *repackRun) error {
 	if err != nil {
 		return err
 	}
-	if !fi.IsDir() {
-		cfg.image = rc.source
-		if cfg.upper != "" && cow.UpperInUse(cfg.upper) {
-			return withStatus(exitUpperInUse, fmt.Errorf("upper directory %s is in use by a writable mount: commit through its mountpoint (imgmount commit MOUNTPOINT -o OUT.tar), which flushes the mount first", cfg.upper))
+	if fi.IsDir() {
+		st, ok, err := readMountState(rc.source)
+		if err != nil {
+			return err
 		}
-		return nil
+		if ok {
+			return useMount(cfg, r, st)
+		}
+		if !isImageDir(rc.source) {
+			return fmt.Errorf("%s is a directory but neither a writable imgmount mount (it does not answer %s) nor an image (no index.json or manifest.json): give the image (tarball or directory) and --upper DIR, or the mountpoint of an 'imgmount --upper DIR IMAGE MOUNTPOINT' mount", rc.source, fusefs.MountInfoXattr)
+		}
 	}
-	st, ok, err := readMountState(rc.source)
-	if err != nil {
-		return err
+	cfg.image = rc.source
+	if cfg.upper != "" && cow.UpperInUse(cfg.upper) {
+		return withStatus(exitUpperInUse, fmt.Errorf("upper directory %s is in use by a writable mount: commit through its mountpoint (imgmount commit MOUNTPOINT -o OUT.tar), which flushes the mount first", cfg.upper))
 	}
-	if !ok {
-		return fmt.Errorf("%s is a directory but not a writable imgmount mount (it does not answer %s): give the image tarball and --upper DIR, or the mountpoint of an 'imgmount --upper DIR IMAGE MOUNTPOINT' mount", rc.source, fusefs.MountInfoXattr)
+	return nil
+}
+
+// isImageDir tells whether dir holds an image: an OCI layout or an
+// extracted docker save.
+func isImageDir(dir string) bool {
+	for _, name := range []string{"index.json", "manifest.json"} {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err == nil {
+			return true
+		}
 	}
+	return false
+}
+
+// useMount takes the image and upper directory from the writable mount
+// st describes, and flushes it.
+func useMount(cfg *config, r *repackRun, st *mountState) error {
+	rc := cfg.repack
 	if len(rc.explicit) > 0 {
 		return usagef("%s is a writable mount, which already says its image and upper directory: leave out %s", rc.source, strings.Join(rc.explicit, ", "))
 	}

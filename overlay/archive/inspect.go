@@ -55,6 +55,10 @@ type LayerReport struct {
 	Entries     int    `json:"entries"`
 	CreatedBy   string `json:"created_by"`
 	HiddenBytes int64  `json:"hidden_bytes"` // content overwritten or deleted by later layers
+	// SharedWith lists the other images of the tarball that have this
+	// layer too (by diff_id), in the order of Images; empty when none (or
+	// when the report was made without Report.AddShared).
+	SharedWith []ImageRef `json:"shared_with"`
 }
 
 // Inspect summarises img. hidden gives, per layer, the bytes of content the
@@ -105,6 +109,7 @@ func Inspect(img *Image, hidden []int64) Report {
 			StoredSize:  l.StoredSize,
 			Size:        l.Size,
 			CreatedBy:   l.CreatedBy,
+			SharedWith:  []ImageRef{},
 		}
 		if l.TarIndex != nil {
 			lr.Entries = len(l.TarIndex.Entries)
@@ -118,6 +123,26 @@ func Inspect(img *Image, hidden []int64) Report {
 		r.HiddenBytes += lr.HiddenBytes
 	}
 	return r
+}
+
+// AddShared fills each layer's SharedWith from the layers of every image
+// of the tarball, as ListImageLayers gives them.
+func (r *Report) AddShared(all []ImageLayers) {
+	for i := range r.Layers {
+		l := &r.Layers[i]
+		l.SharedWith = []ImageRef{}
+		for _, il := range all {
+			if il.Ref.ManifestDigest == r.Image.ManifestDigest && il.Ref.ConfigDigest == r.Image.ConfigDigest {
+				continue // the image itself
+			}
+			for _, d := range il.DiffIDs {
+				if d.String() == l.DiffID {
+					l.SharedWith = append(l.SharedWith, normRefJSON(il.Ref))
+					break
+				}
+			}
+		}
+	}
 }
 
 func nonNil[T any](s []T) []T {
@@ -199,6 +224,7 @@ func (r Report) WriteText(w io.Writer) error {
 	r.Config.writeText(ew)
 	ew.printf("Layers:\n")
 	r.writeLayers(ew)
+	r.writeShared(ew)
 	ew.printf("Total:  %d layers, %s stored, %s uncompressed, %s hidden by later layers\n",
 		len(r.Layers), HumanSize(r.StoredSize), HumanSize(r.Size), HumanSize(r.HiddenBytes))
 	return ew.err
@@ -274,17 +300,62 @@ func (r Report) writeLayers(ew *errWriter) {
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  #\tDIFF_ID\tCOMPRESSION\tSTORED\tSIZE\tENTRIES\tHIDDEN\tCREATED_BY\n")
 	for _, l := range r.Layers {
-		id := l.DiffID
-		if i := strings.IndexByte(id, ':'); i >= 0 {
-			id = id[i+1:]
-		}
-		if len(id) > 12 {
-			id = id[:12]
-		}
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.Index, id, l.Compression,
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.Index, shortHex(l.DiffID), l.Compression,
 			HumanSize(l.StoredSize), HumanSize(l.Size), l.Entries, HumanSize(l.HiddenBytes), orDash(oneLine(l.CreatedBy, 60)))
 	}
 	tw.Flush()
+}
+
+// writeShared lists, when the tarball holds other images, the layers
+// they share with this one.
+func (r Report) writeShared(ew *errWriter) {
+	if len(r.Images) < 2 {
+		return
+	}
+	ew.printf("Shared with the other images of the tarball:\n")
+	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
+	n := 0
+	for _, l := range r.Layers {
+		if len(l.SharedWith) == 0 {
+			continue
+		}
+		n++
+		names := make([]string, len(l.SharedWith))
+		for i, ref := range l.SharedWith {
+			names[i] = r.shortName(ref)
+		}
+		fmt.Fprintf(tw, "  %d\t%s\t%s\n", l.Index, shortHex(l.DiffID), strings.Join(names, "; "))
+	}
+	tw.Flush()
+	if n == 0 {
+		ew.printf("  no layer\n")
+	}
+}
+
+// shortName names an image of the report in a few words: its tags (or its
+// config digest), and its platform where another image has the same tags.
+func (r Report) shortName(ref ImageRef) string {
+	name := strings.Join(ref.Tags, ", ")
+	if name == "" {
+		name = "config " + ShortDigest(ref.ConfigDigest)
+	}
+	for _, o := range r.Images {
+		if ref.Platform != "" && !sameRef(o, ref) && slices.Equal(o.Tags, ref.Tags) {
+			return name + " " + ref.Platform
+		}
+	}
+	return name
+}
+
+// shortHex is a digest's first 12 hex digits, as the layer table shows it.
+func shortHex(d string) string {
+	if i := strings.IndexByte(d, ':'); i >= 0 {
+		d = d[i+1:]
+	}
+	if len(d) > 12 {
+		d = d[:12]
+	}
+	return d
 }
 
 func sameRef(a, b ImageRef) bool {

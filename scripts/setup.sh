@@ -50,6 +50,7 @@ needs=(
 	"mknod coreutils"
 	"podman podman"
 	"fio fio"
+	"dockerd docker.io"
 )
 
 missing=()

@@ -32,6 +32,7 @@ type repackConfig struct {
 	message     string
 	edits       repack.ConfigEdits
 	thinFrom    []string
+	have        []string // --have LIST: absolute, or "-" for stdin
 	created     time.Time
 	createdBy   string
 }
@@ -51,6 +52,7 @@ type commitFlags struct {
 	entrypoint, cmd           string
 	workdir, user             string
 	thinFrom                  []string
+	have                      []string
 	squash                    bool
 }
 
@@ -73,6 +75,7 @@ func parseCommit(args []string, getenv env) (*config, error) {
 	fl.StringVar(&cf.workdir, "workdir", "", "")
 	fl.StringVar(&cf.user, "user", "", "")
 	fl.StringArrayVar(&cf.thinFrom, "thin-from", nil, "")
+	fl.StringArrayVar(&cf.have, "have", nil, "")
 	fl.BoolVar(&cf.squash, "squash", false, "")
 	if err := fl.Parse(args); err != nil {
 		return nil, usagef("commit: %v", err)
@@ -172,6 +175,15 @@ func (cf *commitFlags) apply(rc *repackConfig, fl *flag.FlagSet, getenv env) err
 			return err
 		}
 		rc.thinFrom = append(rc.thinFrom, a)
+	}
+	for _, p := range cf.have {
+		if p != "-" {
+			var err error
+			if p, err = absPath(p); err != nil {
+				return err
+			}
+		}
+		rc.have = append(rc.have, p)
 	}
 	var err error
 	if rc.created, err = createdTime(getenv); err != nil {
@@ -314,6 +326,9 @@ func runCommit(cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if thin, err = addHaveLists(thin, rc.have, img); err != nil {
+		return err
+	}
 	out, err := r.create(rc.output, stdout)
 	if err != nil {
 		return err
@@ -386,6 +401,36 @@ func thinDiffIDs(paths []string, cacheDir string) (map[digest.Digest]bool, error
 		}
 	}
 	return all, nil
+}
+
+// addHaveLists adds to thin the layers of img that the --have lists say
+// the receiving side has (with every layer below them, as docker load
+// needs).
+func addHaveLists(thin map[digest.Digest]bool, lists []string, img *archive.Image) (map[digest.Digest]bool, error) {
+	if len(lists) == 0 {
+		return thin, nil
+	}
+	have := repack.NewHave()
+	for _, p := range lists {
+		h, err := readHaveList(p)
+		if err != nil {
+			return nil, err
+		}
+		have.Merge(h)
+	}
+	if thin == nil {
+		thin = map[digest.Digest]bool{}
+	}
+	diffIDs := make([]digest.Digest, len(img.Layers))
+	for i, l := range img.Layers {
+		diffIDs[i] = l.DiffID
+	}
+	for i, out := range have.LeftOut(diffIDs) {
+		if out {
+			thin[diffIDs[i]] = true
+		}
+	}
+	return thin, nil
 }
 
 // openForRepack opens the image the config names.

@@ -55,6 +55,7 @@ type config struct {
 	mountOpts  []string // passed through to the mount
 
 	repack *repackConfig // commit and export (commit.go)
+	ship   *shipConfig   // thin, complete and have (thin.go)
 }
 
 // usageError is a mistake on the command line: exitUsage.
@@ -92,9 +93,12 @@ func defaultCacheDir(getenv env) (string, error) {
 // commands are the words that start a command other than mounting (the
 // default), each with the parser of the arguments that follow it.
 var commands = map[string]func(args []string, getenv env) (*config, error){
-	"inspect": parseInspect,
-	"commit":  parseCommit,
-	"export":  parseExport,
+	"inspect":  parseInspect,
+	"commit":   parseCommit,
+	"export":   parseExport,
+	"thin":     parseThin,
+	"complete": parseComplete,
+	"have":     parseHave,
 }
 
 // parseArgs turns the arguments (without the program name) into a config.

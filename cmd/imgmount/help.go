@@ -248,6 +248,9 @@ is one entry`},
 			{"--thin-from BASE.tar", `leave out the layer blobs BASE.tar holds (any image
 in it), keeping them in the manifest and config:
 mount the result with --base BASE.tar; repeatable`},
+			{"--have LIST", `leave out the layer blobs the receiving side has
+(the list imgmount have prints there, as for
+imgmount thin --have); repeatable`},
 			{"--env KEY=VALUE", `set an environment variable (replacing KEY where it
 stands); repeatable`},
 			{"--entrypoint CMD, --cmd CMD", `set the entrypoint or command: a JSON array
@@ -292,11 +295,107 @@ kept sparse (PAX 1.0, which GNU tar and Go read).
   imgmount export app.tar --upper ./edits -o - | tar -tv
 `,
 	},
+	{
+		name:  "thin",
+		title: "thin",
+		usage: `  imgmount thin [flags] IMAGE -o OUT.tar
+                                      IMAGE without the layer blobs the
+                                      receiving side has (--base, --have)
+`,
+		about: `Thin: for a machine that already holds some of IMAGE's layers (the base
+it was built FROM, last week's release), write IMAGE without their blobs,
+every other member as it was: configs, manifests, index.json,
+manifest.json, repositories, byte for byte, so the image IDs and manifest
+digests do not change. docker load (20.10 and later) takes the layers left
+out from its store, imgmount mounts the result with --base, and imgmount
+complete puts them back. A layer is left out when the receiving side has
+it and every layer below it (docker load looks layers up by their chain).
+Every image of IMAGE is kept (each layer stored once) unless --image names
+some. A tarball compressed as a whole is written uncompressed.
+`,
+		flags: []helpFlag{
+			{"-o, --output OUT.tar", `the tarball to write (- for stdout); written under
+a temporary name and renamed when complete`},
+			{"--base BASE.tar", `an image tarball the receiving side has: the layers
+it stores are left out; repeatable`},
+			{"--have LIST", `a file naming the layers the receiving side has:
+what imgmount have prints there (text or --json),
+one diff_id (sha256:...) a line, or the JSON of
+docker image inspect; - for stdin; repeatable`},
+			{"--image REF", `keep only this image (a tag or a digest prefix, as
+for mounting; all its platforms) and the members
+it uses; repeatable (default: every image)`},
+		},
+		shared:   []helpFlag{flagCacheDir, flagMaxMemory},
+		sharedAs: "as for mounting",
+		examples: `  # The receiving side says what it has; the sender ships only the rest.
+  imgmount have --docker > site.have          # on the receiving side
+  imgmount thin release.tar --have site.have -o ship.tar
+  docker load -i ship.tar                     # on the receiving side
+  # Against a base tarball; two of the images of docker save a b c.
+  imgmount thin app.tar --base base.tar -o app-thin.tar
+  imgmount thin abc.tar --base base.tar --image a --image b -o ab.tar
+`,
+	},
+	{
+		name:  "complete",
+		title: "complete",
+		usage: `  imgmount complete [flags] THIN -o OUT.tar
+                                      put back the layer blobs a thin
+                                      tarball leaves out, from --base
+`,
+		about: `Complete: the layer blobs THIN leaves out (as imgmount thin or commit
+--thin-from write it) are taken from the --base tarballs, any image in
+them, and put back; every other member is copied as it is. Every layer
+blob written, THIN's own included, is checked against its digest and its
+diff_id. The result holds every layer of every image and loads anywhere. A
+layer no base has is an error (status 4) naming it and the images that
+need it.
+`,
+		flags: []helpFlag{
+			{"-o, --output OUT.tar", `the tarball to write (- for stdout); written under
+a temporary name and renamed when complete`},
+			{"--base SOURCE", `an image tarball holding layers THIN leaves out;
+repeatable`},
+		},
+		shared:   []helpFlag{flagCacheDir, flagMaxMemory},
+		sharedAs: "as for mounting",
+		examples: `  # A self-contained tarball again, for a machine without the base.
+  imgmount complete app-thin.tar --base base.tar -o app.tar
+`,
+	},
+	{
+		name:  "have",
+		title: "have",
+		usage: `  imgmount have [flags] [SOURCE...]   list the layers this machine has, for
+                                      imgmount thin --have
+`,
+		about: `Have lists the layers the machine it runs on holds: those the image
+tarballs given as SOURCE store, and with --docker or --podman those of
+every image the engine holds (image ls, then image inspect's
+RootFS.Layers, through the docker or podman command). It prints one
+diff_id a line, sorted; --json prints {"diff_ids": [...], "chain_ids":
+[...]}, whose chain IDs tell thin which layers sit on which.
+`,
+		flags: []helpFlag{
+			{"--docker", `the images of the Docker engine (the docker command,
+as DOCKER_HOST or its context says)`},
+			{"--podman", "the images of podman (the podman command)"},
+			{"--json", `print one JSON object: diff_ids and chain_ids
+(fields are only ever added)`},
+		},
+		shared:   []helpFlag{flagCacheDir, flagMaxMemory},
+		sharedAs: "as for mounting",
+		examples: `  # What the local engine and a kept base tarball hold.
+  imgmount have --docker --json base.tar > site.have
+`,
+	},
 }
 
 // helpUsageTail ends the overview's Usage block.
 const helpUsageTail = `  imgmount COMMAND --help             the help of one command: inspect,
-                                      commit or export
+                                      commit, export, diff, thin,
+                                      complete or have
   imgmount --version | --help
 `
 

@@ -55,6 +55,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, runCommit(cfg, stdout, stderr))
 	case modeExport:
 		return fail(stderr, runExport(cfg, stdout, stderr))
+	case modeThin:
+		return fail(stderr, runThin(cfg, stdout, stderr))
+	case modeComplete:
+		return fail(stderr, runComplete(cfg, stdout, stderr))
+	case modeHave:
+		return fail(stderr, runHave(cfg, stdout, stderr))
 	}
 	if isDaemonChild() {
 		return runDaemonChild(cfg)

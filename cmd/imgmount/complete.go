@@ -1,0 +1,86 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/repack"
+	"github.com/imgmount/imgmount/tarindex"
+)
+
+// parseComplete parses the arguments of `imgmount complete`.
+func parseComplete(args []string, getenv env) (*config, error) {
+	cfg := &config{mode: modeComplete, ship: &shipConfig{}}
+	sc := cfg.ship
+	fl := newFlagSet("imgmount complete")
+	var help bool
+	var output string
+	shipFlags(fl, cfg, &help)
+	fl.StringVarP(&output, "output", "o", "", "")
+	if err := fl.Parse(args); err != nil {
+		return nil, usagef("complete: %v", err)
+	}
+	if help {
+		cfg.mode = modeHelp
+		return cfg, nil
+	}
+	const usage = "imgmount complete THIN.tar --base SOURCE... -o FULL.tar"
+	if err := sc.oneSource("complete", fl.Args(), usage); err != nil {
+		return nil, err
+	}
+	if err := sc.setOutput("complete", output, usage); err != nil {
+		return nil, err
+	}
+	if err := cfg.finishCommon(getenv); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// runComplete is imgmount complete: the thin tarball with the layer blobs
+// it lacks put back from the bases.
+func runComplete(cfg *config, stdout, stderr io.Writer) error {
+	sc := cfg.ship
+	if err := checkStdout(sc.output, stdout); err != nil {
+		return err
+	}
+	r := newRepackRun(stderr)
+	defer r.end()
+	src, err := archive.OpenContents(sc.source, cfg.cacheDir, cfg.maxMemory.entries())
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if src.Compression != tarindex.CompressionNone {
+		r.warn(fmt.Sprintf("%s is %s-compressed as a whole; %s is written uncompressed", sc.source, src.Compression, sc.output))
+	}
+	var bases []*archive.Contents
+	defer func() {
+		for _, b := range bases {
+			b.Close()
+		}
+	}()
+	for _, p := range cfg.bases {
+		b, err := archive.OpenContents(p, cfg.cacheDir, cfg.maxMemory.entries())
+		if err != nil {
+			return fmt.Errorf("--base: %w", err)
+		}
+		bases = append(bases, b)
+	}
+	out, err := r.create(sc.output, stdout)
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	res, err := repack.Complete(src, bases, out.w, repack.CompleteOptions{TempDir: out.scratch, Progress: r.progress, Free: out.free()})
+	if err != nil {
+		return err
+	}
+	if err := out.finish(); err != nil {
+		return err
+	}
+	r.summary(fmt.Sprintf("wrote %s (%s): %d images; put back %d layer blobs (%s); %d layer blobs checked against their digests",
+		sc.output, archive.HumanSize(res.Size), res.Images, len(res.Restored), archive.HumanSize(res.RestoredBytes), res.Verified))
+	return nil
+}

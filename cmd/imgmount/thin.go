@@ -1,0 +1,220 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/overlay/repack"
+	"github.com/imgmount/imgmount/tarindex"
+	flag "github.com/spf13/pflag"
+)
+
+// The modes of thin, complete and have, past the ones config.go lists.
+const (
+	modeThin     mode = 100 + iota // imgmount thin (thin.go)
+	modeComplete                   // imgmount complete (complete.go)
+	modeHave                       // imgmount have (have.go)
+)
+
+// shipConfig is what thin, complete and have add to the config: moving
+// an image to a machine that has part of it.
+type shipConfig struct {
+	source  string   // IMAGE (thin) or THIN (complete), absolute
+	sources []string // have: SOURCE..., absolute
+	output  string   // -o: absolute, or "-" for stdout
+	images  []string // thin --image, repeatable
+	haves   []string // --have LIST: absolute, or "-" for stdin
+	docker  bool     // have --docker
+	podman  bool     // have --podman
+}
+
+// shipFlags registers what thin, complete and have share: the bases, the
+// cache and the memory budget.
+func shipFlags(fl *flag.FlagSet, cfg *config, help *bool) {
+	fl.StringArrayVar(&cfg.bases, "base", nil, "")
+	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
+	fl.Var(&cfg.maxMemory, "max-memory", "")
+	fl.BoolVarP(help, "help", "h", false, "")
+}
+
+// parseThin parses the arguments of `imgmount thin`.
+func parseThin(args []string, getenv env) (*config, error) {
+	cfg := &config{mode: modeThin, ship: &shipConfig{}}
+	sc := cfg.ship
+	fl := newFlagSet("imgmount thin")
+	var help bool
+	var output string
+	shipFlags(fl, cfg, &help)
+	fl.StringArrayVar(&sc.haves, "have", nil, "")
+	fl.StringArrayVar(&sc.images, "image", nil, "")
+	fl.StringVarP(&output, "output", "o", "", "")
+	if err := fl.Parse(args); err != nil {
+		return nil, usagef("thin: %v", err)
+	}
+	if help {
+		cfg.mode = modeHelp
+		return cfg, nil
+	}
+	const usage = "imgmount thin IMAGE (--base BASE.tar | --have LIST)... -o OUT.tar"
+	if err := sc.oneSource("thin", fl.Args(), usage); err != nil {
+		return nil, err
+	}
+	if len(cfg.bases) == 0 && len(sc.haves) == 0 {
+		return nil, usagef("thin: say what the receiving side has: --base BASE.tar or --have LIST (%s)", usage)
+	}
+	for i, q := range sc.images {
+		if sc.images[i] = strings.TrimSpace(q); sc.images[i] == "" {
+			return nil, usagef("thin: --image: empty reference")
+		}
+	}
+	for i, h := range sc.haves {
+		if h == "-" {
+			continue
+		}
+		p, err := absPath(h)
+		if err != nil {
+			return nil, err
+		}
+		sc.haves[i] = p
+	}
+	if err := sc.setOutput("thin", output, usage); err != nil {
+		return nil, err
+	}
+	if err := cfg.finishCommon(getenv); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// oneSource takes the one positional argument of thin and complete.
+func (sc *shipConfig) oneSource(cmd string, pos []string, usage string) error {
+	switch len(pos) {
+	case 0:
+		return usagef("%s: missing the image tarball (%s)", cmd, usage)
+	case 1:
+	default:
+		return usagef("%s: too many arguments: %s (%s)", cmd, strings.Join(pos, " "), usage)
+	}
+	var err error
+	sc.source, err = absPath(pos[0])
+	return err
+}
+
+// setOutput checks -o.
+func (sc *shipConfig) setOutput(cmd, output, usage string) error {
+	switch output {
+	case "":
+		return usagef("%s: missing -o OUT.tar, the tarball to write (%s)", cmd, usage)
+	case "-":
+		sc.output = "-"
+		return nil
+	}
+	var err error
+	if sc.output, err = absPath(output); err != nil {
+		return err
+	}
+	if sc.output == sc.source {
+		return usagef("%s: -o %s is the source itself", cmd, output)
+	}
+	return nil
+}
+
+// runThin is imgmount thin.
+func runThin(cfg *config, stdout, stderr io.Writer) error {
+	sc := cfg.ship
+	if err := checkStdout(sc.output, stdout); err != nil {
+		return err
+	}
+	have, err := receiverHas(cfg, sc.haves)
+	if err != nil {
+		return err
+	}
+	r := newRepackRun(stderr)
+	defer r.end()
+	src, err := archive.OpenContents(sc.source, cfg.cacheDir, cfg.maxMemory.entries())
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if src.Compression != tarindex.CompressionNone {
+		r.warn(fmt.Sprintf("%s is %s-compressed as a whole; %s is written uncompressed (compress it yourself if you like: imgmount reads both)", sc.source, src.Compression, sc.output))
+	}
+	out, err := r.create(sc.output, stdout)
+	if err != nil {
+		return err
+	}
+	defer out.abort()
+	res, err := repack.Thin(src, out.w, repack.ThinOptions{Have: have, Images: sc.images, Progress: r.progress, Free: out.free()})
+	if err != nil {
+		return err
+	}
+	if err := out.finish(); err != nil {
+		return err
+	}
+	s := fmt.Sprintf("wrote %s (%s): %s; left out %d layer blobs (%s) the receiving side has",
+		sc.output, archive.HumanSize(res.Size), strings.Join(res.Images, ", "), len(res.Omitted), archive.HumanSize(res.OmittedBytes))
+	if len(res.Dropped) > 0 {
+		s += "; dropped the images " + strings.Join(res.Dropped, ", ")
+	}
+	if len(res.Absent) > 0 {
+		s += fmt.Sprintf("; %d layers were left out already", len(res.Absent))
+	}
+	r.summary(s)
+	return nil
+}
+
+// receiverHas is what the --base tarballs and the --have lists say the
+// receiving side holds.
+func receiverHas(cfg *config, haves []string) (*repack.Have, error) {
+	have := repack.NewHave()
+	for _, b := range cfg.bases {
+		c, err := archive.OpenContents(b, cfg.cacheDir, cfg.maxMemory.entries())
+		if err != nil {
+			return nil, fmt.Errorf("--base: %w", err)
+		}
+		have.Merge(repack.HaveOf(c))
+		c.Close()
+	}
+	for _, p := range haves {
+		h, err := readHaveList(p)
+		if err != nil {
+			return nil, err
+		}
+		have.Merge(h)
+	}
+	return have, nil
+}
+
+// readHaveList reads a --have LIST ("-": stdin).
+func readHaveList(p string) (*repack.Have, error) {
+	var b []byte
+	var err error
+	name := p
+	if p == "-" {
+		name = "stdin"
+		b, err = io.ReadAll(io.LimitReader(os.Stdin, maxHaveList+1))
+	} else {
+		var f *os.File
+		if f, err = os.Open(p); err == nil {
+			b, err = io.ReadAll(io.LimitReader(f, maxHaveList+1))
+			f.Close()
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--have: %w", err)
+	}
+	if len(b) > maxHaveList {
+		return nil, fmt.Errorf("--have %s: larger than %d MiB: not a list of layers", name, maxHaveList>>20)
+	}
+	h, err := repack.ParseHave(b, name)
+	if err != nil {
+		return nil, fmt.Errorf("--have: %w", err)
+	}
+	return h, nil
+}
+
+// maxHaveList bounds a --have file: a million layers take 150 MB of JSON.
+const maxHaveList = 256 << 20

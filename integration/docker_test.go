@@ -302,3 +302,32 @@ func tarMember(t *testing.T, tarball, name string) string {
 	require.NoError(t, err)
 	return string(out)
 }
+
+// TestPodmanThin: podman loads a thin tarball in the OCI layout (here the
+// layout imgmount commit writes, an OCI layout plus manifest.json, as
+// Docker 25+ saves) where the base is present, with the same image ID.
+// (A docker-archive alone it refuses thin: it reads every layer file's
+// size first.)
+func TestPodmanThin(t *testing.T) {
+	requireFUSE(t)
+	podman := podmanStore(t)
+	dir := t.TempDir()
+	podman("load", "-i", exampleImage.path())
+	upper := filepath.Join(dir, "upper")
+	require.NoError(t, os.MkdirAll(filepath.Join(upper, "app"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(upper, "app/shipped.txt"), []byte("shipped\n"), 0o644))
+	full := filepath.Join(dir, "full.tar")
+	r := run(t, time.Minute, "commit", exampleImage.path(), "--upper", upper, "-t", "imgmount-test/podman-thin:1", "-o", full, "--cache-dir", sharedCache)
+	require.Equal(t, 0, r.code, "%s", r)
+	id := strings.TrimSpace(r.stdout)
+	thin := filepath.Join(dir, "thin.tar")
+	r = run(t, time.Minute, "thin", full, "--base", exampleImage.path(), "-o", thin, "--cache-dir", sharedCache)
+	require.Equal(t, 0, r.code, "%s", r)
+	require.Less(t, sizeOf(t, thin), sizeOf(t, full)/10)
+
+	podman("load", "-i", thin)
+	require.Equal(t, strings.TrimPrefix(id, "sha256:"), podman("image", "inspect", "--format", "{{.Id}}", "imgmount-test/podman-thin:1"))
+	root := podman("image", "mount", "imgmount-test/podman-thin:1")
+	require.Equal(t, "shipped\n", readString(t, filepath.Join(root, "app/shipped.txt")))
+	require.Contains(t, readString(t, filepath.Join(root, "app/hello.sh")), "Hello from the imgmount example image")
+}

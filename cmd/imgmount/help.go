@@ -311,13 +311,14 @@ out from its store, imgmount mounts the result with --base, and imgmount
 complete puts them back. A layer is left out when the receiving side has
 it and every layer below it (docker load looks layers up by their chain).
 Every image of IMAGE is kept (each layer stored once) unless --image names
-some. A tarball compressed as a whole is written uncompressed.
+some. A tarball compressed as a whole is written uncompressed; a
+directory is written as a tarball.
 `,
 		flags: []helpFlag{
 			{"-o, --output OUT.tar", `the tarball to write (- for stdout); written under
 a temporary name and renamed when complete`},
-			{"--base BASE.tar", `an image tarball the receiving side has: the layers
-it stores are left out; repeatable`},
+			{"--base BASE.tar", `an image (tarball or directory) the receiving side
+has: the layers it stores are left out; repeatable`},
 			{"--have LIST", `a file naming the layers the receiving side has:
 what imgmount have prints there (text or --json),
 one diff_id (sha256:...) a line, or the JSON of
@@ -355,8 +356,8 @@ need it.
 		flags: []helpFlag{
 			{"-o, --output OUT.tar", `the tarball to write (- for stdout); written under
 a temporary name and renamed when complete`},
-			{"--base SOURCE", `an image tarball holding layers THIN leaves out;
-repeatable`},
+			{"--base SOURCE", `an image (tarball or directory) holding layers THIN
+leaves out; repeatable`},
 		},
 		shared:   []helpFlag{flagCacheDir, flagMaxMemory},
 		sharedAs: "as for mounting",
@@ -370,12 +371,12 @@ repeatable`},
 		usage: `  imgmount have [flags] [SOURCE...]   list the layers this machine has, for
                                       imgmount thin --have
 `,
-		about: `Have lists the layers the machine it runs on holds: those the image
-tarballs given as SOURCE store, and with --docker or --podman those of
-every image the engine holds (image ls, then image inspect's
-RootFS.Layers, through the docker or podman command). It prints one
-diff_id a line, sorted; --json prints {"diff_ids": [...], "chain_ids":
-[...]}, whose chain IDs tell thin which layers sit on which.
+		about: `Have lists the layers the machine it runs on holds: those the images
+given as SOURCE (tarballs or directories) store, and with --docker or
+--podman those of every image the engine holds (image ls, then image
+inspect's RootFS.Layers, through the docker or podman command). It prints
+one diff_id a line, sorted; --json prints {"diff_ids": [...],
+"chain_ids": [...]}, whose chain IDs tell thin which layers sit on which.
 `,
 		flags: []helpFlag{
 			{"--docker", `the images of the Docker engine (the docker command,

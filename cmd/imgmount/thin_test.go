@@ -68,7 +68,7 @@ func TestThinHelp(t *testing.T) {
 		name string
 		has  []string
 	}{
-		{"thin", []string{"Usage:\n  imgmount thin [flags] IMAGE -o OUT.tar", "--have LIST", "--base BASE.tar     an image tarball the receiving side has", "--image REF         keep only this image", "image IDs and manifest", "imgmount have --docker > site.have"}},
+		{"thin", []string{"Usage:\n  imgmount thin [flags] IMAGE -o OUT.tar", "--have LIST", "--base BASE.tar     an image (tarball or directory) the receiving side", "--image REF         keep only this image", "image IDs and manifest", "imgmount have --docker > site.have"}},
 		{"complete", []string{"Usage:\n  imgmount complete [flags] THIN -o OUT.tar", "--base SOURCE", "status 4", "imgmount complete app-thin.tar --base base.tar"}},
 		{"have", []string{"Usage:\n  imgmount have [flags] [SOURCE...]", "--docker", "--podman", "--json", "chain_ids"}},
 	} {

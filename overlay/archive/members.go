@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -28,6 +29,9 @@ type Contents struct {
 	// uncompressed tar in every case.
 	Compression tarindex.Compression
 	Data        []byte
+	// Dir: the source is a directory (an OCI layout, an extracted docker
+	// save) whose files are the members; Data is then nil.
+	Dir bool
 	// Groups are the images as a user names them (a manifest.json entry, a
 	// top-level index.json entry); Images the platform-specific images
 	// they hold, in order.
@@ -108,7 +112,7 @@ func OpenContents(path, cacheDir string, maxEntries int) (_ *Contents, err error
 	if err != nil {
 		return nil, err
 	}
-	c := &Contents{Path: path, Format: ar.format, Compression: comp, Data: ar.data, ar: ar, groups: groups}
+	c := &Contents{Path: path, Format: ar.format, Compression: comp, Data: ar.data, Dir: ar.dir != nil, ar: ar, groups: groups}
 	for gi, g := range groups {
 		cg := ContentGroup{Tags: append([]string{}, g.tags...), Digest: g.digest}
 		for _, cand := range g.cands {
@@ -132,6 +136,9 @@ func fileCompression(p string) (tarindex.Compression, error) {
 		return tarindex.CompressionNone, err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return tarindex.CompressionNone, err
+	}
 	head := make([]byte, 8)
 	n, _ := io.ReadFull(f, head)
 	return tarindex.DetectCompression(head[:n]), nil
@@ -191,13 +198,25 @@ func (c *Contents) Close() error { return c.ar.close() }
 // holds its bytes. links are the link members passed on the way (name
 // first when it is one). When nothing holds the bytes, the error wraps
 // ErrMemberAbsent and end is the name the last link leads to (name
-// itself when there is no link): where the bytes would go.
+// itself when there is no link): where the bytes would go. In a
+// directory, the members are its files and the links its symlinks.
 func (c *Contents) Resolve(name string) (stored string, links []string, end string, err error) {
 	ar := c.ar
 	orig := name
 	name, err = tarindex.CleanName(name)
 	if err != nil {
 		return "", nil, "", fmt.Errorf("member %q: %w", orig, err)
+	}
+	if ar.dir != nil {
+		links, end := ar.dir.followLinks(name)
+		_, err := ar.lookup(end)
+		switch {
+		case err == nil:
+			return end, links, end, nil
+		case errors.Is(err, errMemberAbsent):
+			return "", links, end, fmt.Errorf("%s: %s: %w", ar.path, orig, errMemberAbsent)
+		}
+		return "", links, "", fmt.Errorf("%s: %w", ar.path, err)
 	}
 	for hop := 0; hop <= maxLinkHops; hop++ {
 		i, ok := ar.byName[name]
@@ -287,4 +306,27 @@ func (c *Contents) ReadJSON(name string, v any) error {
 		return fmt.Errorf("%s: %s: malformed JSON: %w", c.Path, name, err)
 	}
 	return nil
+}
+
+// followLinks follows the symlinks from name (relative ones, inside the
+// directory) to the name of the file they lead to, or where it would be;
+// links are the symlinks passed.
+func (d *dirSource) followLinks(name string) (links []string, end string) {
+	for hop := 0; hop <= maxLinkHops; hop++ {
+		fi, err := d.root.Lstat(name)
+		if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+			return links, name
+		}
+		target, err := d.root.Readlink(name)
+		if err != nil || strings.HasPrefix(target, "/") {
+			return links, name
+		}
+		next, err := tarindex.CleanName(path.Join(path.Dir(name), target))
+		if err != nil {
+			return links, name
+		}
+		links = append(links, name)
+		name = next
+	}
+	return links, name
 }

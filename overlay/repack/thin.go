@@ -9,11 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/tarindex"
@@ -222,21 +224,78 @@ func HaveOf(c *archive.Contents) *Have {
 	return h
 }
 
-// rawMember is one member of an outer tarball: where its header blocks
-// (extended headers included) start, where its data starts, and where
-// its last padded block ends.
+// rawMember is one member of an image source as Thin and Complete copy
+// it: a tarball's member as stored (header blocks, extended headers
+// included, and padded data), or a file of a directory, whose header is
+// made from its stat.
 type rawMember struct {
-	hdr   *tar.Header
-	name  string // cleaned as archive cleans it ("" for a global header)
-	start int64
-	data  int64
-	size  int64 // bytes of data (0 for a link, a directory...)
-	end   int64
+	hdr  *tar.Header
+	name string // cleaned as archive cleans it ("" for a global header)
+	raw  []byte // the header and data blocks as the tarball stores them; nil for a directory's file
+	body []byte // the data
 }
 
-// scanMembers lists the members of the tar in data. Only headers are
-// read: the data is skipped.
-func scanMembers(data []byte, where string) ([]rawMember, error) {
+// encoded is the member as it is written.
+func (m *rawMember) encoded() ([]byte, []byte, error) {
+	if m.raw != nil {
+		return m.raw, nil, nil
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	// WriteHeader writes the header blocks at once; the data and its
+	// padding are the caller's.
+	if err := tw.WriteHeader(m.hdr); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", m.name, err)
+	}
+	return buf.Bytes(), m.body, nil
+}
+
+// size is the bytes the member takes written.
+func (m *rawMember) size() int64 {
+	if m.raw != nil {
+		return int64(len(m.raw))
+	}
+	h, _, err := m.encoded()
+	if err != nil {
+		return 0 // writing it will say
+	}
+	return int64(len(h)) + roundBlock(int64(len(m.body)))
+}
+
+// write writes the member.
+func (m *rawMember) write(w io.Writer) (int64, error) {
+	h, body, err := m.encoded()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := w.Write(h); err != nil {
+		return 0, err
+	}
+	n := int64(len(h))
+	if body != nil {
+		if _, err := w.Write(body); err != nil {
+			return 0, err
+		}
+		pad := roundBlock(int64(len(body))) - int64(len(body))
+		if _, err := w.Write(make([]byte, pad)); err != nil {
+			return 0, err
+		}
+		n += int64(len(body)) + pad
+	}
+	return n, nil
+}
+
+// scanMembers lists the members of the image source c.
+func scanMembers(c *archive.Contents) ([]rawMember, error) {
+	if c.Dir {
+		return scanDir(c)
+	}
+	return scanTar(c.Data, c.Path)
+}
+
+// scanTar lists the members of the tar in data. Only headers are read:
+// the data is skipped.
+func scanTar(data []byte, where string) ([]rawMember, error) {
 	br := bytes.NewReader(data)
 	tr := tar.NewReader(br)
 	var out []rawMember
@@ -249,7 +308,8 @@ func scanMembers(data []byte, where string) ([]rawMember, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: reading the tarball: %w", where, err)
 		}
-		m := rawMember{hdr: hdr, start: pos, data: br.Size() - int64(br.Len())}
+		dataAt := br.Size() - int64(br.Len())
+		var size int64
 		switch hdr.Typeflag {
 		case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo, tar.TypeXGlobalHeader:
 		case tar.TypeGNUSparse:
@@ -261,20 +321,70 @@ func scanMembers(data []byte, where string) ([]rawMember, error) {
 			if _, ok := hdr.PAXRecords["GNU.sparse.major"]; ok {
 				return nil, fmt.Errorf("%s: member %s: a sparse file in an image tarball", where, hdr.Name)
 			}
-			m.size = hdr.Size
+			size = hdr.Size
 		}
-		m.end = roundBlock(m.data + m.size)
-		if m.end > int64(len(data)) {
+		end := roundBlock(dataAt + size)
+		if end > int64(len(data)) {
 			return nil, fmt.Errorf("%s: member %s extends past the end of the tarball", where, hdr.Name)
 		}
+		m := rawMember{hdr: hdr, raw: data[pos:end], body: data[dataAt : dataAt+size]}
 		if hdr.Typeflag != tar.TypeXGlobalHeader {
 			if m.name, err = tarindex.CleanName(hdr.Name); err != nil {
 				return nil, fmt.Errorf("%s: member %q: %w", where, hdr.Name, err)
 			}
 		}
 		out = append(out, m)
-		pos = m.end
+		pos = end
 	}
+}
+
+// scanDir lists the files of the directory c as members, in name order:
+// directories, regular files and symlinks, owned by root, with their
+// modes and times.
+func scanDir(c *archive.Contents) ([]rawMember, error) {
+	var out []rawMember
+	err := filepath.WalkDir(c.Path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(c.Path, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		h := &tar.Header{Name: name, Mode: int64(fi.Mode().Perm()), ModTime: fi.ModTime().Truncate(time.Second), Format: tar.FormatPAX}
+		m := rawMember{hdr: h, name: name}
+		switch {
+		case fi.IsDir():
+			h.Typeflag, h.Name = tar.TypeDir, name+"/"
+		case fi.Mode()&fs.ModeSymlink != 0:
+			h.Typeflag = tar.TypeSymlink
+			if h.Linkname, err = os.Readlink(p); err != nil {
+				return err
+			}
+		case fi.Mode().IsRegular():
+			h.Typeflag = tar.TypeReg
+			if m.body, err = c.Bytes(name); err != nil {
+				return err
+			}
+			h.Size = int64(len(m.body))
+			if m.body == nil {
+				m.body = []byte{}
+			}
+		default:
+			return fmt.Errorf("%s: %s is a %s, which an image directory does not hold", c.Path, name, fi.Mode().Type())
+		}
+		out = append(out, m)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func roundBlock(n int64) int64 { return (n + blockSize - 1) / blockSize * blockSize }
@@ -343,7 +453,7 @@ type ThinResult struct {
 // if symbolic, and go if hard (a hard link to nothing cannot be
 // extracted). A compressed tarball is written uncompressed.
 func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, error) {
-	members, err := scanMembers(src.Data, src.Path)
+	members, err := scanMembers(src)
 	if err != nil {
 		return nil, err
 	}
@@ -477,7 +587,7 @@ func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, er
 		case rewritten[m.name] != nil:
 			total += int64(len(rewritten[m.name]))
 		default:
-			total += m.end - m.start
+			total += m.size()
 		}
 	}
 	if err := checkSpace(opts.Free, total, "the output"); err != nil {
@@ -485,17 +595,16 @@ func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, er
 	}
 	opts.progress("leaving out %d layer blobs (%s) of %s", len(res.Omitted), archive.HumanSize(res.OmittedBytes), src.Path)
 	for _, m := range members {
-		var b []byte
 		switch {
 		case drop[m.name]:
-			continue
 		case rewritten[m.name] != nil:
-			b = rewritten[m.name]
+			if _, err := w.Write(rewritten[m.name]); err != nil {
+				return nil, err
+			}
 		default:
-			b = src.Data[m.start:m.end]
-		}
-		if _, err := w.Write(b); err != nil {
-			return nil, err
+			if _, err := m.write(w); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if _, err := w.Write(endOfArchive); err != nil {
@@ -697,7 +806,7 @@ type wanted struct {
 // checked against its digest and its diff_id. A layer no base has is an
 // error (archive.ErrLayerMissing) naming it and the images that need it.
 func Complete(src *archive.Contents, bases []*archive.Contents, w io.Writer, opts CompleteOptions) (*CompleteResult, error) {
-	members, err := scanMembers(src.Data, src.Path)
+	members, err := scanMembers(src)
 	if err != nil {
 		return nil, err
 	}
@@ -755,7 +864,7 @@ func Complete(src *archive.Contents, bases []*archive.Contents, w io.Writer, opt
 	var problems []string
 	var need int64 = int64(len(endOfArchive))
 	for _, m := range members {
-		need += m.end - m.start
+		need += m.size()
 	}
 	for _, wt := range want {
 		uncompressed := wt.digest == "" || wt.digest == wt.diffID
@@ -835,16 +944,17 @@ func Complete(src *archive.Contents, bases []*archive.Contents, w io.Writer, opt
 	opts.progress("copying %s, checking every layer blob", src.Path)
 	for _, m := range members {
 		for _, e := range present[m.name] {
-			if err := verifyBlob(src.Data[m.data:m.data+m.size], e.digest, e.diffID); err != nil {
+			if err := verifyBlob(m.body, e.digest, e.diffID); err != nil {
 				return nil, fmt.Errorf("%s: %s: %w", src.Path, m.name, err)
 			}
 			res.Verified++
 			written[contentKey(e.digest, e.diffID)] = m.name
 		}
-		if _, err := w.Write(src.Data[m.start:m.end]); err != nil {
+		n, err := m.write(w)
+		if err != nil {
 			return nil, err
 		}
-		res.Size += m.end - m.start
+		res.Size += n
 	}
 
 	// The blobs put back, after the rest.

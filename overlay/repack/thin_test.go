@@ -512,3 +512,98 @@ func TestThinNothingHad(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want, got, "Go's archive/tar writes the same end marker")
 }
+
+// writeLayoutDir writes a layout as a directory: what tar -xf of its
+// tarball gives.
+func writeLayoutDir(t *testing.T, l *imagetest.Layout) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "image")
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	for _, n := range l.Names {
+		f := l.Files[n]
+		p := filepath.Join(dir, filepath.FromSlash(strings.TrimSuffix(n, "/")))
+		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
+		switch {
+		case f.Dir:
+			require.NoError(t, os.MkdirAll(p, 0o755))
+		case f.Link != "":
+			require.NoError(t, os.Symlink(f.Link, p))
+		default:
+			require.NoError(t, os.WriteFile(p, f.Body, 0o644))
+		}
+	}
+	return dir
+}
+
+// regular keeps the regular files and symlinks of a member listing.
+func regular(ms map[string]thinMember) map[string]thinMember {
+	out := map[string]thinMember{}
+	for n, m := range ms {
+		if m.typ == tar.TypeReg || m.typ == tar.TypeSymlink {
+			out[n] = m
+		}
+	}
+	return out
+}
+
+// Directories (an extracted docker save, an OCI layout) as the image, as
+// the base and as what have lists.
+func TestThinCompleteDirs(t *testing.T) {
+	for _, layout := range []string{"legacy", "docker25"} {
+		t.Run(layout, func(t *testing.T) {
+			base, a, b := thinImages(t, tarindex.CompressionNone, tarindex.CompressionGzip, tarindex.CompressionNone)
+			if layout == "legacy" {
+				base, a, b = thinImages(t, tarindex.CompressionNone, tarindex.CompressionNone, tarindex.CompressionNone)
+			}
+			dir := t.TempDir()
+			baseL := thinLayout(t, layout, base)
+			baseTar, baseDir := baseL.Write(t, dir, "base.tar"), writeLayoutDir(t, baseL)
+			require.Equal(t, haveOf(t, baseTar), haveOf(t, baseDir))
+			fullL := thinLayout(t, layout, a, b)
+			fullTar, fullDir := fullL.Write(t, dir, "ab.tar"), writeLayoutDir(t, fullL)
+
+			thin, res := runThin(t, fullDir, ThinOptions{Have: haveOf(t, baseDir)})
+			require.ElementsMatch(t, base.DiffIDs, res.Omitted)
+			thinFromTar, _ := runThin(t, fullTar, ThinOptions{Have: haveOf(t, baseTar)})
+			got, _ := readMembers(t, thin)
+			want, _ := readMembers(t, thinFromTar)
+			require.Equal(t, regular(want), regular(got), "a directory thins as its tarball does")
+			_, err := imagetest.Open(t, thin, archive.OpenOptions{Image: "example/a:1", Bases: []string{baseDir}})
+			require.NoError(t, err)
+
+			out, cres, err := runComplete(t, thin, baseDir)
+			require.NoError(t, err)
+			require.Len(t, cres.Restored, 2)
+			back, _ := readMembers(t, out)
+			orig, _ := readMembers(t, fullTar)
+			require.Equal(t, regular(orig), regular(back))
+
+			// A thin directory, completed.
+			thinDir := writeLayoutDirFromTar(t, thin)
+			out2, _, err := runComplete(t, thinDir, baseTar)
+			require.NoError(t, err)
+			back2, _ := readMembers(t, out2)
+			require.Equal(t, regular(orig), regular(back2))
+		})
+	}
+}
+
+// writeLayoutDirFromTar extracts a tarball's regular files, symlinks and
+// directories into a new directory.
+func writeLayoutDirFromTar(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	l := imagetest.NewLayout()
+	for _, m := range imagetest.ReadTar(t, b) {
+		switch m.Hdr.Typeflag {
+		case tar.TypeDir:
+			l.Put(imagetest.TarFile{Name: m.Hdr.Name, Dir: true})
+		case tar.TypeSymlink:
+			l.Put(imagetest.TarFile{Name: m.Hdr.Name, Link: m.Hdr.Linkname})
+		case tar.TypeReg:
+			l.Add(m.Hdr.Name, []byte(m.Body))
+		}
+	}
+	return writeLayoutDir(t, l)
+}

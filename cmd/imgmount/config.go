@@ -23,6 +23,7 @@ const (
 	modeVersion
 	modeCommit // imgmount commit (commit.go)
 	modeExport // imgmount export (export.go)
+	modeDiff   // imgmount diff (diff.go)
 )
 
 // config is everything the command line says, handed down to the code
@@ -47,6 +48,7 @@ type config struct {
 	foreground bool // -f, or implied by -d
 	debug      bool // -d or -o debug: FUSE debug output
 	json       bool // inspect --json
+	files      bool // inspect --files
 
 	// From -o.
 	allowOther bool
@@ -55,6 +57,7 @@ type config struct {
 	mountOpts  []string // passed through to the mount
 
 	repack *repackConfig // commit and export (commit.go)
+	diff   *diffConfig   // diff (diff.go)
 	ship   *shipConfig   // thin, complete and have (thin.go)
 }
 
@@ -96,6 +99,7 @@ var commands = map[string]func(args []string, getenv env) (*config, error){
 	"inspect":  parseInspect,
 	"commit":   parseCommit,
 	"export":   parseExport,
+	"diff":     parseDiff,
 	"thin":     parseThin,
 	"complete": parseComplete,
 	"have":     parseHave,
@@ -303,6 +307,7 @@ func parseInspect(args []string, getenv env) (*config, error) {
 	var help bool
 	imageFlags(fl, cfg)
 	fl.BoolVar(&cfg.json, "json", false, "")
+	fl.BoolVar(&cfg.files, "files", false, "")
 	fl.BoolVarP(&help, "help", "h", false, "")
 	if err := fl.Parse(args); err != nil {
 		return nil, usagef("inspect: %v", err)

@@ -194,15 +194,25 @@ fusermount3 -u); fails while the mount is busy`},
 		usage: `  imgmount inspect [flags] IMAGE      describe the tarball: its images, the
                                       config and the layers
 `,
+		about: `Inspect: when the tarball holds several images (docker save a b c), the
+layers of the chosen one that the others have too, by diff_id, are listed
+after the layer table (shared_with in the JSON).
+`,
 		flags: []helpFlag{
 			{"--json", `print one JSON object (a stable interface: fields
 are only ever added)`},
+			{"--files", `list every path of the image instead, a line
+each: the layer that last wrote it (- for a
+directory no layer stores), type, size, path
+(and -> target); with --json, as "files"`},
 		},
 		shared:   []helpFlag{flagImage, flagPlatform, flagBase, flagCacheDir, flagMaxMemory},
 		sharedAs: "as for mounting",
 		examples: `  # What is in the tarball: images, config, layers; as JSON for scripts.
   imgmount inspect app.tar
   imgmount inspect --json app.tar | jq -r '.layers[].diff_id'
+  # Which layer put each file there.
+  imgmount inspect --files app.tar | grep /etc/
 `,
 	},
 	{
@@ -293,6 +303,53 @@ kept sparse (PAX 1.0, which GNU tar and Go read).
 		sharedAs: "as for commit",
 		examples: `  # The root filesystem as a tar, changes included.
   imgmount export app.tar --upper ./edits -o - | tar -tv
+`,
+	},
+	{
+		name:  "diff",
+		title: "diff",
+		usage: `  imgmount diff [flags] A B           the paths image B adds, removes and
+                                      changes from image A
+  imgmount diff --layers IMAGE N [M]  the same between layers N and M of
+                                      IMAGE (N alone: what layer N changed)
+`,
+		about: `Diff compares two root filesystems as a mount shows them (layers stacked,
+whiteouts applied) without extracting either: A and B are images (two
+tarballs, or one tarball twice with --image-a and --image-b), or with
+--layers the image as it stands after layer N and after layer M. It prints
+one line per path that differs, sorted by path:
+  A /path                added: only in B
+  D /path                deleted: only in A (a directory, and all it held)
+  M /path (what, ...)    modified; what is among: type file→dir, content,
+                         mode 0644→0755, owner 0:0→1000:1000,
+                         target "a"→"b", device 1,3→1,5,
+                         xattrs +added -removed ~changed
+Content differs where the sizes do, else where the sha256 sums do (files of
+a layer both sides share are not read). Modification times and hardlinks
+are not compared. A path with a control character or invalid UTF-8 is
+quoted as a Go string. Nothing printed means the trees are the same: the
+exit status is 0 whether they differ or not.
+`,
+		flags: []helpFlag{
+			{"--image-a REF, --image-b REF", `the image of A, of B, where its tarball holds
+several (default: --image)`},
+			{"--layers", `compare two layers of one image: IMAGE N [M], the
+layer numbers as imgmount inspect prints them`},
+			{"--json", `print one JSON object: a, b, equal, counts, and
+the changes, each path with its attributes on
+each side and the layer that wrote it (fields are
+only ever added)`},
+		},
+		shared:   []helpFlag{flagImage, flagPlatform, flagBase, flagCacheDir, flagMaxMemory},
+		sharedAs: "as for mounting (for A and B)",
+		examples: `  # What release 2 changed, for a review; the changed paths for a script.
+  imgmount diff app-1.tar app-2.tar
+  imgmount diff --json app-1.tar app-2.tar | jq -r '.changes[].path'
+  # Two images of one tarball.
+  imgmount diff --image-a app:1 --image-b app:2 images.tar images.tar
+  # What layer 3 changed; all that layers 2 and 3 changed.
+  imgmount diff --layers app.tar 3
+  imgmount diff --layers app.tar 1 3
 `,
 	},
 	{

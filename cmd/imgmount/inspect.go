@@ -4,13 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/union"
+	"github.com/imgmount/imgmount/tarindex"
 )
 
 // runInspect is imgmount inspect: the tarball's images, the chosen image's
-// config and its layers, as text or as one JSON object.
+// config and its layers (and which of them the tarball's other images
+// share), as text or as one JSON object; with --files, every path of the
+// image and the layer that last wrote it.
 func runInspect(cfg *config, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
 	img, err := archive.Open(cfg.image, cfg.openOptions(func(msg string) {
@@ -30,11 +34,88 @@ func runInspect(cfg *config, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "imgmount: warning: %s: %s\n", cfg.image, w)
 	}
 	report := archive.Inspect(img, tree.Hidden)
+	if len(img.Images) > 1 {
+		all, err := archive.ListImageLayers(cfg.image, cfg.cacheDir)
+		if err != nil {
+			return err
+		}
+		report.AddShared(all)
+	}
+	if cfg.files && !cfg.json {
+		return writeFiles(stdout, tree)
+	}
+	var out any = report
+	if cfg.files {
+		out = struct {
+			archive.Report
+			Files []fileJSON `json:"files"`
+		}{report, listFiles(tree)}
+	}
 	if cfg.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.SetEscapeHTML(false)
-		return enc.Encode(report)
+		return enc.Encode(out)
 	}
 	return report.WriteText(stdout)
+}
+
+// fileJSON is one path of inspect --files --json.
+type fileJSON struct {
+	Path string `json:"path"` // from the root: "/etc/passwd"; "/" for the root
+	*nodeJSON
+}
+
+// listFiles describes every path of the tree, in tree order.
+func listFiles(t *union.Tree) []fileJSON {
+	out := []fileJSON{}
+	union.Walk(t.Root, func(n *union.Node) {
+		out = append(out, fileJSON{Path: rootedPath(n.Path()), nodeJSON: describeNode(t, n)})
+	})
+	return out
+}
+
+// writeFiles writes inspect --files: a line per path of the tree, in tree
+// order (a directory before what it holds, names sorted): the layer that
+// last wrote it ("-" for a directory no layer stores), its type, its size
+// (regular files and symlinks; a device's numbers), its path, and a
+// symlink's target after " -> ".
+func writeFiles(w io.Writer, t *union.Tree) error {
+	layerWidth := len(strconv.Itoa(max(len(t.Layers)-1, 0)))
+	sizeWidth := 1
+	union.Walk(t.Root, func(n *union.Node) { sizeWidth = max(sizeWidth, len(fileSize(n))) })
+	ew := &errWriter{w: w}
+	union.Walk(t.Root, func(n *union.Node) {
+		if ew.err != nil {
+			return
+		}
+		layer := "-"
+		if n.Layer >= 0 {
+			layer = strconv.Itoa(n.Layer)
+		}
+		typ, _, _, _ := nodeFacts(n)
+		line := fmt.Sprintf("%*s  %-7s  %*s  %s", layerWidth, layer, typ, sizeWidth, fileSize(n), displayPath(n.Path()))
+		if n.Entry != nil && n.Entry.Type == tarindex.TypeSymlink {
+			line += " -> " + quoteIfNeeded(n.Entry.Linkname)
+		}
+		fmt.Fprintln(ew, line)
+	})
+	return ew.err
+}
+
+// fileSize is the SIZE column of inspect --files.
+func fileSize(n *union.Node) string {
+	e := n.Entry
+	if e == nil {
+		return "-"
+	}
+	switch e.Type {
+	case tarindex.TypeReg:
+		return strconv.FormatInt(e.Size, 10)
+	case tarindex.TypeSymlink:
+		return strconv.Itoa(len(e.Linkname))
+	case tarindex.TypeChar, tarindex.TypeBlock:
+		return fmt.Sprintf("%d,%d", e.Devmajor, e.Devminor)
+	}
+	return "-"
 }

@@ -12,6 +12,8 @@
 //	                                       made of the changes
 //	imgmount export [flags] IMAGE|MOUNTPOINT -o OUT.tar
 //	                                       the root filesystem as one tar
+//	imgmount diff [flags] A B              the paths two images (or two
+//	                                       layers of one) add, remove, change
 //
 // See `imgmount --help` and `imgmount COMMAND --help`; exitcodes.go lists
 // the exit statuses.
@@ -55,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, runCommit(cfg, stdout, stderr))
 	case modeExport:
 		return fail(stderr, runExport(cfg, stdout, stderr))
+	case modeDiff:
+		return fail(stderr, runDiff(cfg, stdout, stderr))
 	case modeThin:
 		return fail(stderr, runThin(cfg, stdout, stderr))
 	case modeComplete:

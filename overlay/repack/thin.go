@@ -861,6 +861,14 @@ func Complete(src *archive.Contents, bases []*archive.Contents, w io.Writer, opt
 		size int64
 	}
 	var restores []restore
+	var names []string
+	for _, b := range bases {
+		names = append(names, b.Path)
+	}
+	absent := "no base was given (--base)"
+	if len(names) > 0 {
+		absent = "in none of the bases given (" + strings.Join(names, ", ") + ")"
+	}
 	var problems []string
 	var need int64 = int64(len(endOfArchive))
 	for _, m := range members {
@@ -893,25 +901,18 @@ func Complete(src *archive.Contents, bases []*archive.Contents, w io.Writer, opt
 			for _, a := range alts {
 				have = append(have, fmt.Sprintf("%s (%s, in %s)", a.digest, a.comp, a.base.Path))
 			}
-			problems = append(problems, fmt.Sprintf("layer %s (%s, needed by %s): the bases hold it only as %s, not as the blob %s the manifest names (a compressed blob cannot be made again byte for byte)",
+			problems = append(problems, fmt.Sprintf("layer %s (%s, needed by %s): the bases hold it only as %s, not as the blob %s the manifest names (a compressed blob cannot be made again byte for byte: give a base that has that blob)",
 				wt.diffID, wt.member, strings.Join(wt.images, ", "), strings.Join(have, "; "), wt.digest))
 			continue
 		}
-		problems = append(problems, fmt.Sprintf("layer %s (%s, needed by %s)", wt.diffID, wt.member, strings.Join(wt.images, ", ")))
+		problems = append(problems, fmt.Sprintf("layer %s (%s, needed by %s) is missing: %s", wt.diffID, wt.member, strings.Join(wt.images, ", "), absent))
 	}
-	if len(problems) > 0 {
-		var names []string
-		for _, b := range bases {
-			names = append(names, b.Path)
-		}
-		where := "no base was given (--base)"
-		if len(names) > 0 {
-			where = "the bases given (" + strings.Join(names, ", ") + ") do not have it"
-		}
-		if len(problems) == 1 {
-			return nil, archive.Errorf(archive.ErrLayerMissing, "%s: %s is missing: %s", src.Path, problems[0], where)
-		}
-		return nil, archive.Errorf(archive.ErrLayerMissing, "%s: %d layers are missing: %s; %s", src.Path, len(problems), strings.Join(problems, "; "), strings.ReplaceAll(where, "have it", "have them"))
+	switch len(problems) {
+	case 0:
+	case 1:
+		return nil, archive.Errorf(archive.ErrLayerMissing, "%s: %s", src.Path, problems[0])
+	default:
+		return nil, archive.Errorf(archive.ErrLayerMissing, "%s: %d layers cannot be put back: %s", src.Path, len(problems), strings.Join(problems, "; "))
 	}
 	if err := checkSpace(opts.Free, need, "the output"); err != nil {
 		return nil, fmt.Errorf("%s: %w", src.Path, err)

@@ -571,18 +571,25 @@ func TestCommitLeavesNothing(t *testing.T) {
 	requireClearError(t, r, "etc/broken")
 	requireEmptyDir(t, outDir)
 
-	// Interrupted: SIGINT while the squashed layer is being compressed.
-	cmd := exec.Command(binPath, "commit", "--cache-dir", sharedCache, img.path(), "--squash", "--compress", "zstd", "-o", out)
-	cmd.Env = binEnv()
+	// Interrupted: SIGINT while the commit is writing to a pipe nobody
+	// reads (so it is surely still at work), its scratch files in outDir.
+	cmd := exec.Command(binPath, "commit", "--cache-dir", sharedCache, img.path(), "--squash", "--compress", "zstd", "-o", "-")
+	cmd.Env = append(binEnv(), "TMPDIR="+outDir)
+	pr, pw, err := os.Pipe()
+	require.NoError(t, err)
+	defer pr.Close()
+	cmd.Stdout = pw
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
-	time.Sleep(400 * time.Millisecond)
+	pw.Close()
+	require.Eventually(t, func() bool {
+		ents, _ := os.ReadDir(outDir)
+		return len(ents) > 0
+	}, time.Minute, 10*time.Millisecond, "the commit's scratch directory")
+	time.Sleep(200 * time.Millisecond)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
-	err := cmd.Wait()
-	if err == nil {
-		t.Skipf("the commit finished within 400ms, before the signal: nothing to interrupt")
-	}
+	err = cmd.Wait()
 	require.Equal(t, 1, exitCode(err), "stderr: %s", stderr.String())
 	require.Contains(t, stderr.String(), "interrupted by SIGINT")
 	requireEmptyDir(t, outDir)

@@ -102,7 +102,7 @@ func resolveSource(cfg *config, r *repackRun) error {
 			return useMount(cfg, r, st)
 		}
 		if !isImageDir(rc.source) {
-			return fmt.Errorf("%s is a directory but neither a writable imgmount mount (it does not answer %s) nor an image (no index.json or manifest.json): give the image (tarball or directory) and --upper DIR, or the mountpoint of an 'imgmount --upper DIR IMAGE MOUNTPOINT' mount", rc.source, fusefs.MountInfoXattr)
+			return fmt.Errorf("%s is a directory but not a writable imgmount mount (it does not answer %s), nor an image (no index.json or manifest.json): give the image (tarball or directory) and --upper DIR, or the mountpoint of an 'imgmount --upper DIR IMAGE MOUNTPOINT' mount", rc.source, fusefs.MountInfoXattr)
 		}
 	}
 	cfg.image = rc.source

@@ -15,19 +15,11 @@ import (
 // included: the tarball cannot supply it. cacheDir is needed only for a
 // tarball that is compressed as a whole.
 func StoredDiffIDs(path, cacheDir string) (map[digest.Digest]bool, error) {
-	var cache *tarindex.Cache
-	if cacheDir != "" {
-		cache = &tarindex.Cache{Dir: cacheDir}
-	}
-	ar, err := openArchive(path, cache, 0)
+	ar, groups, err := openListing(path, cacheDir)
 	if err != nil {
 		return nil, err
 	}
 	defer ar.close()
-	groups, err := ar.parse()
-	if err != nil {
-		return nil, err
-	}
 	out := map[digest.Digest]bool{}
 	for _, g := range groups {
 		for _, c := range g.cands {
@@ -61,4 +53,24 @@ func addStoredDiffIDs(ar *archive, c *candidate, out map[digest.Digest]bool) err
 		}
 	}
 	return nil
+}
+
+// openListing opens the tarball (or directory) at path to read its
+// images' metadata, no layer; cacheDir is needed only for a tarball
+// compressed as a whole. The caller closes the archive.
+func openListing(path, cacheDir string) (*archive, []*imageGroup, error) {
+	var cache *tarindex.Cache
+	if cacheDir != "" {
+		cache = &tarindex.Cache{Dir: cacheDir}
+	}
+	ar, err := openArchive(path, cache, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	groups, err := ar.parse()
+	if err != nil {
+		ar.close()
+		return nil, nil, err
+	}
+	return ar, groups, nil
 }

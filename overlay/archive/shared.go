@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
@@ -22,19 +21,11 @@ type ImageLayers struct {
 // report uses it to say which layers the images share
 // (Report.AddShared).
 func ListImageLayers(path, cacheDir string) ([]ImageLayers, error) {
-	var cache *tarindex.Cache
-	if cacheDir != "" {
-		cache = &tarindex.Cache{Dir: cacheDir}
-	}
-	ar, err := openArchive(path, cache, 0)
+	ar, groups, err := openListing(path, cacheDir)
 	if err != nil {
 		return nil, err
 	}
 	defer ar.close()
-	groups, err := ar.parse()
-	if err != nil {
-		return nil, err
-	}
 	var out []ImageLayers
 	for _, g := range groups {
 		for _, c := range g.cands {

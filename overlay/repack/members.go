@@ -1,0 +1,225 @@
+package repack
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/imgmount/imgmount/overlay/archive"
+	"github.com/imgmount/imgmount/tarindex"
+)
+
+// Thin and Complete copy an image tarball member by member: Thin leaves
+// out the layer blobs a receiver already has, Complete puts them back
+// from base tarballs. Every other member (configs, manifests, index.json,
+// manifest.json, repositories, the layer directories' json and VERSION)
+// is copied as it is, header and data blocks byte for byte, so image IDs
+// and manifest digests do not change.
+
+// rawMember is one member of an image source as Thin and Complete copy
+// it: a tarball's member as stored (header blocks, extended headers
+// included, and padded data), or a file of a directory, whose header is
+// made from its stat.
+type rawMember struct {
+	hdr  *tar.Header
+	name string // cleaned as archive cleans it ("" for a global header)
+	raw  []byte // the header and data blocks as the tarball stores them; nil for a directory's file
+	body []byte // the data
+}
+
+// encoded is the member as it is written.
+func (m *rawMember) encoded() ([]byte, []byte, error) {
+	if m.raw != nil {
+		return m.raw, nil, nil
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	// WriteHeader writes the header blocks at once; the data and its
+	// padding are the caller's.
+	if err := tw.WriteHeader(m.hdr); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", m.name, err)
+	}
+	return buf.Bytes(), m.body, nil
+}
+
+// size is the bytes the member takes written.
+func (m *rawMember) size() int64 {
+	if m.raw != nil {
+		return int64(len(m.raw))
+	}
+	h, _, err := m.encoded()
+	if err != nil {
+		return 0 // writing it will say
+	}
+	return int64(len(h)) + roundBlock(int64(len(m.body)))
+}
+
+// write writes the member.
+func (m *rawMember) write(w io.Writer) (int64, error) {
+	h, body, err := m.encoded()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := w.Write(h); err != nil {
+		return 0, err
+	}
+	n := int64(len(h))
+	if body != nil {
+		if _, err := w.Write(body); err != nil {
+			return 0, err
+		}
+		pad := roundBlock(int64(len(body))) - int64(len(body))
+		if _, err := w.Write(make([]byte, pad)); err != nil {
+			return 0, err
+		}
+		n += int64(len(body)) + pad
+	}
+	return n, nil
+}
+
+// scanMembers lists the members of the image source c.
+func scanMembers(c *archive.Contents) ([]rawMember, error) {
+	if c.Dir {
+		return scanDir(c)
+	}
+	return scanTar(c.Data, c.Path)
+}
+
+// scanTar lists the members of the tar in data. Only headers are read:
+// the data is skipped.
+func scanTar(data []byte, where string) ([]rawMember, error) {
+	br := bytes.NewReader(data)
+	tr := tar.NewReader(br)
+	var out []rawMember
+	var pos int64
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: reading the tarball: %w", where, err)
+		}
+		dataAt := br.Size() - int64(br.Len())
+		var size int64
+		switch hdr.Typeflag {
+		case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo, tar.TypeXGlobalHeader:
+		case tar.TypeGNUSparse:
+			return nil, fmt.Errorf("%s: member %s: a sparse file in an image tarball", where, hdr.Name)
+		default:
+			if _, ok := hdr.PAXRecords["GNU.sparse.map"]; ok {
+				return nil, fmt.Errorf("%s: member %s: a sparse file in an image tarball", where, hdr.Name)
+			}
+			if _, ok := hdr.PAXRecords["GNU.sparse.major"]; ok {
+				return nil, fmt.Errorf("%s: member %s: a sparse file in an image tarball", where, hdr.Name)
+			}
+			size = hdr.Size
+		}
+		end := roundBlock(dataAt + size)
+		if end > int64(len(data)) {
+			return nil, fmt.Errorf("%s: member %s extends past the end of the tarball", where, hdr.Name)
+		}
+		m := rawMember{hdr: hdr, raw: data[pos:end], body: data[dataAt : dataAt+size]}
+		if hdr.Typeflag != tar.TypeXGlobalHeader {
+			if m.name, err = tarindex.CleanName(hdr.Name); err != nil {
+				return nil, fmt.Errorf("%s: member %q: %w", where, hdr.Name, err)
+			}
+		}
+		out = append(out, m)
+		pos = end
+	}
+}
+
+// scanDir lists the files of the directory c as members, in name order:
+// directories, regular files and symlinks, owned by root, with their
+// modes and times.
+func scanDir(c *archive.Contents) ([]rawMember, error) {
+	var out []rawMember
+	err := filepath.WalkDir(c.Path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(c.Path, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		h := &tar.Header{Name: name, Mode: int64(fi.Mode().Perm()), ModTime: fi.ModTime().Truncate(time.Second), Format: tar.FormatPAX}
+		m := rawMember{hdr: h, name: name}
+		switch {
+		case fi.IsDir():
+			h.Typeflag, h.Name = tar.TypeDir, name+"/"
+		case fi.Mode()&fs.ModeSymlink != 0:
+			h.Typeflag = tar.TypeSymlink
+			if h.Linkname, err = os.Readlink(p); err != nil {
+				return err
+			}
+		case fi.Mode().IsRegular():
+			h.Typeflag = tar.TypeReg
+			if m.body, err = c.Bytes(name); err != nil {
+				return err
+			}
+			h.Size = int64(len(m.body))
+			if m.body == nil {
+				m.body = []byte{}
+			}
+		default:
+			return fmt.Errorf("%s: %s is a %s, which an image directory does not hold", c.Path, name, fi.Mode().Type())
+		}
+		out = append(out, m)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func roundBlock(n int64) int64 { return (n + blockSize - 1) / blockSize * blockSize }
+
+// encodeMember is a regular member named like hdr, with body as its data:
+// header and padded data blocks.
+func encodeMember(hdr *tar.Header, body []byte) ([]byte, error) {
+	h := &tar.Header{
+		Typeflag: tar.TypeReg, Name: hdr.Name, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid,
+		Uname: hdr.Uname, Gname: hdr.Gname, ModTime: hdr.ModTime, Size: int64(len(body)),
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(h); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(body); err != nil {
+		return nil, err
+	}
+	if err := tw.Flush(); err != nil { // pads; Close would add the end marker
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// endOfArchive is the two zero blocks that end a tar.
+var endOfArchive = make([]byte, 2*blockSize)
+
+// encodeLink is a symlink member.
+func encodeLink(h *tar.Header, target string) ([]byte, error) {
+	h.Typeflag, h.Linkname, h.Size, h.Mode = tar.TypeSymlink, target, 0, 0o777
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(h); err != nil {
+		return nil, err
+	}
+	if err := tw.Flush(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

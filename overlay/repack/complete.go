@@ -354,10 +354,7 @@ func (ix *baseBlobs) absent() string {
 // the thin tarball's members and the blobs copied as they are (a layer
 // to decompress is not counted: its size is known only once it is).
 func completeSize(members []rawMember, restores []*restore) int64 {
-	need := int64(len(endOfArchive))
-	for _, m := range members {
-		need += m.size()
-	}
+	need := tarSize(members)
 	for _, r := range restores {
 		if r.named {
 			need += r.size + 2*blockSize

@@ -186,25 +186,45 @@ func scanDir(c *archive.Contents) ([]rawMember, error) {
 
 func roundBlock(n int64) int64 { return (n + blockSize - 1) / blockSize * blockSize }
 
-// encodeMember is a regular member named like hdr, with body as its data:
-// header and padded data blocks.
-func encodeMember(hdr *tar.Header, body []byte) ([]byte, error) {
+// withBody is a regular member named and owned like m, with body as its
+// data.
+func (m *rawMember) withBody(body []byte) (rawMember, error) {
 	h := &tar.Header{
-		Typeflag: tar.TypeReg, Name: hdr.Name, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid,
-		Uname: hdr.Uname, Gname: hdr.Gname, ModTime: hdr.ModTime, Size: int64(len(body)),
+		Typeflag: tar.TypeReg, Name: m.hdr.Name, Mode: m.hdr.Mode, Uid: m.hdr.Uid, Gid: m.hdr.Gid,
+		Uname: m.hdr.Uname, Gname: m.hdr.Gname, ModTime: m.hdr.ModTime, Size: int64(len(body)),
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	if err := tw.WriteHeader(h); err != nil {
-		return nil, err
+		return rawMember{}, err
 	}
 	if _, err := tw.Write(body); err != nil {
-		return nil, err
+		return rawMember{}, err
 	}
 	if err := tw.Flush(); err != nil { // pads; Close would add the end marker
-		return nil, err
+		return rawMember{}, err
 	}
-	return buf.Bytes(), nil
+	return rawMember{hdr: h, name: m.name, raw: buf.Bytes(), body: body}, nil
+}
+
+// tarSize is the bytes a tar of members takes, its end included.
+func tarSize(members []rawMember) int64 {
+	n := int64(len(endOfArchive))
+	for _, m := range members {
+		n += m.size()
+	}
+	return n
+}
+
+// writeTar writes a tar of members.
+func writeTar(w io.Writer, members []rawMember) error {
+	for _, m := range members {
+		if _, err := m.write(w); err != nil {
+			return err
+		}
+	}
+	_, err := w.Write(endOfArchive)
+	return err
 }
 
 // endOfArchive is the two zero blocks that end a tar.

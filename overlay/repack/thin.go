@@ -55,13 +55,57 @@ func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, er
 	if err != nil {
 		return nil, err
 	}
+	keep, err := keptGroups(src, opts.Images)
+	if err != nil {
+		return nil, err
+	}
+	have := opts.Have
+	if have == nil {
+		have = NewHave()
+	}
+	res := &ThinResult{}
+	res.Images, res.Dropped = groupNames(src, keep)
+	use, err := memberUses(src, keep, have)
+	if err != nil {
+		return nil, err
+	}
+	res.Absent = use.absent
+
+	drop := map[string]bool{}
+	if err := use.leaveOutHad(src, drop, res); err != nil {
+		return nil, err
+	}
+	use.dropUnkept(drop, keep)
+	dropDependents(src, members, drop)
+	rewritten := map[string]rawMember{}
+	if len(res.Dropped) > 0 {
+		if rewritten, err = rewriteLists(src, keep, members); err != nil {
+			return nil, err
+		}
+	}
+	out := thinMembers(members, drop, rewritten)
+
+	res.Size = tarSize(out)
+	if err := checkSpace(opts.Free, res.Size, "the output"); err != nil {
+		return nil, fmt.Errorf("%s: %w", src.Path, err)
+	}
+	opts.progress("leaving out %d layer blobs (%s) of %s", len(res.Omitted), archive.HumanSize(res.OmittedBytes), src.Path)
+	if err := writeTar(w, out); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// keptGroups tells which groups of src Thin keeps: those the queries
+// name, or every one when there is no query.
+func keptGroups(src *archive.Contents, queries []string) ([]bool, error) {
 	keep := make([]bool, len(src.Groups))
-	if len(opts.Images) == 0 {
+	if len(queries) == 0 {
 		for i := range keep {
 			keep[i] = true
 		}
 	}
-	for _, q := range opts.Images {
+	for _, q := range queries {
 		gs, err := src.Match(q)
 		if err != nil {
 			return nil, err
@@ -70,86 +114,129 @@ func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, er
 			keep[g] = true
 		}
 	}
-	have := opts.Have
-	if have == nil {
-		have = NewHave()
-	}
-	res := &ThinResult{}
-	needed := map[string]bool{}                // stored members a kept layer needs
-	omittable := map[string]digest.Digest{}    // stored members the receiver has → diff_id
-	ownedKept := map[string]bool{}             // members the kept images use
-	owned := make([][]string, len(src.Groups)) // members each group uses
-	absent := map[digest.Digest]bool{}
-	for gi, g := range src.Groups {
-		if keep[gi] {
-			res.Images = append(res.Images, src.Name(gi))
-		} else {
-			res.Dropped = append(res.Dropped, src.Name(gi))
-		}
-		for _, ii := range g.Images {
-			im := &src.Images[ii]
-			owned[gi] = append(owned[gi], im.Metadata...)
-			var leftOut []bool
-			if keep[gi] {
-				leftOut = have.LeftOut(im.DiffIDs)
-			}
-			for i, l := range im.Layers {
-				stored, links, _, err := src.Resolve(l.Member)
-				switch {
-				case errors.Is(err, archive.ErrMemberAbsent):
-					if keep[gi] && !absent[l.DiffID] {
-						absent[l.DiffID] = true
-						res.Absent = append(res.Absent, l.DiffID)
-					}
-				case err != nil:
-					return nil, err
-				}
-				owned[gi] = append(owned[gi], links...)
-				owned[gi] = append(owned[gi], legacyLayerDirs(append(links, l.Member))...)
-				if stored == "" {
-					continue
-				}
-				owned[gi] = append(owned[gi], stored)
-				owned[gi] = append(owned[gi], legacyLayerDirs([]string{stored})...)
-				switch {
-				case !keep[gi]:
-				case leftOut[i]:
-					omittable[stored] = l.DiffID
-				default:
-					needed[stored] = true
-				}
-			}
-		}
-		if keep[gi] {
-			for _, m := range owned[gi] {
-				ownedKept[m] = true
-			}
-		}
-	}
+	return keep, nil
+}
 
-	drop := map[string]bool{}
-	for stored, d := range omittable {
-		if needed[stored] {
+// groupNames are the names of the groups kept and of those dropped.
+func groupNames(src *archive.Contents, keep []bool) (kept, dropped []string) {
+	for gi := range src.Groups {
+		if keep[gi] {
+			kept = append(kept, src.Name(gi))
+		} else {
+			dropped = append(dropped, src.Name(gi))
+		}
+	}
+	return kept, dropped
+}
+
+// memberUse is which members the images of a tarball use, and which
+// layer blobs of the kept images the receiver has.
+type memberUse struct {
+	// owned: by group, the members its images use: metadata, layer
+	// blobs, the links to them and docker save's layer directories.
+	owned      [][]string
+	kept       map[string]bool          // the members a kept group uses
+	needed     map[string]bool          // stored layer blobs a kept image needs sent
+	had        map[string]digest.Digest // stored layer blobs of kept images the receiver has → diff_id
+	absent     []digest.Digest          // diff_ids of the kept layers whose blobs the tarball already lacks
+	absentSeen map[digest.Digest]bool
+}
+
+// memberUses sorts the members of src by the images using them.
+func memberUses(src *archive.Contents, keep []bool, have *Have) (*memberUse, error) {
+	u := &memberUse{
+		owned: make([][]string, len(src.Groups)), kept: map[string]bool{}, needed: map[string]bool{},
+		had: map[string]digest.Digest{}, absentSeen: map[digest.Digest]bool{},
+	}
+	for gi, g := range src.Groups {
+		for _, ii := range g.Images {
+			if err := u.addImage(src, gi, &src.Images[ii], keep[gi], have); err != nil {
+				return nil, err
+			}
+		}
+		if keep[gi] {
+			for _, m := range u.owned[gi] {
+				u.kept[m] = true
+			}
+		}
+	}
+	return u, nil
+}
+
+// addImage records the members the image im of group gi uses and, when
+// the group is kept, which of its layer blobs the receiver has (the
+// whole chain below them included).
+func (u *memberUse) addImage(src *archive.Contents, gi int, im *archive.ContentImage, kept bool, have *Have) error {
+	u.owned[gi] = append(u.owned[gi], im.Metadata...)
+	var leftOut []bool
+	if kept {
+		leftOut = have.LeftOut(im.DiffIDs)
+	}
+	for i, l := range im.Layers {
+		stored, links, _, err := src.Resolve(l.Member)
+		switch {
+		case errors.Is(err, archive.ErrMemberAbsent):
+			if kept && !u.absentSeen[l.DiffID] {
+				u.absentSeen[l.DiffID] = true
+				u.absent = append(u.absent, l.DiffID)
+			}
+		case err != nil:
+			return err
+		}
+		u.owned[gi] = append(u.owned[gi], links...)
+		u.owned[gi] = append(u.owned[gi], legacyLayerDirs(append(links, l.Member))...)
+		if stored == "" {
+			continue
+		}
+		u.owned[gi] = append(u.owned[gi], stored)
+		u.owned[gi] = append(u.owned[gi], legacyLayerDirs([]string{stored})...)
+		switch {
+		case !kept:
+		case leftOut[i]:
+			u.had[stored] = l.DiffID
+		default:
+			u.needed[stored] = true
+		}
+	}
+	return nil
+}
+
+// leaveOutHad adds to drop the layer blobs the receiver has (but those a
+// kept image it lacks shares) and counts them in res.
+func (u *memberUse) leaveOutHad(src *archive.Contents, drop map[string]bool, res *ThinResult) error {
+	for stored, d := range u.had {
+		if u.needed[stored] {
 			continue
 		}
 		drop[stored] = true
 		b, err := src.Bytes(stored)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		res.Omitted = append(res.Omitted, d)
 		res.OmittedBytes += int64(len(b))
 	}
-	for gi := range src.Groups {
+	return nil
+}
+
+// dropUnkept adds to drop the members only dropped groups use.
+func (u *memberUse) dropUnkept(drop map[string]bool, keep []bool) {
+	for gi, owned := range u.owned {
 		if keep[gi] {
 			continue
 		}
-		for _, m := range owned[gi] {
-			if !ownedKept[m] {
+		for _, m := range owned {
+			if !u.kept[m] {
 				drop[m] = true
 			}
 		}
 	}
+}
+
+// dropDependents adds to drop the members that go with those dropped:
+// the files of a dropped docker save layer directory, and the hard links
+// to a dropped member.
+func dropDependents(src *archive.Contents, members []rawMember, drop map[string]bool) {
 	dropDirs := map[string]bool{}
 	for m := range drop {
 		if isLegacyLayerDir(m) {
@@ -171,45 +258,22 @@ func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, er
 			}
 		}
 	}
+}
 
-	rewritten := map[string][]byte{}
-	if len(res.Dropped) > 0 {
-		if rewritten, err = rewriteLists(src, keep, members); err != nil {
-			return nil, err
-		}
-	}
-	var total int64 = int64(len(endOfArchive))
+// thinMembers are the members Thin writes: those not dropped, the lists
+// of images as rewritten.
+func thinMembers(members []rawMember, drop map[string]bool, rewritten map[string]rawMember) []rawMember {
+	var out []rawMember
 	for _, m := range members {
-		switch {
-		case drop[m.name]:
-		case rewritten[m.name] != nil:
-			total += int64(len(rewritten[m.name]))
-		default:
-			total += m.size()
+		if drop[m.name] {
+			continue
 		}
-	}
-	if err := checkSpace(opts.Free, total, "the output"); err != nil {
-		return nil, fmt.Errorf("%s: %w", src.Path, err)
-	}
-	opts.progress("leaving out %d layer blobs (%s) of %s", len(res.Omitted), archive.HumanSize(res.OmittedBytes), src.Path)
-	for _, m := range members {
-		switch {
-		case drop[m.name]:
-		case rewritten[m.name] != nil:
-			if _, err := w.Write(rewritten[m.name]); err != nil {
-				return nil, err
-			}
-		default:
-			if _, err := m.write(w); err != nil {
-				return nil, err
-			}
+		if r, ok := rewritten[m.name]; ok {
+			m = r
 		}
+		out = append(out, m)
 	}
-	if _, err := w.Write(endOfArchive); err != nil {
-		return nil, err
-	}
-	res.Size = total
-	return res, nil
+	return out
 }
 
 // legacyLayerDirs are the docker save layer directories (<64 hex>/) that

@@ -11,35 +11,19 @@ import (
 // rewriteLists rewrites the lists of images (index.json, manifest.json,
 // repositories) to name only the kept groups: the members as they are to
 // be written, by name.
-func rewriteLists(src *archive.Contents, keep []bool, members []rawMember) (map[string][]byte, error) {
-	keptDigests := map[digest.Digest]bool{}
-	keptConfigs := map[digest.Digest]bool{}
-	keptTags := map[string]bool{}
-	for gi, g := range src.Groups {
-		if !keep[gi] {
-			continue
-		}
-		if g.Digest != "" {
-			keptDigests[g.Digest] = true
-		}
-		for _, t := range g.Tags {
-			keptTags[t] = true
-		}
-		for _, ii := range g.Images {
-			keptConfigs[src.Images[ii].Ref.ConfigDigest] = true
-		}
-	}
-	out := map[string][]byte{}
+func rewriteLists(src *archive.Contents, keep []bool, members []rawMember) (map[string]rawMember, error) {
+	kept := keptRefsOf(src, keep)
+	out := map[string]rawMember{}
 	for _, m := range members {
 		var body []byte
 		var err error
 		switch m.name {
 		case "index.json":
-			body, err = filterIndex(src, keptDigests)
+			body, err = filterIndex(src, kept.digests)
 		case "manifest.json":
-			body, err = filterDockerManifest(src, keptConfigs)
+			body, err = filterDockerManifest(src, kept.configs)
 		case "repositories":
-			body, err = filterRepositories(src, keptTags)
+			body, err = filterRepositories(src, kept.tags)
 		default:
 			continue
 		}
@@ -49,11 +33,37 @@ func rewriteLists(src *archive.Contents, keep []bool, members []rawMember) (map[
 		if body == nil {
 			continue
 		}
-		if out[m.name], err = encodeMember(m.hdr, body); err != nil {
+		if out[m.name], err = m.withBody(body); err != nil {
 			return nil, fmt.Errorf("%s: rewriting %s: %w", src.Path, m.name, err)
 		}
 	}
 	return out, nil
+}
+
+// keptRefs are the ways the lists of images name the kept groups.
+type keptRefs struct {
+	digests map[digest.Digest]bool // index.json's: of the top-level descriptors
+	configs map[digest.Digest]bool // manifest.json's: of the configs
+	tags    map[string]bool        // repositories': name:tag
+}
+
+func keptRefsOf(src *archive.Contents, keep []bool) keptRefs {
+	k := keptRefs{digests: map[digest.Digest]bool{}, configs: map[digest.Digest]bool{}, tags: map[string]bool{}}
+	for gi, g := range src.Groups {
+		if !keep[gi] {
+			continue
+		}
+		if g.Digest != "" {
+			k.digests[g.Digest] = true
+		}
+		for _, t := range g.Tags {
+			k.tags[t] = true
+		}
+		for _, ii := range g.Images {
+			k.configs[src.Images[ii].Ref.ConfigDigest] = true
+		}
+	}
+	return k
 }
 
 // filterIndex is index.json listing only the manifests keep names; nil if

@@ -119,67 +119,99 @@ func sortedDigests(m map[digest.Digest]bool) []digest.Digest {
 // (its RootFS.Layers), or plain text: one diff_id (sha256:...) a line,
 // blank lines and lines starting with # ignored. name is for messages.
 func ParseHave(b []byte, name string) (*Have, error) {
-	h := NewHave()
 	trimmed := bytes.TrimSpace(b)
 	switch {
 	case len(trimmed) == 0:
-		return h, nil
+		return NewHave(), nil
 	case trimmed[0] == '{':
-		var l HaveList
-		var keys map[string]json.RawMessage
-		if err := json.Unmarshal(trimmed, &l); err != nil {
-			return nil, fmt.Errorf("%s: not the JSON imgmount have prints: %w", name, err)
-		}
-		if err := json.Unmarshal(trimmed, &keys); err != nil {
-			return nil, fmt.Errorf("%s: not the JSON imgmount have prints: %w", name, err)
-		}
-		if _, ok := keys["diff_ids"]; !ok {
-			return nil, fmt.Errorf("%s: a JSON object without diff_ids (want what imgmount have --json prints)", name)
-		}
-		_, chained := keys["chain_ids"]
-		for i, d := range l.DiffIDs {
-			if err := d.Validate(); err != nil {
-				return nil, fmt.Errorf("%s: diff_ids[%d] %q: %w", name, i, d, err)
-			}
-			if chained {
-				h.All[d] = true
-			} else {
-				h.AddDiffID(d)
-			}
-		}
-		for i, d := range l.ChainIDs {
-			if err := d.Validate(); err != nil {
-				return nil, fmt.Errorf("%s: chain_ids[%d] %q: %w", name, i, d, err)
-			}
-			h.ChainIDs[d] = true
-		}
+		return parseHaveJSON(trimmed, name)
 	case trimmed[0] == '[':
-		var imgs []struct {
-			RootFS struct{ Layers []digest.Digest }
-		}
-		if err := json.Unmarshal(trimmed, &imgs); err != nil {
-			return nil, fmt.Errorf("%s: not the JSON docker image inspect prints: %w", name, err)
-		}
-		for i, im := range imgs {
-			for _, d := range im.RootFS.Layers {
-				if err := d.Validate(); err != nil {
-					return nil, fmt.Errorf("%s: image %d: layer %q: %w", name, i, d, err)
-				}
-			}
-			h.AddImage(im.RootFS.Layers)
-		}
-	default:
-		for n, line := range strings.Split(string(b), "\n") {
-			line = strings.TrimSpace(line)
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			d := digest.Digest(line)
-			if err := d.Validate(); err != nil {
-				return nil, fmt.Errorf("%s: line %d: %q is not a diff_id (want sha256: and 64 hex digits): %w", name, n+1, line, err)
-			}
+		return parseInspectJSON(trimmed, name)
+	}
+	return parseDiffIDLines(b, name)
+}
+
+// parseHaveJSON reads what `imgmount have --json` prints. Its diff_ids
+// are a plain list unless chain_ids says how they are chained, even
+// empty.
+func parseHaveJSON(b []byte, name string) (*Have, error) {
+	var l HaveList
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("%s: not the JSON imgmount have prints: %w", name, err)
+	}
+	if err := json.Unmarshal(b, &keys); err != nil {
+		return nil, fmt.Errorf("%s: not the JSON imgmount have prints: %w", name, err)
+	}
+	if _, ok := keys["diff_ids"]; !ok {
+		return nil, fmt.Errorf("%s: a JSON object without diff_ids (want what imgmount have --json prints)", name)
+	}
+	if err := validateDigests(l.DiffIDs, name, "diff_ids"); err != nil {
+		return nil, err
+	}
+	if err := validateDigests(l.ChainIDs, name, "chain_ids"); err != nil {
+		return nil, err
+	}
+	h := NewHave()
+	_, chained := keys["chain_ids"]
+	for _, d := range l.DiffIDs {
+		if chained {
+			h.All[d] = true
+		} else {
 			h.AddDiffID(d)
 		}
+	}
+	for _, d := range l.ChainIDs {
+		h.ChainIDs[d] = true
+	}
+	return h, nil
+}
+
+// validateDigests checks the digests of the list key of the file name.
+func validateDigests(ds []digest.Digest, name, key string) error {
+	for i, d := range ds {
+		if err := d.Validate(); err != nil {
+			return fmt.Errorf("%s: %s[%d] %q: %w", name, key, i, d, err)
+		}
+	}
+	return nil
+}
+
+// parseInspectJSON reads what `docker image inspect` prints: each
+// image's RootFS.Layers, a chain.
+func parseInspectJSON(b []byte, name string) (*Have, error) {
+	var imgs []struct {
+		RootFS struct{ Layers []digest.Digest }
+	}
+	if err := json.Unmarshal(b, &imgs); err != nil {
+		return nil, fmt.Errorf("%s: not the JSON docker image inspect prints: %w", name, err)
+	}
+	h := NewHave()
+	for i, im := range imgs {
+		for _, d := range im.RootFS.Layers {
+			if err := d.Validate(); err != nil {
+				return nil, fmt.Errorf("%s: image %d: layer %q: %w", name, i, d, err)
+			}
+		}
+		h.AddImage(im.RootFS.Layers)
+	}
+	return h, nil
+}
+
+// parseDiffIDLines reads a plain list: one diff_id a line, blank lines
+// and # comments skipped.
+func parseDiffIDLines(b []byte, name string) (*Have, error) {
+	h := NewHave()
+	for n, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		d := digest.Digest(line)
+		if err := d.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: line %d: %q is not a diff_id (want sha256: and 64 hex digits): %w", name, n+1, line, err)
+		}
+		h.AddDiffID(d)
 	}
 	return h, nil
 }

@@ -2,7 +2,6 @@ package repack
 
 import (
 	"archive/tar"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -26,11 +25,7 @@ type CompleteOptions struct {
 	Free     func() (int64, error)
 }
 
-func (o *CompleteOptions) progress(format string, a ...any) {
-	if o.Progress != nil {
-		o.Progress(fmt.Sprintf(format, a...))
-	}
-}
+func (o *CompleteOptions) progress(format string, a ...any) { progressf(o.Progress, format, a...) }
 
 // CompleteResult says what Complete wrote.
 type CompleteResult struct {
@@ -244,7 +239,7 @@ func sourceOf(b *archive.Contents, stored string, l archive.ContentLayer) (blobS
 	if err != nil {
 		return blobSource{}, err
 	}
-	s := blobSource{base: b, member: stored, diffID: l.DiffID, digest: l.Digest, comp: tarindex.DetectCompression(blob[:min(len(blob), 8)])}
+	s := blobSource{base: b, member: stored, diffID: l.DiffID, digest: l.Digest, comp: compressionOf(blob)}
 	if s.digest == "" {
 		if s.comp == tarindex.CompressionNone {
 			s.digest = l.DiffID
@@ -427,7 +422,7 @@ func writeRestores(w io.Writer, hdrFor func(name string) *tar.Header, restores [
 			continue
 		}
 		opts.progress("putting back layer %s from %s", archive.ShortDigest(r.want.diffID), r.from.base.Path)
-		n, err := writeRestored(w, hdrFor(r.want.name), r.from, r.file, r.size, r.want)
+		n, err := writeRestored(w, hdrFor(r.want.name), r)
 		if err != nil {
 			return err
 		}
@@ -484,56 +479,44 @@ func sampleHeader(members []rawMember) func(name string) *tar.Header {
 	}
 }
 
-// writeRestored writes one blob put back: from the base's bytes, or from
-// the decompressed file. It checks the blob against its digests on the
+// writeRestored writes one blob put back: the base's bytes, or the layer
+// decompressed from them. It checks the blob against its digests on the
 // way and returns the bytes written.
-func writeRestored(w io.Writer, h *tar.Header, s blobSource, file string, size int64, wt *wanted) (int64, error) {
-	var body []byte
-	if file == "" {
-		b, err := s.base.Bytes(s.member)
-		if err != nil {
-			return 0, err
-		}
-		if err := verifyBlob(b, wt.digest, wt.diffID); err != nil {
-			return 0, fmt.Errorf("%s: %s: %w", s.base.Path, s.member, err)
-		}
-		body = b
-		size = int64(len(b))
+func writeRestored(w io.Writer, h *tar.Header, r *restore) (int64, error) {
+	if r.file != "" {
+		return writeDecompressed(w, h, r)
 	}
-	h.Size = size
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(h); err != nil {
+	b, err := r.from.base.Bytes(r.from.member)
+	if err != nil {
 		return 0, err
 	}
-	if _, err := w.Write(buf.Bytes()); err != nil {
+	if err := r.want.verify(b); err != nil {
+		return 0, fmt.Errorf("%s: %s: %w", r.from.base.Path, r.from.member, err)
+	}
+	h.Size = int64(len(b))
+	header, err := headerBlocks(h)
+	if err != nil {
 		return 0, err
 	}
-	n := int64(buf.Len())
-	if body != nil {
-		if _, err := w.Write(body); err != nil {
-			return 0, err
-		}
-	} else {
-		f, err := os.Open(file)
-		if err != nil {
-			return 0, err
-		}
-		defer f.Close()
+	return writeBlocks(w, header, h.Size, writeBytes(b))
+}
+
+// writeDecompressed writes the layer decompressFromBases wrote, checking
+// that it is still the layer it checked.
+func writeDecompressed(w io.Writer, h *tar.Header, r *restore) (int64, error) {
+	h.Size = r.size
+	header, err := headerBlocks(h)
+	if err != nil {
+		return 0, err
+	}
+	return writeBlocks(w, header, r.size, func(w io.Writer) error {
 		hw := newCountingHash()
-		if _, err := io.Copy(io.MultiWriter(w, hw), f); err != nil {
-			return 0, err
+		if _, err := copyFile(io.MultiWriter(w, hw), r.file); err != nil {
+			return err
 		}
-		if hw.n != size || hw.digest() != wt.diffID {
-			return 0, archive.Errorf(archive.ErrDiffIDMismatch, "%s: the layer decompressed from %s changed while it was copied", file, s.base.Path)
+		if hw.n != r.size || hw.digest() != r.want.diffID {
+			return archive.Errorf(archive.ErrDiffIDMismatch, "%s: the layer decompressed from %s changed while it was copied", r.file, r.from.base.Path)
 		}
-	}
-	n += size
-	if pad := roundBlock(size) - size; pad > 0 {
-		if _, err := w.Write(make([]byte, pad)); err != nil {
-			return 0, err
-		}
-		n += pad
-	}
-	return n, nil
+		return nil
+	})
 }

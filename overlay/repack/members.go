@@ -3,6 +3,7 @@ package repack
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -37,14 +38,11 @@ func (m *rawMember) encoded() ([]byte, []byte, error) {
 	if m.raw != nil {
 		return m.raw, nil, nil
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	// WriteHeader writes the header blocks at once; the data and its
-	// padding are the caller's.
-	if err := tw.WriteHeader(m.hdr); err != nil {
+	h, err := headerBlocks(m.hdr)
+	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", m.name, err)
 	}
-	return buf.Bytes(), m.body, nil
+	return h, m.body, nil
 }
 
 // size is the bytes the member takes written.
@@ -65,21 +63,44 @@ func (m *rawMember) write(w io.Writer) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if _, err := w.Write(h); err != nil {
+	return writeBlocks(w, h, int64(len(body)), writeBytes(body))
+}
+
+// headerBlocks is h as a tar writer writes it: the header blocks,
+// extended headers included, without the data.
+func headerBlocks(h *tar.Header) ([]byte, error) {
+	var buf bytes.Buffer
+	// WriteHeader writes the header blocks at once; the data and its
+	// padding are the caller's.
+	if err := tar.NewWriter(&buf).WriteHeader(h); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// writeBlocks writes a member: its header blocks, its data (size bytes,
+// which writeData writes) and the zeros that pad the data to whole
+// blocks. It returns the bytes written.
+func writeBlocks(w io.Writer, header []byte, size int64, writeData func(io.Writer) error) (int64, error) {
+	if _, err := w.Write(header); err != nil {
 		return 0, err
 	}
-	n := int64(len(h))
-	if body != nil {
-		if _, err := w.Write(body); err != nil {
-			return 0, err
-		}
-		pad := roundBlock(int64(len(body))) - int64(len(body))
-		if _, err := w.Write(make([]byte, pad)); err != nil {
-			return 0, err
-		}
-		n += int64(len(body)) + pad
+	if err := writeData(w); err != nil {
+		return 0, err
 	}
-	return n, nil
+	pad := roundBlock(size) - size
+	if _, err := w.Write(make([]byte, pad)); err != nil {
+		return 0, err
+	}
+	return int64(len(header)) + size + pad, nil
+}
+
+// writeBytes writes b, for writeBlocks.
+func writeBytes(b []byte) func(io.Writer) error {
+	return func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	}
 }
 
 // scanMembers lists the members of the image source c.
@@ -106,19 +127,9 @@ func scanTar(data []byte, where string) ([]rawMember, error) {
 			return nil, fmt.Errorf("%s: reading the tarball: %w", where, err)
 		}
 		dataAt := br.Size() - int64(br.Len())
-		var size int64
-		switch hdr.Typeflag {
-		case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo, tar.TypeXGlobalHeader:
-		case tar.TypeGNUSparse:
-			return nil, fmt.Errorf("%s: member %s: a sparse file in an image tarball", where, hdr.Name)
-		default:
-			if _, ok := hdr.PAXRecords["GNU.sparse.map"]; ok {
-				return nil, fmt.Errorf("%s: member %s: a sparse file in an image tarball", where, hdr.Name)
-			}
-			if _, ok := hdr.PAXRecords["GNU.sparse.major"]; ok {
-				return nil, fmt.Errorf("%s: member %s: a sparse file in an image tarball", where, hdr.Name)
-			}
-			size = hdr.Size
+		size, err := dataSize(hdr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: member %s: %w", where, hdr.Name, err)
 		}
 		end := roundBlock(dataAt + size)
 		if end > int64(len(data)) {
@@ -133,6 +144,22 @@ func scanTar(data []byte, where string) ([]rawMember, error) {
 		out = append(out, m)
 		pos = end
 	}
+}
+
+// dataSize is the bytes of data that follow hdr in the tar. A sparse
+// file (GNU's, in either form) is an error: an image tarball holds none,
+// and its data is not its content.
+func dataSize(hdr *tar.Header) (int64, error) {
+	switch hdr.Typeflag {
+	case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo, tar.TypeXGlobalHeader:
+		return 0, nil
+	}
+	_, sparseMap := hdr.PAXRecords["GNU.sparse.map"]
+	_, sparseMajor := hdr.PAXRecords["GNU.sparse.major"]
+	if hdr.Typeflag == tar.TypeGNUSparse || sparseMap || sparseMajor {
+		return 0, errors.New("a sparse file in an image tarball")
+	}
+	return hdr.Size, nil
 }
 
 // scanDir lists the files of the directory c as members, in name order:
@@ -194,14 +221,11 @@ func (m *rawMember) withBody(body []byte) (rawMember, error) {
 		Uname: m.hdr.Uname, Gname: m.hdr.Gname, ModTime: m.hdr.ModTime, Size: int64(len(body)),
 	}
 	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(h); err != nil {
+	header, err := headerBlocks(h)
+	if err != nil {
 		return rawMember{}, err
 	}
-	if _, err := tw.Write(body); err != nil {
-		return rawMember{}, err
-	}
-	if err := tw.Flush(); err != nil { // pads; Close would add the end marker
+	if _, err := writeBlocks(&buf, header, h.Size, writeBytes(body)); err != nil {
 		return rawMember{}, err
 	}
 	return rawMember{hdr: h, name: m.name, raw: buf.Bytes(), body: body}, nil
@@ -233,13 +257,5 @@ var endOfArchive = make([]byte, 2*blockSize)
 // encodeLink is a symlink member.
 func encodeLink(h *tar.Header, target string) ([]byte, error) {
 	h.Typeflag, h.Linkname, h.Size, h.Mode = tar.TypeSymlink, target, 0, 0o777
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	if err := tw.WriteHeader(h); err != nil {
-		return nil, err
-	}
-	if err := tw.Flush(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return headerBlocks(h)
 }

@@ -26,9 +26,12 @@ type ThinOptions struct {
 	Free func() (int64, error)
 }
 
-func (o *ThinOptions) progress(format string, a ...any) {
-	if o.Progress != nil {
-		o.Progress(fmt.Sprintf(format, a...))
+func (o *ThinOptions) progress(format string, a ...any) { progressf(o.Progress, format, a...) }
+
+// progressf tells progress, if set, about a long step.
+func progressf(progress func(string), format string, a ...any) {
+	if progress != nil {
+		progress(fmt.Sprintf(format, a...))
 	}
 }
 

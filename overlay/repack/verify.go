@@ -3,7 +3,6 @@ package repack
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +17,7 @@ import (
 // verifyBlob checks a layer blob: against the digest that names it (when
 // one does) and, decompressed if it is compressed, against its diff_id.
 func verifyBlob(b []byte, dgst, diffID digest.Digest) error {
-	comp := tarindex.DetectCompression(b[:min(len(b), 8)])
+	comp := compressionOf(b)
 	var sum digest.Digest
 	if dgst != "" || comp == tarindex.CompressionNone {
 		sum = digest.FromBytes(b)
@@ -38,10 +37,25 @@ func verifyBlob(b []byte, dgst, diffID digest.Digest) error {
 			return archive.Errorf(archive.ErrCorruptLayer, "corrupt %s data: %w", comp, err)
 		}
 		if got != diffID {
-			return archive.Errorf(archive.ErrDiffIDMismatch, "the layer decompresses to %s, not its diff_id %s", got, diffID)
+			return decompressesTo(got, diffID)
 		}
 		return nil
 	}
+	return unsupported(comp)
+}
+
+// compressionOf tells how the blob b is compressed.
+func compressionOf(b []byte) tarindex.Compression {
+	return tarindex.DetectCompression(b[:min(len(b), 8)])
+}
+
+// decompressesTo is the error for a layer that decompresses to got, not
+// to diffID.
+func decompressesTo(got, diffID digest.Digest) error {
+	return archive.Errorf(archive.ErrDiffIDMismatch, "the layer decompresses to %s, not its diff_id %s", got, diffID)
+}
+
+func unsupported(comp tarindex.Compression) error {
 	return fmt.Errorf("%s-compressed layers are not supported", comp)
 }
 
@@ -65,14 +79,13 @@ func decompressDigest(r io.Reader, comp tarindex.Compression, w io.Writer) (dige
 		defer zr.Close()
 		dec = zr
 	default:
-		return "", 0, fmt.Errorf("%s-compressed layers are not supported", comp)
+		return "", 0, unsupported(comp)
 	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(w, h), dec)
-	if err != nil {
+	h := newCountingHash()
+	if _, err := io.Copy(io.MultiWriter(w, h), dec); err != nil {
 		return "", 0, err
 	}
-	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), n, nil
+	return h.digest(), h.n, nil
 }
 
 // decompressVerified decompresses a layer into a file in dir, checking
@@ -91,7 +104,7 @@ func decompressVerified(b []byte, comp tarindex.Compression, diffID digest.Diges
 		err = cerr
 	}
 	if err == nil && got != diffID {
-		err = archive.Errorf(archive.ErrDiffIDMismatch, "the layer decompresses to %s, not its diff_id %s", got, diffID)
+		err = decompressesTo(got, diffID)
 	}
 	if err != nil {
 		os.Remove(f.Name())

@@ -175,32 +175,13 @@ func scanDir(c *archive.Contents) ([]rawMember, error) {
 		if err != nil || rel == "." {
 			return err
 		}
-		name := filepath.ToSlash(rel)
 		fi, err := d.Info()
 		if err != nil {
 			return err
 		}
-		h := &tar.Header{Name: name, Mode: int64(fi.Mode().Perm()), ModTime: fi.ModTime().Truncate(time.Second), Format: tar.FormatPAX}
-		m := rawMember{hdr: h, name: name}
-		switch {
-		case fi.IsDir():
-			h.Typeflag, h.Name = tar.TypeDir, name+"/"
-		case fi.Mode()&fs.ModeSymlink != 0:
-			h.Typeflag = tar.TypeSymlink
-			if h.Linkname, err = os.Readlink(p); err != nil {
-				return err
-			}
-		case fi.Mode().IsRegular():
-			h.Typeflag = tar.TypeReg
-			if m.body, err = c.Bytes(name); err != nil {
-				return err
-			}
-			h.Size = int64(len(m.body))
-			if m.body == nil {
-				m.body = []byte{}
-			}
-		default:
-			return fmt.Errorf("%s: %s is a %s, which an image directory does not hold", c.Path, name, fi.Mode().Type())
+		m, err := dirMember(c, p, filepath.ToSlash(rel), fi)
+		if err != nil {
+			return err
 		}
 		out = append(out, m)
 		return nil
@@ -209,6 +190,35 @@ func scanDir(c *archive.Contents) ([]rawMember, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// dirMember is the file p of the directory c, named name there, as a
+// member.
+func dirMember(c *archive.Contents, p, name string, fi fs.FileInfo) (rawMember, error) {
+	h := &tar.Header{Name: name, Mode: int64(fi.Mode().Perm()), ModTime: fi.ModTime().Truncate(time.Second), Format: tar.FormatPAX}
+	m := rawMember{hdr: h, name: name}
+	var err error
+	switch {
+	case fi.IsDir():
+		h.Typeflag, h.Name = tar.TypeDir, name+"/"
+	case fi.Mode()&fs.ModeSymlink != 0:
+		h.Typeflag = tar.TypeSymlink
+		if h.Linkname, err = os.Readlink(p); err != nil {
+			return rawMember{}, err
+		}
+	case fi.Mode().IsRegular():
+		h.Typeflag = tar.TypeReg
+		if m.body, err = c.Bytes(name); err != nil {
+			return rawMember{}, err
+		}
+		h.Size = int64(len(m.body))
+		if m.body == nil {
+			m.body = []byte{}
+		}
+	default:
+		return rawMember{}, fmt.Errorf("%s: %s is a %s, which an image directory does not hold", c.Path, name, fi.Mode().Type())
+	}
+	return m, nil
 }
 
 func roundBlock(n int64) int64 { return (n + blockSize - 1) / blockSize * blockSize }

@@ -28,6 +28,14 @@ type ThinOptions struct {
 
 func (o *ThinOptions) progress(format string, a ...any) { progressf(o.Progress, format, a...) }
 
+// have is what the receiver holds (nothing, unless Have says).
+func (o *ThinOptions) have() *Have {
+	if o.Have == nil {
+		return NewHave()
+	}
+	return o.Have
+}
+
 // progressf tells progress, if set, about a long step.
 func progressf(progress func(string), format string, a ...any) {
 	if progress != nil {
@@ -62,25 +70,18 @@ func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, er
 	if err != nil {
 		return nil, err
 	}
-	have := opts.Have
-	if have == nil {
-		have = NewHave()
-	}
 	res := &ThinResult{}
 	res.Images, res.Dropped = groupNames(src, keep)
-	use, err := memberUses(src, keep, have)
+	use, err := memberUses(src, keep, opts.have())
 	if err != nil {
 		return nil, err
 	}
 	res.Absent = use.absent
-
-	drop := map[string]bool{}
-	if err := use.leaveOutHad(src, drop, res); err != nil {
+	drop, err := use.dropped(src, members, keep, res)
+	if err != nil {
 		return nil, err
 	}
-	use.dropUnkept(drop, keep)
-	dropDependents(src, members, drop)
-	rewritten := map[string]rawMember{}
+	var rewritten map[string]rawMember
 	if len(res.Dropped) > 0 {
 		if rewritten, err = rewriteLists(src, keep, members); err != nil {
 			return nil, err
@@ -202,6 +203,19 @@ func (u *memberUse) addImage(src *archive.Contents, gi int, im *archive.ContentI
 		}
 	}
 	return nil
+}
+
+// dropped is the members Thin leaves out: the layer blobs the receiver
+// has (counted in res), the members only dropped groups use, and the
+// members that go with them.
+func (u *memberUse) dropped(src *archive.Contents, members []rawMember, keep []bool, res *ThinResult) (map[string]bool, error) {
+	drop := map[string]bool{}
+	if err := u.leaveOutHad(src, drop, res); err != nil {
+		return nil, err
+	}
+	u.dropUnkept(drop, keep)
+	dropDependents(src, members, drop)
+	return drop, nil
 }
 
 // leaveOutHad adds to drop the layer blobs the receiver has (but those a

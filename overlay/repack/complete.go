@@ -127,7 +127,7 @@ type wanted struct {
 // thinLayers is what the images of a thin tarball need: the layer blobs
 // it stores, with what each must hash to, and those it lacks.
 type thinLayers struct {
-	images  int                  // images in the tarball (but those saved without their blobs)
+	images  int                  // images in the tarball, those saved without their blobs not counted
 	present map[string][]blobRef // stored member → the layer blobs it must be
 	missing []*wanted            // in the order the images first name them
 	byName  map[string]*wanted   // missing, by the member to write

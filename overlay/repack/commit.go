@@ -82,11 +82,7 @@ type CommitResult struct {
 	Omitted        []digest.Digest
 }
 
-func (o *CommitOptions) progress(format string, a ...any) {
-	if o.Progress != nil {
-		o.Progress(fmt.Sprintf(format, a...))
-	}
-}
+func (o *CommitOptions) progress(format string, a ...any) { progressf(o.Progress, format, a...) }
 
 // Commit writes to w a new image tarball: img's layers, copied byte for
 // byte, plus one new layer made from the upper directory (or, with

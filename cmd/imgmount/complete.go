@@ -11,31 +11,7 @@ import (
 
 // parseComplete parses the arguments of `imgmount complete`.
 func parseComplete(args []string, getenv env) (*config, error) {
-	cfg := &config{mode: modeComplete, ship: &shipConfig{}}
-	sc := cfg.ship
-	fl := newFlagSet("imgmount complete")
-	var help bool
-	var output string
-	shipFlags(fl, cfg, &help)
-	fl.StringVarP(&output, "output", "o", "", "")
-	if err := fl.Parse(args); err != nil {
-		return nil, usagef("complete: %v", err)
-	}
-	if help {
-		cfg.mode = modeHelp
-		return cfg, nil
-	}
-	const usage = "imgmount complete THIN.tar --base SOURCE... -o FULL.tar"
-	if err := sc.oneSource("complete", fl.Args(), usage); err != nil {
-		return nil, err
-	}
-	if err := sc.setOutput("complete", output, usage); err != nil {
-		return nil, err
-	}
-	if err := cfg.finishCommon(getenv); err != nil {
-		return nil, err
-	}
-	return cfg, nil
+	return parseShipCommand(modeComplete, "complete", "imgmount complete THIN.tar --base SOURCE... -o FULL.tar", args, getenv, nil, nil)
 }
 
 // runComplete is imgmount complete: the thin tarball with the layer blobs

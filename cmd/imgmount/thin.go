@@ -42,45 +42,65 @@ func shipFlags(fl *flag.FlagSet, cfg *config, help *bool) {
 
 // parseThin parses the arguments of `imgmount thin`.
 func parseThin(args []string, getenv env) (*config, error) {
-	cfg := &config{mode: modeThin, ship: &shipConfig{}}
+	const usage = "imgmount thin IMAGE (--base BASE.tar | --have LIST)... -o OUT.tar"
+	own := func(fl *flag.FlagSet, sc *shipConfig) {
+		fl.StringArrayVar(&sc.haves, "have", nil, "")
+		fl.StringArrayVar(&sc.images, "image", nil, "")
+	}
+	return parseShipCommand(modeThin, "thin", usage, args, getenv, own, func(cfg *config) error {
+		sc := cfg.ship
+		if len(cfg.bases) == 0 && len(sc.haves) == 0 {
+			return usagef("thin: say what the receiving side has: --base BASE.tar or --have LIST (%s)", usage)
+		}
+		for i, q := range sc.images {
+			if sc.images[i] = strings.TrimSpace(q); sc.images[i] == "" {
+				return usagef("thin: --image: empty reference")
+			}
+		}
+		for i, h := range sc.haves {
+			if h == "-" {
+				continue
+			}
+			p, err := absPath(h)
+			if err != nil {
+				return err
+			}
+			sc.haves[i] = p
+		}
+		return nil
+	})
+}
+
+// parseShipCommand parses the arguments of thin or complete: the flags
+// they share, the command's own (own registers them, check validates them
+// once parsed), one source and -o.
+func parseShipCommand(m mode, name, usage string, args []string, getenv env, own func(*flag.FlagSet, *shipConfig), check func(*config) error) (*config, error) {
+	cfg := &config{mode: m, ship: &shipConfig{}}
 	sc := cfg.ship
-	fl := newFlagSet("imgmount thin")
+	fl := newFlagSet("imgmount " + name)
 	var help bool
 	var output string
 	shipFlags(fl, cfg, &help)
-	fl.StringArrayVar(&sc.haves, "have", nil, "")
-	fl.StringArrayVar(&sc.images, "image", nil, "")
+	if own != nil {
+		own(fl, sc)
+	}
 	fl.StringVarP(&output, "output", "o", "", "")
 	if err := fl.Parse(args); err != nil {
-		return nil, usagef("thin: %v", err)
+		return nil, usagef("%s: %v", name, err)
 	}
 	if help {
 		cfg.mode = modeHelp
 		return cfg, nil
 	}
-	const usage = "imgmount thin IMAGE (--base BASE.tar | --have LIST)... -o OUT.tar"
-	if err := sc.oneSource("thin", fl.Args(), usage); err != nil {
+	if err := sc.oneSource(name, fl.Args(), usage); err != nil {
 		return nil, err
 	}
-	if len(cfg.bases) == 0 && len(sc.haves) == 0 {
-		return nil, usagef("thin: say what the receiving side has: --base BASE.tar or --have LIST (%s)", usage)
-	}
-	for i, q := range sc.images {
-		if sc.images[i] = strings.TrimSpace(q); sc.images[i] == "" {
-			return nil, usagef("thin: --image: empty reference")
-		}
-	}
-	for i, h := range sc.haves {
-		if h == "-" {
-			continue
-		}
-		p, err := absPath(h)
-		if err != nil {
+	if check != nil {
+		if err := check(cfg); err != nil {
 			return nil, err
 		}
-		sc.haves[i] = p
 	}
-	if err := sc.setOutput("thin", output, usage); err != nil {
+	if err := sc.setOutput(name, output, usage); err != nil {
 		return nil, err
 	}
 	if err := cfg.finishCommon(getenv); err != nil {

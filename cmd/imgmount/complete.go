@@ -6,7 +6,6 @@ import (
 
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/repack"
-	"github.com/imgmount/imgmount/tarindex"
 )
 
 // parseComplete parses the arguments of `imgmount complete`.
@@ -23,14 +22,11 @@ func runComplete(cfg *config, stdout, stderr io.Writer) error {
 	}
 	r := newRepackRun(stderr)
 	defer r.end()
-	src, err := archive.OpenContents(sc.source, cfg.cacheDir, cfg.maxMemory.entries())
+	src, err := openShipSource(cfg, r)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	if src.Compression != tarindex.CompressionNone {
-		r.warn(fmt.Sprintf("%s is %s-compressed as a whole; %s is written uncompressed", sc.source, src.Compression, sc.output))
-	}
 	var bases []*archive.Contents
 	defer func() {
 		for _, b := range bases {

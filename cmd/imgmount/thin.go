@@ -154,14 +154,11 @@ func runThin(cfg *config, stdout, stderr io.Writer) error {
 	}
 	r := newRepackRun(stderr)
 	defer r.end()
-	src, err := archive.OpenContents(sc.source, cfg.cacheDir, cfg.maxMemory.entries())
+	src, err := openShipSource(cfg, r)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	if src.Compression != tarindex.CompressionNone {
-		r.warn(fmt.Sprintf("%s is %s-compressed as a whole; %s is written uncompressed (compress it yourself if you like: imgmount reads both)", sc.source, src.Compression, sc.output))
-	}
 	out, err := r.create(sc.output, stdout)
 	if err != nil {
 		return err
@@ -238,3 +235,17 @@ func readHaveList(p string) (*repack.Have, error) {
 
 // maxHaveList bounds a --have file: a million layers take 150 MB of JSON.
 const maxHaveList = 256 << 20
+
+// openShipSource opens the tarball (or directory) thin or complete reads,
+// warning that one compressed as a whole is written uncompressed.
+func openShipSource(cfg *config, r *repackRun) (*archive.Contents, error) {
+	sc := cfg.ship
+	src, err := archive.OpenContents(sc.source, cfg.cacheDir, cfg.maxMemory.entries())
+	if err != nil {
+		return nil, err
+	}
+	if src.Compression != tarindex.CompressionNone {
+		r.warn(fmt.Sprintf("%s is %s-compressed as a whole; %s is written uncompressed (compress it yourself if you like: imgmount reads both)", sc.source, src.Compression, sc.output))
+	}
+	return src, nil
+}

@@ -12,6 +12,8 @@ package archive
 import (
 	"errors"
 
+	"github.com/imgmount/imgmount/internal/progress"
+
 	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -55,6 +57,20 @@ type OpenOptions struct {
 	// outer tarball); past it Open fails with ErrTooLarge before their
 	// memory is taken. 0: no limit. See BytesPerEntry.
 	MaxEntries int
+	// Tasks, if set, hears the byte counts of long work (indexing a
+	// compressed layer or outer tarball) to draw progress bars with.
+	Tasks progress.Tasks
+	// SpanCache bounds the memory (bytes) holding inflated spans of
+	// compressed layers, shared by all of them; 0 means DefaultSpanCache.
+	SpanCache int64
+	// Materialize decompresses compressed layers into CacheDir and maps
+	// the copies (mmap speed for the disk it takes) instead of serving
+	// them in place through checkpoints.
+	Materialize bool
+	// MaxRatio stops a compressed stream that inflates to more than
+	// MaxRatio times its stored size (and more than 64 GiB) with
+	// ErrTooLarge: a decompression bomb. 0 means 100.
+	MaxRatio int64
 }
 
 // BytesPerEntry is about what one tar entry costs in memory once the image

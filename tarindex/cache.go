@@ -51,6 +51,12 @@ type Cache struct {
 	MaxRatio int64
 	MinLimit int64
 
+	// MaxBytes, if set, bounds the cache directory: after a decompressed
+	// copy or an index is written, the least recently used items are
+	// removed until the cache takes at most MaxBytes, sparing those in
+	// use and those used in the last minutes (see cachedir.go).
+	MaxBytes int64
+
 	mu     sync.Mutex
 	hashes map[string]*earlyHash // sha256 of regions being indexed, for VerifyOnce
 	swept  sync.Once
@@ -120,6 +126,7 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64, maxEntries in
 	}
 	p := filepath.Join(c.Dir, "index", keyName(key)+".idx")
 	if ix, err := loadIndex(p, base, size, fp); err == nil {
+		c.Touch(p)
 		if maxEntries > 0 && len(ix.Entries) > maxEntries {
 			return nil, tooMany(maxEntries)
 		}
@@ -145,6 +152,9 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64, maxEntries in
 	}
 	if err := saveIndex(p, ix, base, size, fp); err != nil {
 		c.warn(fmt.Errorf("save index for %s: %w", key, err))
+	} else {
+		c.Note(p, sourceOf(key))
+		c.enforceBound(p)
 	}
 	return ix, nil
 }
@@ -246,6 +256,7 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 	}
 	dst := filepath.Join(c.Dir, "blobs", rel)
 	if intact(dst) {
+		c.Touch(dst)
 		return dst, nil
 	}
 	c.swept.Do(func() { sweepTemps(c.Dir, time.Now().Add(-staleAfter)) })
@@ -255,6 +266,7 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 	locked, unlock := c.lock(strings.ReplaceAll(rel, "/", "-"))
 	defer unlock()
 	if intact(dst) {
+		c.Touch(dst)
 		return dst, nil // another caller finished it while we waited
 	}
 	if locked {
@@ -271,6 +283,8 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 	if err := writeStamp(dst); err != nil {
 		return "", fmt.Errorf("decompress %s: %w", key, err)
 	}
+	c.Note(dst, strings.TrimSpace(sourceOf(key)+" "+want.String()))
+	c.enforceBound(dst)
 	return dst, nil
 }
 

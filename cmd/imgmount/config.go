@@ -59,6 +59,8 @@ type config struct {
 	repack *repackConfig // commit and export (commit.go)
 	diff   *diffConfig   // diff (diff.go)
 	ship   *shipConfig   // thin, complete and have (thin.go)
+
+	tasks progressSink // where long work reports (bars.go); set on first use
 }
 
 // usageError is a mistake on the command line: exitUsage.
@@ -154,12 +156,14 @@ func imageFlags(fl *flag.FlagSet, cfg *config) {
 
 // openOptions are the options of archive.Open that the flags give.
 func (cfg *config) openOptions(progress func(string)) archive.OpenOptions {
+	tasks := cfg.progressSink()
 	return archive.OpenOptions{
 		Image:      cfg.ref,
 		Platform:   cfg.platform,
 		CacheDir:   cfg.cacheDir,
 		Bases:      cfg.bases,
-		Progress:   progress,
+		Progress:   tasks.wrap(progress),
+		Tasks:      tasks,
 		MaxEntries: cfg.maxMemory.entries(),
 	}
 }

@@ -153,8 +153,7 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64, maxEntries in
 	if err := saveIndex(p, ix, base, size, fp); err != nil {
 		c.warn(fmt.Errorf("save index for %s: %w", key, err))
 	} else {
-		c.Note(p, sourceOf(key))
-		c.enforceBound(p)
+		c.saved(sourceOf(key), p)
 	}
 	return ix, nil
 }
@@ -283,8 +282,7 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 	if err := writeStamp(dst); err != nil {
 		return "", fmt.Errorf("decompress %s: %w", key, err)
 	}
-	c.Note(dst, strings.TrimSpace(sourceOf(key)+" "+want.String()))
-	c.enforceBound(dst)
+	c.saved(strings.TrimSpace(sourceOf(key)+" "+want.String()), dst)
 	return dst, nil
 }
 

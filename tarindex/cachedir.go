@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -432,11 +433,20 @@ func removeItem(it CacheItem) error {
 	return errors.Join(errs...)
 }
 
+// saved is what the code that writes a cache file calls once it is in
+// place: it notes the file's source and prunes the cache to MaxBytes.
+func (c *Cache) saved(source string, written ...string) {
+	for _, p := range written {
+		c.Note(p, source)
+	}
+	c.enforceBound(written...)
+}
+
 // enforceBound prunes the cache to MaxBytes, if set, after fresh was
 // written: fresh and whatever was used in the last pruneGrace stay, even
 // over the bound (a mount in progress needs them). Failures go to Warn.
 // Only one process prunes at a time; the others skip it.
-func (c *Cache) enforceBound(fresh string) {
+func (c *Cache) enforceBound(fresh ...string) {
 	if c.MaxBytes <= 0 || c.Dir == "" {
 		return
 	}
@@ -447,7 +457,7 @@ func (c *Cache) enforceBound(fresh string) {
 	defer unlock()
 	recent := time.Now().Add(-pruneGrace)
 	_, err := c.prune(c.MaxBytes, func(it CacheItem) bool {
-		return it.Path == fresh || it.LastUse.After(recent)
+		return slices.Contains(fresh, it.Path) || it.LastUse.After(recent)
 	})
 	if err != nil {
 		c.warn(fmt.Errorf("keeping the cache under %d bytes: %w", c.MaxBytes, err))

@@ -71,6 +71,10 @@ type OpenOptions struct {
 	// MaxRatio times its stored size (and more than 64 GiB) with
 	// ErrTooLarge: a decompression bomb. 0 means 100.
 	MaxRatio int64
+	// CacheMax bounds CacheDir (tarindex.Cache.MaxBytes): after writing
+	// to it, the least recently used items not in use are removed until
+	// it takes at most CacheMax bytes. 0: no bound.
+	CacheMax int64
 }
 
 // BytesPerEntry is about what one tar entry costs in memory once the image

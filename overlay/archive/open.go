@@ -35,7 +35,7 @@ import (
 func Open(path string, opts OpenOptions) (_ *Image, err error) {
 	o := &opener{opts: opts}
 	if opts.CacheDir != "" {
-		o.cache = &tarindex.Cache{Dir: opts.CacheDir}
+		o.cache = &tarindex.Cache{Dir: opts.CacheDir, MaxBytes: opts.CacheMax}
 	}
 	ar, err := openArchive(path, o.cache, opts.MaxEntries)
 	if err != nil {

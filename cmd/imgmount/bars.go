@@ -14,6 +14,7 @@ import (
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/sys/unix"
 )
 
 // Progress of long work (indexing a layer, writing a commit, a squash or
@@ -78,7 +79,19 @@ type cliTasks struct {
 }
 
 func newCLITasks(out io.Writer) *cliTasks {
-	return &cliTasks{out: out, tty: isTerminal(out), now: time.Now, quiet: plainQuiet, every: plainEvery}
+	return &cliTasks{out: out, tty: drawable(out), now: time.Now, quiet: plainQuiet, every: plainEvery}
+}
+
+// drawable tells whether bars can be drawn on w: a terminal that says
+// its size (mpb draws nothing on one of 0 rows, as a pseudo-terminal
+// nobody sized reports).
+func drawable(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok || !isTerminal(w) {
+		return false
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	return err == nil && ws.Row > 0 && ws.Col > 0
 }
 
 // cliTask is one task of a cliTasks. Add and Done come from one goroutine
@@ -118,16 +131,17 @@ func (c *cliTasks) Start(name string, total int64) progress.Task {
 		c.p = mpb.New(mpb.WithOutput(c.out), mpb.WithWidth(24), mpb.PopCompletedMode(),
 			mpb.WithRefreshRate(150*time.Millisecond))
 	}
-	filler := mpb.BarStyle().Lbound("[").Rbound("]")
-	var style mpb.BarFillerBuilder = filler
-	if t.total == 0 {
-		style = mpb.SpinnerStyle()
+	var style mpb.BarFillerBuilder = mpb.BarStyle().Lbound("[").Rbound("]")
+	if t.total == 0 { // no bar to fill: a spinner while it runs
+		style = mpb.SpinnerStyle().PositionLeft()
 	}
 	// Created with no total and given it after: completion then waits for
 	// Done (SetTotal with forceComplete), so the last text is Done's.
 	bar, err := c.p.Add(0, style.Build(),
-		mpb.PrependDecorators(decor.Name(shorten(name, barNameWidth), decor.WC{C: decor.DindentRight | decor.DextraSpace})),
-		mpb.AppendDecorators(decor.Any(t.barText, decor.WC{C: decor.DSyncSpace})),
+		mpb.PrependDecorators(decor.Name(shorten(name, barNameWidth), decor.WC{C: decor.DindentRight | decor.DextraSpace | decor.DSyncWidth})),
+		mpb.AppendDecorators(decor.Any(t.barText, decor.WC{C: decor.DextraSpace})),
+		mpb.BarOptional(mpb.BarFillerClearOnComplete(), t.total == 0),
+		mpb.BarOptional(mpb.BarFillerClearOnAbort(), t.total == 0),
 	)
 	if err != nil {
 		return t // the container is shutting down: the task draws nothing

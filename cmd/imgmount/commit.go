@@ -348,6 +348,7 @@ func runCommit(cfg *config, stdout, stderr io.Writer) error {
 		TempDir:     out.scratch,
 		Progress:    r.progress,
 		Warn:        r.warn,
+		Tasks:       r.tasks,
 		Free:        out.free(),
 	})
 	if err != nil {
@@ -435,5 +436,6 @@ func addHaveLists(thin map[digest.Digest]bool, lists []string, img *archive.Imag
 
 // openForRepack opens the image the config names.
 func openForRepack(cfg *config, r *repackRun) (*archive.Image, error) {
+	cfg.tasks = r.tasks
 	return archive.Open(cfg.image, cfg.openOptions(r.progress))
 }

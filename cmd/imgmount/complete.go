@@ -45,7 +45,7 @@ func runComplete(cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer out.abort()
-	res, err := repack.Complete(src, bases, out.w, repack.CompleteOptions{TempDir: out.scratch, Progress: r.progress, Free: out.free()})
+	res, err := repack.Complete(src, bases, out.w, repack.CompleteOptions{TempDir: out.scratch, Progress: r.progress, Tasks: r.tasks, Free: out.free()})
 	if err != nil {
 		return err
 	}

@@ -53,7 +53,7 @@ func runExport(cfg *config, stdout, stderr io.Writer) error {
 		with = " with the upper directory " + cfg.upper
 	}
 	r.progress("exporting the root filesystem of " + cfg.image + with)
-	n, err := repack.Export(img, out.w, repack.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn, Free: out.free()})
+	n, err := repack.Export(img, out.w, repack.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn, Tasks: r.tasks, Free: out.free()})
 	if err != nil {
 		return err
 	}
@@ -69,6 +69,7 @@ func runExport(cfg *config, stdout, stderr io.Writer) error {
 type repackRun struct {
 	stderr io.Writer
 	tty    bool
+	tasks  *cliTasks // bars or lines on stderr (bars.go)
 
 	// mu orders the final rename against the signal handler's removal,
 	// and guards out.
@@ -81,7 +82,7 @@ type repackRun struct {
 // it with exitError, removing whatever output it has begun; call end when
 // the run is over.
 func newRepackRun(stderr io.Writer) *repackRun {
-	r := &repackRun{stderr: stderr, tty: isTerminal(stderr)}
+	r := &repackRun{stderr: stderr, tty: isTerminal(stderr), tasks: newCLITasks(stderr)}
 	sigc := make(chan os.Signal, 1)
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go func() {
@@ -99,6 +100,7 @@ func newRepackRun(stderr io.Writer) *repackRun {
 // interrupted removes the output being written and exits.
 func (r *repackRun) interrupted(s os.Signal) {
 	r.mu.Lock() // held until exit: finish cannot rename meanwhile
+	r.tasks.halt()
 	o := r.out
 	switch {
 	case o == nil:
@@ -119,12 +121,12 @@ func (r *repackRun) end() { r.stop() }
 // progress reports long steps on a terminal.
 func (r *repackRun) progress(msg string) {
 	if r.tty {
-		fmt.Fprintf(r.stderr, "imgmount: %s\n", msg)
+		r.tasks.println("imgmount: " + msg)
 	}
 }
 
 // warn reports what the user must know, terminal or not.
-func (r *repackRun) warn(msg string) { fmt.Fprintf(r.stderr, "imgmount: warning: %s\n", msg) }
+func (r *repackRun) warn(msg string) { r.tasks.println("imgmount: warning: " + msg) }
 
 // summary reports the result on a terminal.
 func (r *repackRun) summary(msg string) { r.progress(msg) }

@@ -164,7 +164,7 @@ func runThin(cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer out.abort()
-	res, err := repack.Thin(src, out.w, repack.ThinOptions{Have: have, Images: sc.images, Progress: r.progress, Free: out.free()})
+	res, err := repack.Thin(src, out.w, repack.ThinOptions{Have: have, Images: sc.images, Progress: r.progress, Tasks: r.tasks, Free: out.free()})
 	if err != nil {
 		return err
 	}

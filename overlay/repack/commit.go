@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/cow"
 	"github.com/imgmount/imgmount/tarindex"
@@ -67,6 +68,9 @@ type CommitOptions struct {
 	// entries that cannot be committed (sockets).
 	Progress func(string)
 	Warn     func(string)
+	// Tasks, if set, hears the bytes written: of the new (or squashed)
+	// layer, then of the image tarball.
+	Tasks progress.Tasks
 	// Free, if set, tells the bytes free where the output and TempDir are:
 	// a commit that would not fit stops before writing (ErrNoSpace).
 	Free func() (int64, error)
@@ -139,7 +143,9 @@ func Commit(img *archive.Image, w io.Writer, opts CommitOptions) (*CommitResult,
 		return nil, fmt.Errorf("%s: %w", img.Archive, err)
 	}
 	ow := &outputWriter{format: opts.Format, mtime: opts.Created.Truncate(time.Second), progress: opts.progress}
-	if err := ow.write(w, layers, cfg, img.Config.Platform, tags); err != nil {
+	if err := withTask(opts.Tasks, "writing the image", outputBytes(layers), w, func(w io.Writer) error {
+		return ow.write(w, layers, cfg, img.Config.Platform, tags)
+	}); err != nil {
 		return nil, err
 	}
 	res.ConfigDigest, res.ManifestDigest, res.Tags = ow.configDigest, ow.manifestDigest, ow.tags
@@ -158,9 +164,11 @@ func checkFormat(f OutputFormat) error {
 // no entries.
 func upperLayer(opts *CommitOptions) (*LayerBlob, error) {
 	opts.progress("writing the new layer from %s (%s)", opts.Upper, opts.Compression)
+	task := progress.Start(opts.Tasks, "writing the new layer from "+opts.Upper, 0)
 	blob, err := writeLayerBlob(filepath.Join(opts.TempDir, "new-layer"), opts.Compression, func(w io.Writer) (int, error) {
-		return cow.WriteUpperLayer(w, opts.Upper, opts.Warn)
+		return cow.WriteUpperLayer(taskWriter{w: w, t: task}, opts.Upper, opts.Warn)
 	})
+	task.Done(err)
 	if err != nil {
 		return nil, err
 	}
@@ -182,9 +190,11 @@ func squashLayer(img *archive.Image, opts *CommitOptions) (*LayerBlob, error) {
 		return nil, fmt.Errorf("%s: %w", img.Archive, err)
 	}
 	opts.progress("writing the squashed layer (%d layers%s, %s)", len(img.Layers), map[bool]string{true: " and the upper directory", false: ""}[opts.Upper != ""], opts.Compression)
+	task := progress.Start(opts.Tasks, "writing the squashed layer", treeBytes(t))
 	blob, err := writeLayerBlob(filepath.Join(opts.TempDir, "squashed-layer"), opts.Compression, func(w io.Writer) (int, error) {
-		return WriteTreeTar(w, t)
+		return WriteTreeTar(taskWriter{w: w, t: task}, t)
 	})
+	task.Done(err)
 	if err != nil {
 		return nil, fmt.Errorf("%s: squashing: %w", img.Archive, err)
 	}

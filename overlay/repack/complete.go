@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
@@ -22,7 +23,9 @@ type CompleteOptions struct {
 	// runs; the caller removes it.
 	TempDir  string
 	Progress func(string)
-	Free     func() (int64, error)
+	// Tasks, if set, hears the bytes written.
+	Tasks progress.Tasks
+	Free  func() (int64, error)
 }
 
 func (o *CompleteOptions) progress(format string, a ...any) { progressf(o.Progress, format, a...) }
@@ -66,15 +69,19 @@ func Complete(src *archive.Contents, bases []*archive.Contents, w io.Writer, opt
 
 	res := &CompleteResult{Images: layers.images}
 	opts.progress("copying %s, checking every layer blob", src.Path)
-	written, err := copyVerified(w, src.Path, members, layers.present, res)
+	err = withTask(opts.Tasks, "writing the completed tarball", completeSize(members, restores), w, func(w io.Writer) error {
+		written, err := copyVerified(w, src.Path, members, layers.present, res)
+		if err != nil {
+			return err
+		}
+		// The blobs put back go after the rest.
+		if err := writeRestores(w, sampleHeader(members), restores, written, res, &opts); err != nil {
+			return err
+		}
+		_, err = w.Write(endOfArchive)
+		return err
+	})
 	if err != nil {
-		return nil, err
-	}
-	// The blobs put back go after the rest.
-	if err := writeRestores(w, sampleHeader(members), restores, written, res, &opts); err != nil {
-		return nil, err
-	}
-	if _, err := w.Write(endOfArchive); err != nil {
 		return nil, err
 	}
 	res.Size += int64(len(endOfArchive))

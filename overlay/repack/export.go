@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
@@ -205,6 +206,8 @@ type ExportOptions struct {
 	// Warn, if set, hears about upper entries that cannot be exported
 	// (sockets).
 	Warn func(string)
+	// Tasks, if set, hears the bytes written.
+	Tasks progress.Tasks
 	// Free, if set, tells the bytes free where the output goes: an export
 	// that would not fit stops before writing (ErrNoSpace).
 	Free func() (int64, error)
@@ -219,10 +222,15 @@ func Export(img *archive.Image, w io.Writer, opts ExportOptions) (int, error) {
 		return 0, err
 	}
 	defer release()
-	if err := checkSpace(opts.Free, treeBytes(t), "the export"); err != nil {
+	need := treeBytes(t)
+	if err := checkSpace(opts.Free, need, "the export"); err != nil {
 		return 0, fmt.Errorf("%s: %w", img.Archive, err)
 	}
-	n, err := WriteTreeTar(w, t)
+	var n int
+	err = withTask(opts.Tasks, "exporting the root filesystem", need, w, func(w io.Writer) (err error) {
+		n, err = WriteTreeTar(w, t)
+		return err
+	})
 	if err != nil {
 		return n, fmt.Errorf("%s: exporting: %w", img.Archive, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"path"
 
+	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/overlay/archive"
 	digest "github.com/opencontainers/go-digest"
 )
@@ -22,6 +23,8 @@ type ThinOptions struct {
 	Images []string
 	// Progress, if set, hears about long steps.
 	Progress func(string)
+	// Tasks, if set, hears the bytes written.
+	Tasks progress.Tasks
 	// Free, if set, tells the bytes free where the output goes.
 	Free func() (int64, error)
 }
@@ -94,7 +97,9 @@ func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, er
 		return nil, fmt.Errorf("%s: %w", src.Path, err)
 	}
 	opts.progress("leaving out %d layer blobs (%s) of %s", len(res.Omitted), archive.HumanSize(res.OmittedBytes), src.Path)
-	if err := writeTar(w, out); err != nil {
+	if err := withTask(opts.Tasks, "writing the thin tarball", res.Size, w, func(w io.Writer) error {
+		return writeTar(w, out)
+	}); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -42,7 +42,10 @@ type config struct {
 	// --max-memory: the memory the image's index may take, in bytes
 	// (0: half of the machine's RAM; -1: no limit).
 	maxMemory byteSize
-	upper     string // --upper: the writable mount's upper directory
+	// --cache-max: the most the cache directory may take (0: the default
+	// bound, see defaultCacheMax; -1: no bound).
+	cacheMax byteSize
+	upper    string // --upper: the writable mount's upper directory
 
 	layers     bool // --layers: per-layer view instead of the union
 	foreground bool // -f, or implied by -d
@@ -59,6 +62,7 @@ type config struct {
 	repack *repackConfig // commit and export (commit.go)
 	diff   *diffConfig   // diff (diff.go)
 	ship   *shipConfig   // thin, complete and have (thin.go)
+	cache  *cacheConfig  // cache (cache.go)
 
 	tasks progressSink // where long work reports (bars.go); set on first use
 }
@@ -105,6 +109,7 @@ var commands = map[string]func(args []string, getenv env) (*config, error){
 	"thin":     parseThin,
 	"complete": parseComplete,
 	"have":     parseHave,
+	"cache":    parseCache,
 }
 
 // parseArgs turns the arguments (without the program name) into a config.
@@ -152,6 +157,7 @@ func imageFlags(fl *flag.FlagSet, cfg *config) {
 	fl.StringArrayVar(&cfg.bases, "base", nil, "")
 	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
 	fl.Var(&cfg.maxMemory, "max-memory", "")
+	fl.Var(&cfg.cacheMax, "cache-max", "")
 }
 
 // openOptions are the options of archive.Open that the flags give.
@@ -165,6 +171,7 @@ func (cfg *config) openOptions(progress func(string)) archive.OpenOptions {
 		Progress:   tasks.wrap(progress),
 		Tasks:      tasks,
 		MaxEntries: cfg.maxMemory.entries(),
+		CacheMax:   cfg.cacheMax.cacheBound(cfg.cacheDir),
 	}
 }
 

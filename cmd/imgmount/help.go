@@ -45,7 +45,8 @@ Cache: the first mount of a tarball indexes every layer, and decompresses
 each gzip or zstd layer once into a file checked against the layer's
 diff_id; both are kept in the cache directory, so later mounts of the same
 tarball start at once. A saved index whose tarball changed is rebuilt, never
-trusted. The cache may be deleted whenever nothing is mounted from it.
+trusted. The cache may be deleted whenever nothing is mounted from it; it is
+kept under --cache-max, and imgmount cache lists, prunes and clears it.
 
 Unmounting: imgmount -u MOUNTPOINT, fusermount3 -u MOUNTPOINT, or umount as
 root; the background process exits when its mount goes away. An unmount
@@ -80,6 +81,13 @@ linux/arm64 or linux/arm/v7 (default: the host's,
 512M, none); an image with more files stops with
 an error (status 7) instead of exhausting the
 machine (default: half the RAM, about 2 KiB a file)`}
+	flagCacheMax = helpFlag{"--cache-max SIZE", `the most the cache directory may take (4G, 512M,
+none): after writing to it, imgmount removes the
+least recently used items until it fits, never
+what a mount uses nor what was used in the last
+15 minutes (default: a tenth of its filesystem, at
+least 1 GiB, at most 20 GiB); every command that
+opens an image takes it`}
 	flagUpperCommit = helpFlag{"--upper DIR", `the upper directory holding the changes (with
 IMAGE; a MOUNTPOINT names its own)`}
 	flagHelp = helpFlag{"-h, --help", "print this help and exit"}
@@ -129,6 +137,7 @@ cannot give are kept in the xattr
 user.imgmount.stat and shown as asked, and you may
 change everything in the mount`},
 			flagCacheDir,
+			flagCacheMax,
 			flagMaxMemory,
 			{"-o OPT[,OPT...]", `mount options, repeatable:
   allow_other  let other users in (a user other than
@@ -448,11 +457,49 @@ as DOCKER_HOST or its context says)`},
   imgmount have --docker --json base.tar > site.have
 `,
 	},
+	{
+		name:  "cache",
+		title: "cache",
+		usage: `  imgmount cache [list] [--json]      what the cache directory holds
+  imgmount cache prune [--max-size SIZE]
+                                      remove the least recently used items
+  imgmount cache clear                remove every item not in use
+`,
+		about: `Cache directory: it holds saved indexes (kind index), checkpoints
+into gzip and zstd layers (checkpoints), decompressed copies of layers
+(decompressed), markers of layers checked once against their diff_id
+(verified) and files being written (temporary). imgmount cache list prints
+each item, the least recently used first, with its size on disk, last use,
+whether a mount uses it and the tarball it was made from. Prune removes the
+least recently used items until the cache fits SIZE, and files that
+interrupted writers left; clear removes every item. Neither removes what a
+mount maps, nor a file being written: those are listed as in use. Anything
+removed is made again when needed, by a slower mount.
+`,
+		flags: []helpFlag{
+			{"--json", `list: print one JSON object: dir, total,
+default_bound and items, each with path, kind,
+size, last_use, in_use and source (fields are only
+ever added)`},
+			{"--max-size SIZE", `prune: the size to bring the cache under (4G,
+512M; default: the default of --cache-max; none:
+remove only what interrupted writers left)`},
+		},
+		shared:   []helpFlag{flagCacheDir},
+		sharedAs: "as for mounting",
+		examples: `  # What the cache holds, what a prune would go for first.
+  imgmount cache
+  imgmount cache list --json | jq '.items[] | select(.kind == "decompressed")'
+  # Down to 2 GiB; everything not in use.
+  imgmount cache prune --max-size 2G
+  imgmount cache clear
+`,
+	},
 }
 
 // helpUsageTail ends the overview's Usage block.
 const helpUsageTail = `  imgmount COMMAND --help             the help of one command: inspect,
-                                      commit, export, diff, thin,
+                                      commit, export, diff, thin, cache,
                                       complete or have
   imgmount --version | --help
 `

@@ -14,6 +14,7 @@
 //	                                       the root filesystem as one tar
 //	imgmount diff [flags] A B              the paths two images (or two
 //	                                       layers of one) add, remove, change
+//	imgmount cache [list|prune|clear]      what the cache directory holds
 //
 // See `imgmount --help` and `imgmount COMMAND --help`; exitcodes.go lists
 // the exit statuses.
@@ -65,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, runComplete(cfg, stdout, stderr))
 	case modeHave:
 		return fail(stderr, runHave(cfg, stdout, stderr))
+	case modeCache:
+		return fail(stderr, runCache(cfg, stdout, stderr))
 	}
 	if isDaemonChild() {
 		return runDaemonChild(cfg)

@@ -201,7 +201,7 @@ func sourceOf(key string) string {
 // first. A missing directory is an empty cache. Files it does not know
 // (another version's) are left out; so are the lock files.
 func (c *Cache) List() ([]CacheItem, error) {
-	items, err := c.scan()
+	items, err := c.scan(true)
 	if err != nil {
 		return nil, err
 	}
@@ -214,8 +214,9 @@ func (c *Cache) List() ([]CacheItem, error) {
 }
 
 // scan walks the cache directory into items, least recently used first,
-// without looking at locks (InUse is set for temporaries only).
-func (c *Cache) scan() ([]CacheItem, error) {
+// without looking at locks (InUse is set for temporaries only), reading
+// the sources if asked (a read per item, which pruning does without).
+func (c *Cache) scan(sources bool) ([]CacheItem, error) {
 	if c.Dir == "" {
 		return nil, errors.New("cache: no cache directory")
 	}
@@ -276,7 +277,7 @@ func (c *Cache) scan() ([]CacheItem, error) {
 	items := make([]CacheItem, 0, len(order))
 	for _, p := range order {
 		it := byPath[p]
-		if it.Kind != KindTemporary {
+		if sources && it.Kind != KindTemporary {
 			it.Source = strings.Join(readSources(p), "; ")
 		}
 		items = append(items, *it)
@@ -368,7 +369,7 @@ func (c *Cache) Clear() (removed []CacheItem, err error) {
 // prune is Prune; limit -1 is Clear. keep, if set, spares items besides
 // those in use.
 func (c *Cache) prune(limit int64, keep func(CacheItem) bool) (removed []CacheItem, err error) {
-	items, err := c.scan()
+	items, err := c.scan(keep == nil) // the automatic pruning returns nothing to show
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil

@@ -420,12 +420,15 @@ func (c *Cache) prune(limit int64, keep func(CacheItem) bool) (removed []CacheIt
 // removeItem removes an item's file, then its sidecars: a crash between
 // them leaves sidecars without their file, which the next scan lists and
 // removes as the same item, never a file without its stamp taken for
-// intact.
+// intact. A file that cannot be removed keeps its sidecars.
 func removeItem(it CacheItem) error {
 	var errs []error
-	for _, p := range []string{it.Path, it.Path + stampSuffix, it.Path + sourceSuffix} {
+	for i, p := range []string{it.Path, it.Path + stampSuffix, it.Path + sourceSuffix} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("cache: remove %s: %w", p, err))
+			if i == 0 {
+				break
+			}
 		}
 		if it.Kind == KindTemporary {
 			break

@@ -38,8 +38,12 @@ const (
 	// barPush is how often a bar hears of Add: a tar writer adds a header
 	// of 512 bytes at a time, and mpb takes a channel operation per update.
 	barPush = 100 * time.Millisecond
-	// barNameWidth is the most of a task's name a bar shows.
-	barNameWidth = 44
+	// barRest is about the width of a bar and its text right of it; the
+	// name takes what is left of the terminal's width, within
+	// barNameMin and barNameMax.
+	barRest    = 64
+	barNameMin = 20
+	barNameMax = 72
 )
 
 // progressSink is what the command line reports long work through.
@@ -68,6 +72,7 @@ func (cfg *config) progressSink() progressSink {
 type cliTasks struct {
 	out   io.Writer
 	tty   bool
+	cols  int // the terminal's width, for bars
 	now   func() time.Time
 	quiet time.Duration // lines only: tasks shorter than this print nothing
 	every time.Duration // lines only: the least time between two lines of a task
@@ -79,19 +84,23 @@ type cliTasks struct {
 }
 
 func newCLITasks(out io.Writer) *cliTasks {
-	return &cliTasks{out: out, tty: drawable(out), now: time.Now, quiet: plainQuiet, every: plainEvery}
+	cols := drawable(out)
+	return &cliTasks{out: out, tty: cols > 0, cols: cols, now: time.Now, quiet: plainQuiet, every: plainEvery}
 }
 
-// drawable tells whether bars can be drawn on w: a terminal that says
-// its size (mpb draws nothing on one of 0 rows, as a pseudo-terminal
-// nobody sized reports).
-func drawable(w io.Writer) bool {
+// drawable is the width of w if bars can be drawn on it, else 0: it must
+// be a terminal that says its size (mpb draws nothing on one of 0 rows,
+// as a pseudo-terminal nobody sized reports).
+func drawable(w io.Writer) int {
 	f, ok := w.(*os.File)
 	if !ok || !isTerminal(w) {
-		return false
+		return 0
 	}
 	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
-	return err == nil && ws.Row > 0 && ws.Col > 0
+	if err != nil || ws.Row == 0 {
+		return 0
+	}
+	return int(ws.Col)
 }
 
 // cliTask is one task of a cliTasks. Add and Done come from one goroutine
@@ -104,8 +113,9 @@ type cliTask struct {
 	done  atomic.Int64
 	final atomic.Pointer[string] // the bar's text once done
 
-	bar      *mpb.Bar // nil for lines
-	pushed   int64    // what the bar was last told
+	bar      *mpb.Bar // nil for lines, and until the first Add
+	barTried bool
+	pushed   int64 // what the bar was last told
 	lastPush time.Time
 	shown    bool      // lines: the start line was printed
 	lastLine time.Time // lines: when the last line was printed
@@ -121,11 +131,21 @@ func (c *cliTasks) Start(name string, total int64) progress.Task {
 	if c.halted {
 		return t
 	}
-	if !c.tty {
-		if c.quiet <= 0 {
-			t.startLineLocked()
-		}
-		return t
+	if !c.tty && c.quiet <= 0 {
+		t.startLineLocked()
+	}
+	return t
+}
+
+// addBar gives t its bar, on its first bytes: a task that ends having
+// done nothing (an index loaded from the cache) never shows one.
+func (t *cliTask) addBar() {
+	c := t.c
+	t.barTried = true
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.halted {
+		return
 	}
 	if c.p == nil {
 		c.p = mpb.New(mpb.WithOutput(c.out), mpb.WithWidth(24), mpb.PopCompletedMode(),
@@ -138,20 +158,19 @@ func (c *cliTasks) Start(name string, total int64) progress.Task {
 	// Created with no total and given it after: completion then waits for
 	// Done (SetTotal with forceComplete), so the last text is Done's.
 	bar, err := c.p.Add(0, style.Build(),
-		mpb.PrependDecorators(decor.Name(shorten(name, barNameWidth), decor.WC{C: decor.DindentRight | decor.DextraSpace | decor.DSyncWidth})),
+		mpb.PrependDecorators(decor.Name(shorten(t.name, min(max(c.cols-barRest, barNameMin), barNameMax)), decor.WC{C: decor.DindentRight | decor.DextraSpace | decor.DSyncWidth})),
 		mpb.AppendDecorators(decor.Any(t.barText, decor.WC{C: decor.DextraSpace})),
 		mpb.BarOptional(mpb.BarFillerClearOnComplete(), t.total == 0),
 		mpb.BarOptional(mpb.BarFillerClearOnAbort(), t.total == 0),
 	)
 	if err != nil {
-		return t // the container is shutting down: the task draws nothing
+		return // the container is shutting down: the task draws nothing
 	}
 	if t.total > 0 {
 		bar.SetTotal(t.total, false)
 	}
 	t.bar = bar
 	c.active++
-	return t
 }
 
 // Add records n more bytes.
@@ -161,6 +180,9 @@ func (t *cliTask) Add(n int64) {
 	}
 	done := t.done.Add(n)
 	c := t.c
+	if c.tty && !t.barTried {
+		t.addBar()
+	}
 	if t.bar != nil {
 		if now := c.now(); now.Sub(t.lastPush) >= barPush {
 			t.bar.SetCurrent(done)
@@ -194,9 +216,10 @@ func (t *cliTask) Done(err error) {
 	text := finalText(done, now.Sub(t.start), err)
 	if t.bar != nil {
 		t.final.Store(&text)
-		if err != nil {
+		switch {
+		case err != nil:
 			t.bar.Abort(false)
-		} else {
+		default:
 			t.bar.SetCurrent(done)
 			t.bar.SetTotal(-1, true)
 		}
@@ -281,7 +304,7 @@ func finalText(done int64, el time.Duration, err error) string {
 
 // rate is done bytes over el, "" when too early to say.
 func rate(done int64, el time.Duration) string {
-	if el < 100*time.Millisecond {
+	if el < 50*time.Millisecond {
 		return ""
 	}
 	return archive.HumanSize(int64(float64(done)/el.Seconds())) + "/s"

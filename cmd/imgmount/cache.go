@@ -169,7 +169,7 @@ func writeCacheJSON(w io.Writer, dir string, bound int64, items []tarindex.Cache
 }
 
 // writeCacheTable prints the listing as a table, least recently used
-// (pruned first) at the top.
+// (pruned first) at the top; verified markers are only counted.
 func writeCacheTable(w io.Writer, dir string, bound int64, items []tarindex.CacheItem) error {
 	if len(items) == 0 {
 		_, err := fmt.Fprintf(w, "The cache %s is empty.\n", dir)
@@ -177,8 +177,12 @@ func writeCacheTable(w io.Writer, dir string, bound int64, items []tarindex.Cach
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "KIND\tSIZE\tLAST USE\tIN USE\tSOURCE")
-	inUse := 0
+	inUse, markers := 0, 0
 	for _, it := range items {
+		if it.Kind == tarindex.KindVerified {
+			markers++ // empty, one per uncompressed layer: counted, not shown
+			continue
+		}
 		use := "-"
 		if it.InUse {
 			use = "yes"
@@ -193,8 +197,12 @@ func writeCacheTable(w io.Writer, dir string, bound int64, items []tarindex.Cach
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%s in %s: %d items, %d in use; the default bound is %s (--cache-max).\n",
-		archive.HumanSize(tarindex.Total(items)), dir, len(items), inUse, archive.HumanSize(bound))
+	shown := fmt.Sprintf("%d items", len(items)-markers)
+	if markers > 0 {
+		shown += fmt.Sprintf(" (and %d verified markers, empty)", markers)
+	}
+	_, err := fmt.Fprintf(w, "%s in %s: %s, %d in use; the default bound is %s (--cache-max).\n",
+		archive.HumanSize(tarindex.Total(items)), dir, shown, inUse, archive.HumanSize(bound))
 	return err
 }
 

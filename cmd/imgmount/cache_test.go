@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imgmount/imgmount/tarindex"
+	digest "github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -89,6 +90,7 @@ func fillCache(t *testing.T) (dir string, blobs []string) {
 	require.NoError(t, os.MkdirAll(filepath.Dir(idx), 0o755))
 	require.NoError(t, os.WriteFile(idx, []byte("index"), 0o644))
 	c.Note(idx, "/img/app.tar@1536")
+	require.NoError(t, c.VerifyOnce("k", digest.FromString("x"), []byte("x")))
 	return dir, blobs
 }
 
@@ -103,7 +105,7 @@ func TestCacheCommand(t *testing.T) {
 	require.Regexp(t, `^decompressed +\d+(\.\d+)? kB +\d{4}-\d\d-\d\d \d\d:\d\d +- +/img/app.tar@0$`, lines[1])
 	require.Contains(t, lines[2], "/img/app.tar@1")
 	require.Regexp(t, `^index +.* +/img/app.tar@1536$`, lines[3])
-	require.Contains(t, lines[4], "in "+dir+": 3 items, 0 in use; the default bound is ")
+	require.Contains(t, lines[4], "in "+dir+": 3 items (and 1 verified markers, empty), 0 in use; the default bound is ")
 
 	status, out, _ = cacheRun(t, "cache", "list", "--json", "--cache-dir", dir)
 	require.Equal(t, exitOK, status)
@@ -122,10 +124,11 @@ func TestCacheCommand(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &got), out)
 	require.Equal(t, dir, got.Dir)
-	require.Len(t, got.Items, 3)
+	require.Len(t, got.Items, 4)
 	require.Equal(t, blobs[0], got.Items[0].Path)
 	require.Equal(t, "decompressed", got.Items[0].Kind)
 	require.Equal(t, "index", got.Items[2].Kind)
+	require.Equal(t, "verified", got.Items[3].Kind)
 	require.Positive(t, got.Items[0].Size)
 	require.Equal(t, got.Total, got.Items[0].Size+got.Items[1].Size+got.Items[2].Size)
 	require.Positive(t, got.Bound)
@@ -148,7 +151,7 @@ func TestCacheCommand(t *testing.T) {
 
 	status, out, _ = cacheRun(t, "cache", "clear", "--cache-dir", dir)
 	require.Equal(t, exitOK, status)
-	require.Contains(t, out, "Removed nothing")
+	require.Regexp(t, `^Removed 1 items, 0 B; .* 1 items in use kept\.\n$`, out, "the verified marker, which prune keeps")
 	release()
 	status, out, _ = cacheRun(t, "cache", "clear", "--cache-dir", dir)
 	require.Equal(t, exitOK, status)
@@ -170,7 +173,7 @@ func TestCacheCommandFailure(t *testing.T) {
 	require.NoError(t, os.MkdirAll(filepath.Join(idx+".src", "d"), 0o755))
 	status, out, errOut := cacheRun(t, "cache", "clear", "--cache-dir", dir)
 	require.Equal(t, exitError, status)
-	require.Contains(t, out, "Removed 2 items")
+	require.Contains(t, out, "Removed 3 items")
 	require.Contains(t, errOut, "imgmount: cache "+dir+": cache: remove "+idx+".src: ")
 }
 

@@ -465,16 +465,16 @@ as DOCKER_HOST or its context says)`},
                                       remove the least recently used items
   imgmount cache clear                remove every item not in use
 `,
-		about: `Cache directory: it holds saved indexes (kind index), checkpoints
-into gzip and zstd layers (checkpoints), decompressed copies of layers
-(decompressed), markers of layers checked once against their diff_id
-(verified) and files being written (temporary). imgmount cache list prints
-each item, the least recently used first, with its size on disk, last use,
-whether a mount uses it and the tarball it was made from. Prune removes the
-least recently used items until the cache fits SIZE, and files that
-interrupted writers left; clear removes every item. Neither removes what a
-mount maps, nor a file being written: those are listed as in use. Anything
-removed is made again when needed, by a slower mount.
+		about: `Cache directory: it holds saved indexes (kind index), checkpoints into gzip
+and zstd layers (checkpoints), decompressed copies of layers (decompressed),
+markers of layers checked once against their diff_id (verified, empty: only
+counted in the table) and files being written (temporary). imgmount cache
+list prints each item, the least recently used first, with its size on disk,
+last use, whether a mount uses it and the tarball it was made from. Prune
+removes the least recently used items until the cache fits SIZE, and files
+that interrupted writers left; clear removes every item. Neither removes
+what a mount maps, nor a file being written: those are listed as in use.
+Anything removed is made again when needed, by a slower mount.
 `,
 		flags: []helpFlag{
 			{"--json", `list: print one JSON object: dir, total,

@@ -8,10 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -58,7 +58,7 @@ const (
 	msgTask       = "task: "
 	// taskAddEvery is the least time between two add lines of a task.
 	taskAddEvery = 200 * time.Millisecond
-	childEnvTrue  = "1"
+	childEnvTrue = "1"
 )
 
 func isDaemonChild() bool { return os.Getenv(childEnv) == childEnvTrue }

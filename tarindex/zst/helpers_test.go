@@ -128,7 +128,7 @@ func rawFrame(data []byte, declared int64) []byte {
 // decodeAll is the reference: klauspost's streaming decoder over the
 // whole stream, with the same window limit.
 func decodeAll(src []byte, limit int64) ([]byte, error) {
-	d, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(MaxWindow))
+	d, err := zstd.NewReader(bytes.NewReader(src), zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxWindow))
 	if err != nil {
 		return nil, err
 	}

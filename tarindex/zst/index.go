@@ -126,22 +126,31 @@ func Progress(fn func(in, out int64)) Option { return func(o *options) { o.progr
 // frame's window (at most MaxWindow) and a block, whatever the frame's
 // size.
 type frameDecoder struct {
-	d  *zstd.Decoder
-	br *bufio.Reader
-	sr io.SectionReader
+	d      *zstd.Decoder
+	br     *bufio.Reader
+	sr     io.SectionReader
+	window uint64
 }
 
-// Concurrency 1 decodes in the calling goroutine: no goroutines to leak
-// from a pooled decoder, and a read needs the output in order anyway.
-var decoders = sync.Pool{New: func() any {
-	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(MaxWindow))
+// maxWindow is MaxWindow, lowered by the fuzz tests (a window is
+// allocated whole, and fuzzed headers ask for big ones all the time).
+var maxWindow uint64 = MaxWindow
+
+var decoders sync.Pool
+
+// getDecoder returns a pooled decoder, or a new one. Concurrency 1
+// decodes in the calling goroutine: no goroutines to leak from a pooled
+// decoder, and a read needs its output in order anyway.
+func getDecoder() *frameDecoder {
+	if fd, ok := decoders.Get().(*frameDecoder); ok && fd.window == maxWindow {
+		return fd
+	}
+	d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxWindow))
 	if err != nil {
 		panic(err) // constant options
 	}
-	return &frameDecoder{d: d, br: bufio.NewReaderSize(nil, 32<<10)}
-}}
-
-func getDecoder() *frameDecoder { return decoders.Get().(*frameDecoder) }
+	return &frameDecoder{d: d, br: bufio.NewReaderSize(nil, 32<<10), window: maxWindow}
+}
 
 // reset starts decoding the frame r[start:end).
 func (fd *frameDecoder) reset(r io.ReaderAt, start, end int64) error {

@@ -262,6 +262,10 @@ func (b *Builder) Read(p []byte) (int, error) {
 
 // frameError says where the frame that failed to decode is.
 func (b *Builder) frameError(err error) error {
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		// Streaming, both mean a window past maxWindow.
+		err = fmt.Errorf("window larger than %d MiB: %w", maxWindow>>20, err)
+	}
 	return fmt.Errorf("zstd frame %d at compressed offset %d (decompressed offset %d): %w", b.ix.frames, b.fr.start, b.fout, err)
 }
 

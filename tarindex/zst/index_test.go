@@ -228,7 +228,9 @@ func TestErrors(t *testing.T) {
 		{"reserved bit", orByte(good, f0+4, 0x08), fmt.Sprintf("compressed offset %d: reserved bit", f0+4)},
 		{"size lies", rawFrame([]byte("hello"), 6), "zstd frame 0 at compressed offset 0"},
 		{"size lies, longer", rawFrame([]byte("hello"), 4), "zstd frame 0 at compressed offset 0"},
-		{"big window", append([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, (28 - 10) << 3}, 1, 0, 0), "zstd frame 0"},
+		{"big window", append([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, (28 - 10) << 3}, 1, 0, 0), "window larger than 128 MiB"},
+		{"big single segment", append([]byte{0x28, 0xb5, 0x2f, 0xfd, 0xe0, 0, 0, 0, 0x10, 0, 0, 0, 0}, 1, 0, 0), "zstd frame 0 at compressed offset 0 (decompressed offset 0): window larger than 128 MiB"},
+		{"dictionary", []byte{0x28, 0xb5, 0x2f, 0xfd, 0x01, 0x58, 0x07, 1, 0, 0}, "zstd frame 0 at compressed offset 0"},
 		{"reserved block type", append([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58}, 7, 0, 0), "compressed offset 6: reserved block type"},
 		{"block too big", append([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x58}, 1, 0, 0x20), "block of 262144 bytes"},
 	}

@@ -232,11 +232,11 @@ func (b *Builder) Read(p []byte) (int, error) {
 			if b.fd == nil {
 				b.fd = getDecoder()
 			}
+			b.fr, b.open, b.fout = fr, true, b.out
 			if err := b.fd.reset(b.r, fr.start, fr.end); err != nil {
 				b.err = b.frameError(err)
 				break
 			}
-			b.fr, b.open, b.fout = fr, true, b.out
 		}
 		if len(p) == 0 {
 			return 0, nil

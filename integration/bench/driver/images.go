@@ -69,13 +69,17 @@ func prepareImages(c *config) error {
 	type synth struct {
 		path, recipe, tag string
 		layers            []bench.LayerFunc
+		rows              []string // the rows that use it
 	}
 	all := []synth{
-		{c.bigImage(), fmt.Sprintf("bigfile v1 %d", s.bigFile), "bench/bigfile:latest", []bench.LayerFunc{bench.BigFileLayer(s.bigFile)}},
-		{c.manyImage(), fmt.Sprintf("manyfiles v1 %d", s.manyFiles), "bench/manyfiles:latest", []bench.LayerFunc{bench.ManyFilesLayer(s.manyFiles)}},
-		{c.layersImage(), fmt.Sprintf("layers v1 %d %d %d", s.layers, s.layerDirs, s.layerFiles), "bench/layers:latest", bench.OverlapLayers(s.layers, s.layerDirs, s.layerFiles)},
+		{c.bigImage(), fmt.Sprintf("bigfile v1 %d", s.bigFile), "bench/bigfile:latest", []bench.LayerFunc{bench.BigFileLayer(s.bigFile)}, []string{"seq", "fio", "commit"}},
+		{c.manyImage(), fmt.Sprintf("manyfiles v1 %d", s.manyFiles), "bench/manyfiles:latest", []bench.LayerFunc{bench.ManyFilesLayer(s.manyFiles)}, []string{"many"}},
+		{c.layersImage(), fmt.Sprintf("layers v1 %d %d %d", s.layers, s.layerDirs, s.layerFiles), "bench/layers:latest", bench.OverlapLayers(s.layers, s.layerDirs, s.layerFiles), []string{"layers"}},
 	}
 	for _, im := range all {
+		if !c.wants(im.rows...) {
+			continue // -only left out every row that uses it
+		}
 		t := time.Now()
 		built, err := bench.EnsureArchive(im.path, im.recipe, im.tag, im.layers)
 		if err != nil {
@@ -85,7 +89,7 @@ func prepareImages(c *config) error {
 			fmt.Printf("built %s (%.1fs)\n", im.path, time.Since(t).Seconds())
 		}
 	}
-	if !exists(c.untarSource()) {
+	if c.wants("write") && !exists(c.untarSource()) {
 		src := s.untarSource
 		if _, err := sh("tar -cf %s.tmp -C %s %s && mv %s.tmp %s", q(c.untarSource()), q(filepath.Dir(src)), q(filepath.Base(src)), q(c.untarSource()), q(c.untarSource())); err != nil {
 			return fmt.Errorf("source tree for the writable row: %w", err)
@@ -122,6 +126,19 @@ func prepareImages(c *config) error {
 	}
 	fmt.Printf("images ready (%.1fs)\n", time.Since(t0).Seconds())
 	return nil
+}
+
+// wants tells whether any of the rows keys is to run (-only).
+func (c *config) wants(keys ...string) bool {
+	if c.only == nil {
+		return true
+	}
+	for _, k := range keys {
+		if c.only[k] {
+			return true
+		}
+	}
+	return false
 }
 
 func newer(a, b string) bool {

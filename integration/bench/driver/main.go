@@ -37,6 +37,7 @@ type config struct {
 	only   map[string]bool
 	ratar  string // $RATARMOUNT
 	shared bool   // the machine is shared with other work
+	memo   map[string]any
 }
 
 // result is one row of the table.
@@ -96,6 +97,15 @@ func run(c *config, outMD, readme, only string) error {
 		c.runs, c.slow = 3, 1
 	}
 	c.ratar = os.Getenv("RATARMOUNT")
+	if c.ratar == "" {
+		// Where a developer keeps ratarmount run from its source tree
+		// (integration/bench/tools.sh says how to set it up).
+		if home, err := os.UserHomeDir(); err == nil {
+			if p := filepath.Join(home, ".cache", "imgmount-dev", "ratarmount.sh"); exists(p) {
+				c.ratar = q(p)
+			}
+		}
+	}
 	if only != "" {
 		c.only = map[string]bool{}
 		for _, k := range strings.Split(only, ",") {

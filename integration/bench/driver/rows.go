@@ -21,6 +21,13 @@ var rows = []rowDef{
 	{key: "cold", name: "ready to browse, uncompressed docker-archive, cold (no saved index)", target: "≤ 5% of podman", fn: rowCold},
 	{key: "warm", name: "the same, second mount (saved index)", target: "≤ 1% of podman", fn: rowWarm},
 	{key: "gzip", name: "ready to browse, gzip oci-archive, cold", target: "≤ 20% of umoci; ≤ 1.2× one decompression pass", fn: rowGzip},
+	{key: "gz-cold", name: "gzip oci-archive, cold mount: time, and bytes written to the cache dir", target: "≤ 1.0× one gzip -dc pass; cache dir ≤ 5% of the uncompressed size", fn: rowGzCold},
+	{key: "gz-warm", name: "the same, second mount (saved index)", target: "≤ 50 ms", full: true, fn: rowGzWarm},
+	{key: "tgz", name: "`docker save \\| gzip` of the same image: cold mount, second mount, cache dir", target: "cold ≤ 1.0× one gzip -dc pass; second ≤ 50 ms; cache dir ≤ 5% of the uncompressed size", full: true, fn: rowTgz},
+	{key: "gz-readall", name: "read every file of the gzip image's union, fresh mount", target: "≤ 2× the uncompressed image's time; faster than ratarmount", full: true, fn: rowGzReadAll},
+	{key: "gz-fio", name: "random 4 KiB reads in a {big} file in a gzip layer (fio, 1 job)", target: "≥ 25% of the uncompressed IOPS", full: true, fn: rowGzFio},
+	{key: "zstd", name: "zstd layers in 1 MiB frames: cold mount, read every file", target: "each ≤ the gzip image's figure", full: true, fn: rowZstd},
+	{key: "gz-rss", name: "peak RSS of the mount, gzip oci-archive", target: "≤ 1.1× the uncompressed image's + the span cache (128 MiB)", full: true, fn: rowGzRSS},
 	{key: "readall", name: "read every file in the union", target: "≤ 1.5× native", fn: rowReadAll},
 	{key: "stat", name: "stat every path (`find -ls`)", target: "≤ 2× native", fn: rowStat},
 	{key: "seq", name: "sequential read of a {big} file", target: "≥ 70% of native throughput", fn: rowSeq},
@@ -256,37 +263,21 @@ func rowWarm(c *config) result { return readyRow(c, false, 0.01) }
 
 func rowGzip(c *config) result {
 	img := c.debianOCIGzip()
-	im, err := imgmountReady(c, img, true)
+	cold, err := imgmountColdCache(c, img) // shared with the gz-cold row
 	if err != nil {
 		return failed(err)
 	}
-	// The archive unpacked to a layout once: umoci reads layouts only.
-	layout := c.scratch("gzip-layout")
-	if err := resetDir(layout); err != nil {
-		return failed(err)
-	}
-	if _, err := sh("tar -xf %s -C %s", q(img), q(layout)); err != nil {
-		return failed(err)
-	}
-	blobs, err := ociLayerBlobs(layout)
+	im := cold.d
+	_, blobs, err := gzipLayout(c)
 	if err != nil {
 		return failed(err)
 	}
 	dest := c.scratch("gzip-dest")
-	setup := func() error {
-		if err := resetDir(dest); err != nil {
-			return err
-		}
-		return dropCaches()
-	}
-	umoci, err := measure(c.slow, trial{setup: setup, run: func() error {
-		_, err := sh("umoci unpack --image %s:bookworm %s/bundle", q(layout), q(dest))
-		return err
-	}})
+	umoci, err := umociGzip(c)
 	if err != nil {
 		return failed(err)
 	}
-	gz, err := measure(c.runs, trial{setup: setup, run: func() error {
+	gz, err := measure(c.runs, trial{setup: func() error { return errs(resetDir(dest), dropCaches()) }, run: func() error {
 		for i, b := range blobs {
 			if _, err := sh("gzip -dc %s > %s/%d.tar", q(b), q(dest), i); err != nil {
 				return err
@@ -298,7 +289,6 @@ func rowGzip(c *config) result {
 		return failed(err)
 	}
 	_ = resetDir(dest)
-	_ = os.RemoveAll(layout)
 	r := result{imgmount: fmtDur(im), alts: []string{
 		fmt.Sprintf("umoci unpack (of the archive already untarred to a layout) %s (%s)", fmtDur(umoci), ratio(im.Seconds(), umoci.Seconds())),
 		fmt.Sprintf("gzip -dc of the %d layers into files, one after the other %s (%s)", len(blobs), fmtDur(gz), ratio(im.Seconds(), gz.Seconds())),
@@ -514,21 +504,7 @@ func rowFio(c *config) result {
 	if c.quick {
 		secs = 2
 	}
-	fio := func(p string) (float64, error) {
-		out, err := sh("fio --name=randread --filename=%s --readonly --rw=randread --bs=4k --ioengine=psync --numjobs=1 --invalidate=0 --time_based --runtime=%d --output-format=json", q(p), secs)
-		if err != nil {
-			return 0, err
-		}
-		var res struct {
-			Jobs []struct {
-				Read struct{ IOPS float64 } `json:"read"`
-			} `json:"jobs"`
-		}
-		if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &res); err != nil || len(res.Jobs) == 0 {
-			return 0, fmt.Errorf("fio output: %v", err)
-		}
-		return res.Jobs[0].Read.IOPS, nil
-	}
+	fio := func(p string) (float64, error) { return fioIOPS(p, secs) }
 	var ims, nats []float64
 	for i := 0; i < c.slow; i++ {
 		if err := c.mount(c.bigImage(), mnt, cache); err != nil {
@@ -970,5 +946,26 @@ func rowWrite(c *config) result {
 // ratarmountArgv runs $RATARMOUNT (a command line, e.g. "python3 x.py") in
 // the foreground on tarball; the mountpoint is appended by the caller.
 func ratarmountArgv(c *config, tarball string) []string {
-	return []string{"bash", "-c", "exec " + c.ratar + ` "$@"`, "ratarmount", "-f", tarball}
+	return ratarmountArgvOpts(c, tarball)
+}
+
+// fioIOPS runs fio randread (4 KiB, psync, one job, secs seconds) on p.
+func fioIOPS(p string, secs int) (float64, error) {
+	out, err := sh("fio --name=randread --filename=%s --readonly --rw=randread --bs=4k --ioengine=psync --numjobs=1 --invalidate=0 --time_based --runtime=%d --output-format=json", q(p), secs)
+	if err != nil {
+		return 0, err
+	}
+	var res struct {
+		Jobs []struct {
+			Read struct{ IOPS float64 } `json:"read"`
+		} `json:"jobs"`
+	}
+	i := strings.Index(out, "{")
+	if i < 0 {
+		return 0, fmt.Errorf("fio printed no JSON: %s", tail(out, 200))
+	}
+	if err := json.Unmarshal([]byte(out[i:]), &res); err != nil || len(res.Jobs) == 0 {
+		return 0, fmt.Errorf("fio output: %v", err)
+	}
+	return res.Jobs[0].Read.IOPS, nil
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	iofs "io/fs"
+	"log"
+	"sync"
 	"syscall"
 
 	"github.com/imgmount/imgmount/overlay/archive"
@@ -37,4 +39,22 @@ func toErrno(err error) syscall.Errno {
 		return syscall.EIO
 	}
 	return syscall.EIO
+}
+
+// loggedReadErrors holds the read failures already logged: a reader that
+// retries a bad span must not flood the log.
+var loggedReadErrors sync.Map
+
+// readErrno is toErrno for the content read path: a failure there (a
+// truncated layer, a compressed span that no longer decodes because the
+// tarball changed under the mount) is logged once, naming the layer and
+// offset, and the reader gets EIO while the mount serves the rest.
+func readErrno(err error) syscall.Errno {
+	if err == io.EOF {
+		return 0
+	}
+	if _, seen := loggedReadErrors.LoadOrStore(err.Error(), true); !seen {
+		log.Printf("imgmount: read failed: %v", err)
+	}
+	return toErrno(err)
 }

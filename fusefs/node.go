@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"io"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -178,22 +177,15 @@ func (n *node) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64
 	if off >= e.Size || len(dest) == 0 {
 		return fuse.ReadResultData(nil), 0
 	}
-	want := min(int64(len(dest)), e.Size-off)
-	if data, ok := n.fsys.tree.Slice(n.n, off, len(dest)); ok {
-		if int64(len(data)) < want {
-			// The mapping ends before the entry does: a truncated layer.
-			return nil, syscall.EIO
-		}
-		if p := n.fsys.prefetch; p != nil {
-			p.read(n, off, len(data))
-		}
-		return fuse.ReadResultData(data), 0
+	data, err := n.fsys.tree.Bytes(n.n, off, len(dest), dest)
+	if err != nil {
+		// A truncated layer, or a compressed span that no longer decodes.
+		return nil, readErrno(err)
 	}
-	m, err := n.fsys.tree.ReadAt(n.n, dest[:want], off)
-	if err != nil && err != io.EOF {
-		return nil, toErrno(err)
+	if p := n.fsys.prefetch; p != nil && e.Sparse == nil {
+		p.read(n, off, len(data))
 	}
-	return fuse.ReadResultData(dest[:m]), 0
+	return fuse.ReadResultData(data), 0
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the sparse map (a file that

@@ -43,6 +43,7 @@ type prefetcher struct {
 	jobs     chan func()
 	done     chan struct{}
 	maxWhole int64 // biggest file pushed whole on random reads
+	scratch  []byte
 }
 
 func newPrefetcher() *prefetcher {
@@ -78,6 +79,16 @@ func (p *prefetcher) enqueue(job func()) bool {
 	default:
 		return false
 	}
+}
+
+// buffer is the worker's scratch space for content with no mapping to
+// slice (compressed layers served in place): pushes run one at a time, and
+// the kernel copies what it is given before WriteCache returns.
+func (p *prefetcher) buffer(size int) []byte {
+	if cap(p.scratch) < size {
+		p.scratch = make([]byte, max(size, pushChunk))
+	}
+	return p.scratch[:size]
 }
 
 // fileAccess is what the prefetcher tracks of a big file's reads.
@@ -142,9 +153,12 @@ func (p *prefetcher) pushSiblings(dir *node) {
 		if !ok || !cn.pushed.CompareAndSwap(false, true) {
 			continue
 		}
-		data, ok := dir.fsys.tree.Slice(c, 0, int(e.Size))
-		if !ok || int64(len(data)) < e.Size {
-			continue // sparse or truncated: READ handles it
+		if e.Sparse != nil {
+			continue // holes: READ assembles them
+		}
+		data, err := dir.fsys.tree.Bytes(c, 0, int(e.Size), p.buffer(int(e.Size)))
+		if err != nil {
+			continue // READ reports it
 		}
 		budget -= e.Size
 		if child.WriteCache(0, data) != 0 {
@@ -157,8 +171,8 @@ func (p *prefetcher) pushSiblings(dir *node) {
 func (p *prefetcher) pushWhole(n *node) {
 	size := n.n.Entry.Size
 	for off := int64(0); off < size; off += pushChunk {
-		data, ok := n.fsys.tree.Slice(n.n, off, pushChunk)
-		if !ok || len(data) == 0 {
+		data, err := n.fsys.tree.Bytes(n.n, off, pushChunk, p.buffer(pushChunk))
+		if err != nil || len(data) == 0 {
 			return
 		}
 		tarindex.Populate(data)

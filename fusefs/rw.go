@@ -607,7 +607,7 @@ func (h *rwHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadR
 	}
 	n, err := h.f.ReadAt(dest, off)
 	if err != nil && err != io.EOF {
-		return nil, toErrno(err)
+		return nil, readErrno(err)
 	}
 	return fuse.ReadResultData(dest[:n]), 0
 }

@@ -271,7 +271,7 @@ func TestSampleRanges(t *testing.T) {
 
 // --- Decompress ---
 
-func gz(t testing.TB, b []byte) []byte {
+func gzipped(t testing.TB, b []byte) []byte {
 	var buf bytes.Buffer
 	w := gzip.NewWriter(&buf)
 	_, err := w.Write(b)
@@ -303,9 +303,9 @@ func TestDecompress(t *testing.T) {
 		data []byte
 	}{
 		{CompressionNone, content},
-		{CompressionGzip, gz(t, content)},
+		{CompressionGzip, gzipped(t, content)},
 		{CompressionZstd, zst(t, content)},
-		{CompressionGzip, append(gz(t, content[:1000]), gz(t, content[1000:])...)}, // multi-member (pigz -i, cat a.gz b.gz)
+		{CompressionGzip, append(gzipped(t, content[:1000]), gzipped(t, content[1000:])...)}, // multi-member (pigz -i, cat a.gz b.gz)
 	} {
 		t.Run(tc.comp.String(), func(t *testing.T) {
 			c := &Cache{Dir: t.TempDir()}
@@ -339,9 +339,9 @@ func TestDecompressBzip2(t *testing.T) {
 
 func TestDecompressByKey(t *testing.T) {
 	c := &Cache{Dir: t.TempDir()}
-	p1, err := c.Decompress("tarball@1", "", CompressionGzip, bytes.NewReader(gz(t, []byte("one"))))
+	p1, err := c.Decompress("tarball@1", "", CompressionGzip, bytes.NewReader(gzipped(t, []byte("one"))))
 	require.NoError(t, err)
-	p2, err := c.Decompress("tarball@2", "", CompressionGzip, bytes.NewReader(gz(t, []byte("two"))))
+	p2, err := c.Decompress("tarball@2", "", CompressionGzip, bytes.NewReader(gzipped(t, []byte("two"))))
 	require.NoError(t, err)
 	require.NotEqual(t, p1, p2)
 	p1b, err := c.Decompress("tarball@1", "", CompressionGzip, failReader{t})
@@ -354,7 +354,7 @@ func TestDecompressByKey(t *testing.T) {
 
 func TestDecompressFailuresLeaveNothing(t *testing.T) {
 	content := bytes.Repeat([]byte("some layer "), 10000)
-	good := gz(t, content)
+	good := gzipped(t, content)
 	corrupt := bytes.Clone(good)
 	for i := 100; i < 200; i++ {
 		corrupt[i] ^= 0x55
@@ -416,7 +416,7 @@ func TestDecompressSHA512(t *testing.T) {
 
 func TestDecompressConcurrent(t *testing.T) {
 	content := bytes.Repeat([]byte("concurrent "), 200000)
-	data := gz(t, content)
+	data := gzipped(t, content)
 	d := digest.FromBytes(content)
 	c := &Cache{Dir: t.TempDir()}
 	var reads atomic.Int32
@@ -548,7 +548,7 @@ func TestDecompressSweepsOldTemps(t *testing.T) {
 // limit, leaving nothing in the cache.
 func TestDecompressBomb(t *testing.T) {
 	zeros := make([]byte, 64<<20)
-	bomb := gz(t, zeros)
+	bomb := gzipped(t, zeros)
 	c := &Cache{Dir: t.TempDir(), MinLimit: 1 << 20}
 	_, err := c.Decompress("bomb", digest.FromBytes(zeros), CompressionGzip, bytes.NewReader(bomb))
 	require.ErrorIs(t, err, ErrTooLarge)

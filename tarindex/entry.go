@@ -83,6 +83,13 @@ type Entry struct {
 // bytes from data, which must be the same bytes the index was built over
 // (usually an mmap). It returns io.EOF once off reaches the entry's size.
 func (e *Entry) ReadAt(data []byte, p []byte, off int64) (int, error) {
+	return e.ReadFrom(bytesAt(data), p, off)
+}
+
+// ReadFrom is ReadAt from any source of the bytes the index was built over
+// (a compressed layer read through its checkpoints, say). An error of src
+// other than io.EOF is returned as it is.
+func (e *Entry) ReadFrom(src io.ReaderAt, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%s: negative offset %d", e.Name, off)
 	}
@@ -93,11 +100,8 @@ func (e *Entry) ReadAt(data []byte, p []byte, off int64) (int, error) {
 		p = p[:e.Size-off]
 	}
 	if e.Sparse == nil {
-		n := copy(p, e.Slice(data, off, len(p)))
-		if n < len(p) {
-			return n, io.ErrUnexpectedEOF
-		}
-		return n, nil
+		n, err := src.ReadAt(p, e.Offset+off)
+		return n, shortRead(n, len(p), err)
 	}
 	clear(p)
 	for _, f := range e.Sparse {
@@ -105,13 +109,43 @@ func (e *Entry) ReadAt(data []byte, p []byte, off int64) (int, error) {
 		if lo >= hi {
 			continue
 		}
-		src := f.Physical + (lo - f.Logical)
-		if src < 0 || src+(hi-lo) > int64(len(data)) {
+		src2 := f.Physical + (lo - f.Logical)
+		if src2 < 0 {
 			return 0, io.ErrUnexpectedEOF
 		}
-		copy(p[lo-off:hi-off], data[src:src+(hi-lo)])
+		n, err := src.ReadAt(p[lo-off:hi-off], src2)
+		if err := shortRead(n, int(hi-lo), err); err != nil {
+			return 0, err
+		}
 	}
 	return len(p), nil
+}
+
+// shortRead is the error of a read of want bytes that got n: nil when
+// complete, io.ErrUnexpectedEOF when the source ended first (the layer is
+// shorter than its index says), else the source's error.
+func shortRead(n, want int, err error) error {
+	if n == want {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// bytesAt reads a byte slice, like bytes.Reader without its state.
+type bytesAt []byte
+
+func (b bytesAt) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= int64(len(b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // Slice returns up to n bytes of a non-sparse entry's content starting at

@@ -10,7 +10,9 @@
 package archive
 
 import (
+	"bytes"
 	"errors"
+	"io"
 
 	"github.com/imgmount/imgmount/internal/progress"
 
@@ -123,11 +125,26 @@ type Layer struct {
 	// through the cache, when these exact bytes were first indexed.
 	// Repack copies a verified blob without hashing it again.
 	StoredVerified bool
-	// Data holds the bytes TarIndex offsets refer to: an mmap of the outer
-	// tarball (uncompressed layers, zero copy), of the layer's own file in
-	// a directory, or of a decompressed cache file.
+	// Content reads the bytes TarIndex offsets refer to: the uncompressed
+	// tar. For a compressed layer served in place it decodes from the
+	// nearest checkpoint (through the image's span cache), and Data is nil.
+	Content io.ReaderAt
+	// Data, when not nil, holds the same bytes as Content, mapped: the
+	// outer tarball (uncompressed layers, zero copy), the layer's own file
+	// in a directory, or a decompressed cache file (-o materialize, or a
+	// compressed stream that cannot be entered mid-way). Readers slice it
+	// instead of copying.
 	Data     []byte
 	TarIndex *tarindex.Index
+	// Checkpoints is how many entry points a compressed layer served in
+	// place has (0 otherwise), for inspect.
+	Checkpoints int
+}
+
+// setMapped makes data, a mapping of the uncompressed tar, the layer's
+// content.
+func (l *Layer) setMapped(data []byte) {
+	l.Data, l.Size, l.Content = data, int64(len(data)), bytes.NewReader(data)
 }
 
 // Close releases the mappings. Trees built from the image must not be used

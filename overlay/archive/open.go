@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -29,13 +30,16 @@ import (
 // explicit opts.Platform must match; otherwise the ones whose blobs are all
 // present are preferred, then the host's.
 //
-// Compressed input (the outer tarball or layers) is decompressed once into
-// opts.CacheDir, which compressed input therefore requires. Uncompressed
-// layers are served from the outer mapping and are not hashed.
+// Uncompressed layers are served from the outer mapping and are not
+// hashed. Gzip layers are served in place: indexed in one pass that checks
+// their diff_id and records checkpoints (saved in opts.CacheDir when set),
+// then read by inflating from the nearest one. Other compressed input (a
+// compressed outer tarball, zstd layers, all layers with opts.Materialize)
+// is decompressed once into opts.CacheDir, which it therefore requires.
 func Open(path string, opts OpenOptions) (_ *Image, err error) {
-	o := &opener{opts: opts}
+	o := &opener{opts: opts, spans: tarindex.NewSpans(opts.SpanCache)}
 	if opts.CacheDir != "" {
-		o.cache = &tarindex.Cache{Dir: opts.CacheDir, MaxBytes: opts.CacheMax}
+		o.cache = &tarindex.Cache{Dir: opts.CacheDir, MaxBytes: opts.CacheMax, MaxRatio: opts.MaxRatio}
 	}
 	ar, err := openArchive(path, o.cache, opts.MaxEntries)
 	if err != nil {
@@ -139,6 +143,7 @@ func readConfig(ar *archive, c *candidate, img *Image, label string) error {
 type opener struct {
 	opts    OpenOptions
 	cache   *tarindex.Cache // nil when opts.CacheDir is ""
+	spans   *tarindex.Spans // inflated spans of the layers served in place
 	progMu  sync.Mutex
 	entries atomic.Int64 // indexed so far, against opts.MaxEntries
 }
@@ -428,7 +433,11 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 	case tarindex.CompressionNone:
 		err = o.indexStored(l, s, where)
 	case tarindex.CompressionGzip, tarindex.CompressionZstd:
-		closer, err = o.indexDecompressed(l, s, where, job)
+		if tarindex.CanSeek(comp) && !o.opts.Materialize {
+			err = o.indexInPlace(l, s, where, job)
+		} else {
+			closer, err = o.indexDecompressed(l, s, where, job)
+		}
 	default:
 		err = fmt.Errorf("%s: %s-compressed layers are not supported", where, comp)
 	}
@@ -479,8 +488,83 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 		// The blob is the tar: its digest is the diff_id just checked.
 		l.StoredVerified = l.Digest == s.diffID
 	}
-	l.Data, l.Size, l.TarIndex = s.blob.data, s.blob.size, ix
+	l.Data, l.Size, l.Content, l.TarIndex = s.blob.data, s.blob.size, bytes.NewReader(s.blob.data), ix
 	return nil
+}
+
+// indexInPlace indexes a compressed layer where it lies: one pass inflates
+// it, checks its diff_id, indexes its tar and records checkpoints (saved in
+// the cache, so later mounts skip the pass); reads then inflate from the
+// nearest checkpoint through the span cache. Nothing decompressed is
+// written to disk.
+func (o *opener) indexInPlace(l *Layer, s layerSrc, where string, job func() string) error {
+	setCompressedMediaType(l)
+	cache := o.cache
+	if cache == nil {
+		cache = &tarindex.Cache{MaxRatio: o.opts.MaxRatio} // builds without saving
+	}
+	limit := 0
+	if max := o.opts.MaxEntries; max > 0 {
+		if limit = max - int(o.entries.Load()); limit <= 0 {
+			return fmt.Errorf("%s: %w", where, o.tooLarge())
+		}
+	}
+	name := fmt.Sprintf("indexing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), l.Compression)
+	task := progress.Start(o.opts.Tasks, name, s.blob.size)
+	opts := tarindex.CompressedOptions{MaxEntries: limit, Progress: inputProgress(task)}
+	blob := bytes.NewReader(s.blob.bytes())
+	ix, seek, err := cache.IndexCompressed(s.blob.key(), blob, s.blob.size, l.Compression, s.diffID, opts)
+	task.Done(err)
+	switch {
+	case err == nil:
+	case errors.Is(err, tarindex.ErrDigestMismatch):
+		return Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, s.member, err)
+	case errors.Is(err, tarindex.ErrTooManyEntries):
+		return fmt.Errorf("%s: %w", where, o.tooLarge())
+	case errors.Is(err, tarindex.ErrTooLarge):
+		return Errorf(ErrTooLarge, "%s: %s %w (--max-ratio)", where, s.member, err)
+	default:
+		return Errorf(ErrCorruptLayer, "%s: corrupt %s data or tar in %s: %w", where, l.Compression, s.member, err)
+	}
+	if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
+		return fmt.Errorf("%s: %w", where, o.tooLarge())
+	}
+	l.TarIndex, l.Size = ix, seek.Size()
+	l.Content = tarindex.NewCompressed(where, seek, blob, o.spans)
+	l.Checkpoints = checkpointsOf(seek)
+	return nil
+}
+
+// inputProgress turns the running totals a decoder reports into a task's
+// increments of compressed input (the size the task was started with).
+func inputProgress(task progress.Task) func(in, out int64) {
+	var done int64
+	return func(in, _ int64) {
+		task.Add(in - done)
+		done = in
+	}
+}
+
+// checkpointsOf counts a compressed layer's entry points, for inspect.
+func checkpointsOf(seek tarindex.Seekable) int {
+	if c, ok := seek.(interface{ Checkpoints() int }); ok {
+		return c.Checkpoints()
+	}
+	if f, ok := seek.(interface{ Frames() int }); ok {
+		return f.Frames()
+	}
+	return 0
+}
+
+// setCompressedMediaType names the media type of a compressed layer whose
+// descriptor gave none (docker save's legacy layout).
+func setCompressedMediaType(l *Layer) {
+	if l.MediaType == "" {
+		l.MediaType = MediaTypeDockerLayerGzip
+		if l.Compression == tarindex.CompressionZstd {
+			l.MediaType = ocispec.MediaTypeImageLayerZstd
+		}
+	}
 }
 
 // indexDecompressed decompresses a gzip or zstd layer into the cache
@@ -488,12 +572,7 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 // function unmaps it.
 func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func() string) (func() error, error) {
 	comp := l.Compression
-	if l.MediaType == "" {
-		l.MediaType = MediaTypeDockerLayerGzip
-		if comp == tarindex.CompressionZstd {
-			l.MediaType = ocispec.MediaTypeImageLayerZstd
-		}
-	}
+	setCompressedMediaType(l)
 	if o.cache == nil {
 		return nil, fmt.Errorf("%s: a %s-compressed layer needs a cache directory to decompress into", where, comp)
 	}
@@ -520,6 +599,7 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 		}
 		return nil, Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s, decompressed): %w", where, s.member, err)
 	}
-	l.Data, l.Size, l.TarIndex = m.Data, int64(len(m.Data)), ix
+	l.setMapped(m.Data)
+	l.TarIndex = ix
 	return m.Close, nil
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/imagetest"
 	"github.com/imgmount/imgmount/tarindex"
@@ -142,9 +143,8 @@ func TestArchOpenDockerOCI(t *testing.T) {
 	b := imagetest.Build(t, imagetest.Simple([]string{"app:latest", "app:1"}, tarindex.CompressionGzip, tarindex.CompressionNone))
 	p := imagetest.OCI(t, true, b).Write(t, dir, "docker25.tar")
 
-	var mu sync.Mutex
-	var msgs []string
-	img, err := imagetest.Open(t, p, archive.OpenOptions{Progress: func(m string) { mu.Lock(); msgs = append(msgs, m); mu.Unlock() }})
+	tasks := &recordedTasks{}
+	img, err := imagetest.Open(t, p, archive.OpenOptions{Tasks: tasks})
 	require.NoError(t, err)
 	require.Equal(t, archive.FormatDockerOCI, img.Format)
 	require.Len(t, img.Images, 1, "manifest.json and index.json describe the same image")
@@ -160,7 +160,8 @@ func TestArchOpenDockerOCI(t *testing.T) {
 	require.Equal(t, ocispec.MediaTypeImageLayerGzip, l0.MediaType)
 	require.Equal(t, int64(len(b.Blobs[0])), l0.StoredSize)
 	require.Equal(t, int64(len(b.Tars[0])), l0.Size)
-	require.Len(t, l0.Data, len(b.Tars[0]), "compressed layers are served from the decompressed cache file")
+	require.Nil(t, l0.Data, "compressed layers are served in place, not from a decompressed copy")
+	require.Positive(t, l0.Checkpoints)
 	require.Equal(t, archBaseFiles, imagetest.Files(t, l0))
 
 	require.Equal(t, tarindex.CompressionNone, l1.Compression)
@@ -172,9 +173,10 @@ func TestArchOpenDockerOCI(t *testing.T) {
 	require.False(t, l0.StoredVerified)
 	require.Equal(t, []string{"ADD rootfs.tar /", "COPY main /app/main"}, []string{l0.CreatedBy, l1.CreatedBy})
 
-	require.Len(t, msgs, 1)
-	require.Contains(t, msgs[0], "decompressing 1/1: layer 0 ("+archive.ShortDigest(b.DiffIDs[0]))
-	require.Contains(t, msgs[0], "gzip")
+	require.Len(t, tasks.done, 1)
+	require.Contains(t, tasks.done[0], "indexing 1/1: layer 0 ("+archive.ShortDigest(b.DiffIDs[0]))
+	require.Contains(t, tasks.done[0], "gzip")
+	require.Contains(t, tasks.done[0], fmt.Sprintf("%d/%d bytes, ok", len(b.Blobs[0]), len(b.Blobs[0])))
 
 	for _, q := range []string{"app", "app:1", "library/app:1", "docker.io/library/app:1"} {
 		_, err := imagetest.Open(t, p, archive.OpenOptions{Image: q})
@@ -902,4 +904,33 @@ func TestArchOpenMaxEntries(t *testing.T) {
 		require.ErrorIs(t, err, archive.ErrTooLarge, "the outer tarball's members count too")
 		require.ErrorContains(t, err, "members")
 	}
+}
+
+// recordedTasks keeps what progress tasks reported, one line per finished
+// task: its name, bytes done/total, and ok or the error.
+type recordedTasks struct {
+	mu   sync.Mutex
+	done []string
+}
+
+func (r *recordedTasks) Start(name string, total int64) progress.Task {
+	return &recordedTask{r: r, name: name, total: total}
+}
+
+type recordedTask struct {
+	r           *recordedTasks
+	name        string
+	total, done int64
+}
+
+func (t *recordedTask) Add(n int64) { t.done += n }
+
+func (t *recordedTask) Done(err error) {
+	res := "ok"
+	if err != nil {
+		res = err.Error()
+	}
+	t.r.mu.Lock()
+	defer t.r.mu.Unlock()
+	t.r.done = append(t.r.done, fmt.Sprintf("%s: %d/%d bytes, %s", t.name, t.done, t.total, res))
 }

@@ -252,10 +252,22 @@ func removeTemp(dirfd int, tmp string) {
 // as holes.
 func (c *View) copyData(fd int, n *union.Node) error {
 	e := n.Entry
+	var buf []byte
 	if e.Sparse == nil {
 		for off := int64(0); off < e.Size; {
 			data, ok := c.tree.Slice(n, off, copyChunk)
-			if !ok || len(data) == 0 {
+			if !ok {
+				// A compressed layer served in place: decoded into buf.
+				if buf == nil {
+					buf = make([]byte, min(copyChunk, e.Size))
+				}
+				m, err := c.tree.ReadAt(n, buf, off)
+				if m == 0 && err != nil {
+					return fmt.Errorf("reading %s from its layer: %w", n.Path(), err)
+				}
+				data = buf[:m]
+			}
+			if len(data) == 0 {
 				return fmt.Errorf("reading %s from its layer: %w", n.Path(), unix.EIO)
 			}
 			if err := pwriteAll(fd, data, off); err != nil {
@@ -265,7 +277,7 @@ func (c *View) copyData(fd int, n *union.Node) error {
 		}
 		return nil
 	}
-	buf := make([]byte, copyChunk)
+	buf = make([]byte, copyChunk)
 	for _, f := range e.Sparse {
 		for done := int64(0); done < f.Length; {
 			k := min(int64(len(buf)), f.Length-done)

@@ -382,7 +382,7 @@ func Files(t testing.TB, l *archive.Layer) map[string]string {
 			continue
 		}
 		buf := make([]byte, e.Size)
-		n, err := e.ReadAt(l.Data, buf, 0)
+		n, err := e.ReadFrom(l.Content, buf, 0)
 		if e.Size > 0 {
 			require.NoError(t, err, e.Name)
 		}

@@ -92,6 +92,7 @@ func mapLayerFile(blob *LayerBlob, index int) (*archive.Layer, func() error, err
 		CreatedBy:   "upper directory",
 		Stored:      m.Data,
 		Data:        m.Data,
+		Content:     bytes.NewReader(m.Data),
 		TarIndex:    ix,
 	}
 	return l, m.Close, nil

@@ -7,6 +7,7 @@
 package union
 
 import (
+	"fmt"
 	"io"
 	"sort"
 	"strings"
@@ -110,13 +111,44 @@ type Tree struct {
 }
 
 // Slice returns up to size bytes of n's content at off as a subslice of the
-// layer's mapping (zero copy). ok is false for sparse files, which must go
-// through ReadAt.
+// layer's mapping (zero copy). ok is false for sparse files and for layers
+// with no mapping (compressed, served in place), which must go through
+// ReadAt.
 func (t *Tree) Slice(n *Node, off int64, size int) (data []byte, ok bool) {
 	if n.Entry == nil || n.Entry.Sparse != nil {
 		return nil, false
 	}
-	return n.Entry.Slice(t.Layers[n.Layer].Data, off, size), true
+	l := t.Layers[n.Layer]
+	if l.Data == nil {
+		return nil, false
+	}
+	return n.Entry.Slice(l.Data, off, size), true
+}
+
+// Bytes returns size bytes of n's content at off (fewer at its end): a
+// subslice of the layer's mapping when there is one (zero copy), else read
+// into buf, which must hold size bytes (sparse files, compressed layers).
+// Fewer bytes than the content holds means the layer is truncated: an
+// error wrapping io.ErrUnexpectedEOF.
+func (t *Tree) Bytes(n *Node, off int64, size int, buf []byte) ([]byte, error) {
+	if n.Entry == nil || off >= n.Entry.Size {
+		return nil, nil
+	}
+	want := int(min(int64(size), n.Entry.Size-off))
+	if data, ok := t.Slice(n, off, want); ok {
+		if len(data) < want {
+			return nil, fmt.Errorf("%s: the layer ends %d bytes into the file: %w", n.Path(), off+int64(len(data)), io.ErrUnexpectedEOF)
+		}
+		return data, nil
+	}
+	m, err := t.ReadAt(n, buf[:want], off)
+	if m < want {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, fmt.Errorf("%s: reading %d bytes at %d: %w", n.Path(), want, off, err)
+	}
+	return buf[:m], nil
 }
 
 // ReadAt copies n's content at off into p.
@@ -124,5 +156,9 @@ func (t *Tree) ReadAt(n *Node, p []byte, off int64) (int, error) {
 	if n.Entry == nil {
 		return 0, io.EOF
 	}
-	return n.Entry.ReadAt(t.Layers[n.Layer].Data, p, off)
+	l := t.Layers[n.Layer]
+	if l.Data != nil {
+		return n.Entry.ReadAt(l.Data, p, off)
+	}
+	return n.Entry.ReadFrom(l.Content, p, off)
 }

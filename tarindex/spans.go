@@ -1,0 +1,170 @@
+package tarindex
+
+import (
+	"container/list"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Seekable is the random-access index of a compressed stream: gzip
+// checkpoints (package gz) or zstd frames (package zst). The stream can be
+// entered only at span starts, so a read decodes whole spans.
+type Seekable interface {
+	// Size is the length of the decompressed stream.
+	Size() int64
+	// Span returns the decompressed range [start, end) that decoding from
+	// the entry point at or before off produces, up to the next one.
+	Span(off int64) (start, end int64, ok bool)
+	// ReadAt reads the decompressed stream at off, decoding the
+	// compressed stream held by r.
+	ReadAt(r io.ReaderAt, p []byte, off int64) (int, error)
+}
+
+// DefaultSpanCache is how many bytes of inflated spans a mount keeps by
+// default: 64 spans of gzip's 2 MiB spacing, enough for the working set of
+// a build or a grep without making the mount's memory grow much.
+const DefaultSpanCache = 128 << 20
+
+// Spans is a least-recently-used cache of decompressed spans, shared by all
+// the compressed layers of a mount and bounded in bytes: reading the small
+// files of one span decodes it once. It is safe for concurrent use; two
+// readers that want the same span wait for one decode.
+type Spans struct {
+	mu     sync.Mutex
+	budget int64
+	used   int64
+	lru    *list.List // of *span, most recent first
+	byKey  map[spanKey]*list.Element
+}
+
+type spanKey struct {
+	src   *Compressed
+	start int64
+}
+
+type span struct {
+	key  spanKey
+	data []byte
+	err  error
+	done chan struct{} // closed once data or err is set
+}
+
+// NewSpans returns a span cache of budget bytes (DefaultSpanCache if 0 or
+// less).
+func NewSpans(budget int64) *Spans {
+	if budget <= 0 {
+		budget = DefaultSpanCache
+	}
+	return &Spans{budget: budget, lru: list.New(), byKey: map[spanKey]*list.Element{}}
+}
+
+// Compressed serves the decompressed stream of a compressed blob as an
+// io.ReaderAt, decoding from the index's entry points through a span cache.
+type Compressed struct {
+	name  string // for errors: which layer
+	ix    Seekable
+	src   io.ReaderAt
+	spans *Spans
+}
+
+// NewCompressed returns a reader of the stream ix indexes in src. name
+// identifies it in errors (the tarball and layer).
+func NewCompressed(name string, ix Seekable, src io.ReaderAt, spans *Spans) *Compressed {
+	return &Compressed{name: name, ix: ix, src: src, spans: spans}
+}
+
+// Size is the decompressed size.
+func (c *Compressed) Size() int64 { return c.ix.Size() }
+
+// ReadAt implements io.ReaderAt over the decompressed stream. An error
+// decoding a span (corrupt data found only now) names the layer and the
+// span's offset.
+func (c *Compressed) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: negative offset %d", c.name, off)
+	}
+	n := 0
+	for n < len(p) {
+		if off >= c.ix.Size() {
+			return n, io.EOF
+		}
+		start, end, ok := c.ix.Span(off)
+		if !ok {
+			return n, io.EOF
+		}
+		data, err := c.spans.get(c, start, end)
+		if err != nil {
+			return n, fmt.Errorf("%s: decompressed bytes %d to %d: %w", c.name, start, end, err)
+		}
+		m := copy(p[n:], data[off-start:])
+		n += m
+		off += int64(m)
+	}
+	return n, nil
+}
+
+// get returns the decoded span [start, end) of c, from the cache or decoded
+// now.
+func (s *Spans) get(c *Compressed, start, end int64) ([]byte, error) {
+	key := spanKey{c, start}
+	s.mu.Lock()
+	if el, ok := s.byKey[key]; ok {
+		s.lru.MoveToFront(el)
+		sp := el.Value.(*span)
+		s.mu.Unlock()
+		<-sp.done
+		return sp.data, sp.err
+	}
+	sp := &span{key: key, done: make(chan struct{})}
+	el := s.lru.PushFront(sp)
+	s.byKey[key] = el
+	s.mu.Unlock()
+
+	buf := make([]byte, end-start)
+	n, err := c.ix.ReadAt(c.src, buf, start)
+	if err == io.EOF && n == len(buf) {
+		err = nil
+	}
+	sp.data, sp.err = buf[:n], err
+
+	s.mu.Lock()
+	if err != nil || int64(len(buf)) > s.budget {
+		// Not kept: an error may be a passing read failure of the
+		// tarball, and a span over the budget would evict everything.
+		s.lru.Remove(el)
+		delete(s.byKey, key)
+	} else {
+		s.used += int64(len(buf))
+		s.evict(el)
+	}
+	s.mu.Unlock()
+	close(sp.done)
+	return sp.data, sp.err
+}
+
+// evict drops least recently used spans until the cache fits its budget,
+// keeping keep (the span just decoded) and spans still being decoded.
+func (s *Spans) evict(keep *list.Element) {
+	for el := s.lru.Back(); el != nil && s.used > s.budget; {
+		prev := el.Prev()
+		sp := el.Value.(*span)
+		select {
+		case <-sp.done:
+			if el != keep {
+				s.used -= int64(len(sp.data))
+				s.lru.Remove(el)
+				delete(s.byKey, sp.key)
+			}
+		default: // being decoded: its size is not counted yet
+		}
+		el = prev
+	}
+}
+
+// Used reports the bytes the cache holds now.
+func (s *Spans) Used() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.used
+}

@@ -383,9 +383,9 @@ func rowGzCold(c *config) result {
 // spanNote says how this binary serves compressed layers.
 func spanNote(c *config) string {
 	if c.supports("--span-cache") {
-		return "this binary serves compressed layers in place through seek points (`--span-cache`, default 128 MiB)"
+		return "inflated spans are kept in memory up to `--span-cache` (default 128 MiB)"
 	}
-	return "this binary has no `--span-cache`: it still decompresses compressed layers into the cache dir"
+	return "this binary's --help has no `--span-cache` yet (its default is to be 128 MiB)"
 }
 
 func rowGzWarm(c *config) result {

@@ -321,6 +321,9 @@ func ratio(a, b float64) string {
 		return "-"
 	}
 	r := a / b
+	if r < 0.001 {
+		return fmt.Sprintf("%.2g%%", r*100) // 0.014%, not 0.0%
+	}
 	if r < 0.1 {
 		return fmt.Sprintf("%.1f%%", r*100)
 	}

@@ -72,7 +72,9 @@ pjdfstest:
 # table into BENCHMARKS.md and README.md. About 15 minutes on two cores;
 # bench-quick runs a smaller set in under 2 and only prints its table (also
 # kept in $$BENCH_DIR, default /var/tmp/imgmount-bench, as quick.md).
-# RATARMOUNT="python3 .../ratarmount.py" adds ratarmount's rows.
+# RATARMOUNT="python3 .../ratarmount.py" (or ~/.cache/imgmount-dev/ratarmount.sh,
+# see integration/bench/tools.sh) adds ratarmount's rows. One row or a few:
+# go run ./integration/bench/driver -only KEY,... (-h lists the keys).
 bench: setup
 	integration/bench/tools.sh
 	$(GO) run ./integration/bench/driver -out BENCHMARKS.md -readme README.md

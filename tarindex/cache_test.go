@@ -280,7 +280,7 @@ func gzipped(t testing.TB, b []byte) []byte {
 	return buf.Bytes()
 }
 
-func zst(t testing.TB, b []byte) []byte {
+func zstded(t testing.TB, b []byte) []byte {
 	w, err := zstd.NewWriter(nil)
 	require.NoError(t, err)
 	defer w.Close()
@@ -304,7 +304,7 @@ func TestDecompress(t *testing.T) {
 	}{
 		{CompressionNone, content},
 		{CompressionGzip, gzipped(t, content)},
-		{CompressionZstd, zst(t, content)},
+		{CompressionZstd, zstded(t, content)},
 		{CompressionGzip, append(gzipped(t, content[:1000]), gzipped(t, content[1000:])...)}, // multi-member (pigz -i, cat a.gz b.gz)
 	} {
 		t.Run(tc.comp.String(), func(t *testing.T) {
@@ -369,14 +369,14 @@ func TestDecompressFailuresLeaveNothing(t *testing.T) {
 		msg  string
 	}{
 		"digest mismatch gzip": {CompressionGzip, good, digest.FromString("something else"), ErrDigestMismatch, ""},
-		"digest mismatch zstd": {CompressionZstd, zst(t, content), digest.FromString("x"), ErrDigestMismatch, ""},
+		"digest mismatch zstd": {CompressionZstd, zstded(t, content), digest.FromString("x"), ErrDigestMismatch, ""},
 		"digest mismatch none": {CompressionNone, content, digest.FromString("x"), ErrDigestMismatch, ""},
 		"corrupt gzip data":    {CompressionGzip, corrupt, digest.FromBytes(content), nil, "corrupt"},
 		"gzip bad crc":         {CompressionGzip, badCRC, digest.FromBytes(content), gzip.ErrChecksum, "corrupt"},
 		"truncated gzip":       {CompressionGzip, good[:len(good)/2], digest.FromBytes(content), io.ErrUnexpectedEOF, "corrupt or truncated"},
 		"not gzip at all":      {CompressionGzip, []byte("plain text, not gzip"), "", gzip.ErrHeader, "corrupt gzip"},
 		"gzip trailing junk":   {CompressionGzip, append(bytes.Clone(good), "junk after the stream"...), "", nil, "corrupt"},
-		"truncated zstd":       {CompressionZstd, zst(t, content)[:50], digest.FromBytes(content), nil, "zstd"},
+		"truncated zstd":       {CompressionZstd, zstded(t, content)[:50], digest.FromBytes(content), nil, "zstd"},
 		"xz unsupported":       {CompressionXz, []byte{0xfd, '7', 'z'}, "", nil, "not supported"},
 	} {
 		t.Run(name, func(t *testing.T) {

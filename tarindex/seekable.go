@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/imgmount/imgmount/tarindex/gz"
+	"github.com/imgmount/imgmount/tarindex/zst"
 	digest "github.com/opencontainers/go-digest"
 )
 
@@ -102,6 +103,10 @@ type gzBuilder struct{ *gz.Builder }
 
 func (b gzBuilder) Index() (Seekable, error) { return b.Builder.Index() }
 
+type zstBuilder struct{ *zst.Builder }
+
+func (b zstBuilder) Index() (Seekable, error) { return b.Builder.Index() }
+
 // newSeekableBuilder starts the pass for comp.
 func newSeekableBuilder(blob io.ReaderAt, size int64, comp Compression, limit int64, progress func(in, out int64)) (seekableBuilder, error) {
 	switch comp {
@@ -111,13 +116,35 @@ func newSeekableBuilder(blob io.ReaderAt, size int64, comp Compression, limit in
 			opts = append(opts, gz.Progress(progress))
 		}
 		return gzBuilder{gz.NewBuilder(blob, size, gz.DefaultEvery, opts...)}, nil
+	case CompressionZstd:
+		opts := []zst.Option{zst.Limit(limit)}
+		if progress != nil {
+			opts = append(opts, zst.Progress(progress))
+		}
+		return zstBuilder{zst.NewBuilder(blob, size, opts...)}, nil
 	default:
 		return nil, fmt.Errorf("%s streams cannot be read in place", comp)
 	}
 }
 
-// CanSeek tells whether IndexCompressed serves streams compressed with comp.
-func CanSeek(comp Compression) bool { return comp == CompressionGzip }
+// ErrNotSeekable: a zstd stream of one frame (or of frames too big to
+// decode per read) cannot be served in place; it needs a decompressed copy.
+var ErrNotSeekable = errors.New("cannot be entered mid-way: one zstd frame, or frames too big")
+
+// CanSeek tells whether IndexCompressed can serve blob[0:size), compressed
+// with comp, in place: any gzip stream (checkpoints go anywhere), a zstd
+// stream only if it has several frames (found by walking their headers).
+func CanSeek(blob io.ReaderAt, size int64, comp Compression) bool {
+	switch comp {
+	case CompressionGzip:
+		return true
+	case CompressionZstd:
+		n, err := zst.CountFrames(blob, size)
+		// A stream too damaged to walk is left to the decoder to report.
+		return err != nil || n > 1
+	}
+	return false
+}
 
 func (c *Cache) buildCompressed(blob io.ReaderAt, size int64, comp Compression, want digest.Digest, opts CompressedOptions) (*Index, Seekable, error) {
 	limit := c.inflateLimit(size)
@@ -136,7 +163,7 @@ func (c *Cache) buildCompressed(blob io.ReaderAt, size int64, comp Compression, 
 		r = io.TeeReader(b, h)
 	}
 	ix, usize, err := IndexStream(r, opts.MaxEntries)
-	if errors.Is(err, gz.ErrLimit) {
+	if errors.Is(err, gz.ErrLimit) || errors.Is(err, zst.ErrLimit) {
 		return nil, nil, fmt.Errorf("%w: more than %d bytes from %d compressed (a decompression bomb?)", ErrTooLarge, limit, size)
 	}
 	if err != nil {
@@ -145,6 +172,9 @@ func (c *Cache) buildCompressed(blob io.ReaderAt, size int64, comp Compression, 
 	seek, err := b.Index()
 	if err != nil {
 		return nil, nil, err
+	}
+	if z, ok := seek.(*zst.Index); ok && z.MaxFrame() > zst.DefaultMaxFrame {
+		return nil, nil, fmt.Errorf("%w (a frame of %d bytes)", ErrNotSeekable, z.MaxFrame())
 	}
 	if want != "" {
 		if got := digest.NewDigestFromBytes(want.Algorithm(), h.Sum(nil)); got != want {
@@ -272,6 +302,12 @@ func unmarshalSeekable(comp Compression, b []byte) (Seekable, error) {
 	switch comp {
 	case CompressionGzip:
 		ix := &gz.Index{}
+		if err := ix.UnmarshalBinary(b); err != nil {
+			return nil, err
+		}
+		return ix, nil
+	case CompressionZstd:
+		ix := &zst.Index{}
 		if err := ix.UnmarshalBinary(b); err != nil {
 			return nil, err
 		}

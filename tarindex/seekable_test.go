@@ -276,3 +276,38 @@ func TestIndexStreamReadsEverything(t *testing.T) {
 	require.True(t, bytes.Equal(raw, seen.Bytes()))
 	require.Equal(t, build(t, raw).Entries, ix.Entries)
 }
+
+// zstdFrames compresses b as one zstd frame per step bytes, as zstd:chunked
+// and pzstd do.
+func zstdFrames(t testing.TB, b []byte, step int) []byte {
+	var out []byte
+	for off := 0; off < len(b); off += step {
+		out = append(out, zstded(t, b[off:min(off+step, len(b))])...)
+	}
+	return out
+}
+
+func TestIndexCompressedZstdFrames(t *testing.T) {
+	raw := bigTar(t)
+	blob := zstdFrames(t, raw, 1<<20)
+	require.True(t, CanSeek(bytes.NewReader(blob), int64(len(blob)), CompressionZstd))
+	c := &Cache{Dir: t.TempDir()}
+	ix, seek, err := c.IndexCompressed("k", bytes.NewReader(blob), int64(len(blob)), CompressionZstd, digest.FromBytes(raw), CompressedOptions{})
+	require.NoError(t, err)
+	requireSameContent(t, raw, ix, NewCompressed("layer", seek, bytes.NewReader(blob), NewSpans(0)))
+	saved, _ := filepath.Glob(filepath.Join(c.Dir, "index", "*.zsi"))
+	require.Len(t, saved, 1)
+	ix, seek, err = c.IndexCompressed("k", bytes.NewReader(blob), int64(len(blob)), CompressionZstd, digest.FromBytes(raw), CompressedOptions{})
+	require.NoError(t, err)
+	requireSameContent(t, raw, ix, NewCompressed("layer", seek, bytes.NewReader(blob), NewSpans(0)))
+
+	// One frame: not entered mid-way, so left to a decompressed copy.
+	one := zstded(t, raw)
+	require.False(t, CanSeek(bytes.NewReader(one), int64(len(one)), CompressionZstd))
+	// Two frames, one huge: found out after the pass.
+	big := append(zstded(t, raw), zstded(t, []byte("x"))...)
+	_, _, err = c.IndexCompressed("k2", bytes.NewReader(big), int64(len(big)), CompressionZstd, "", CompressedOptions{})
+	if int64(len(raw)) > 16<<20 {
+		require.ErrorIs(t, err, ErrNotSeekable)
+	}
+}

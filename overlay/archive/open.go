@@ -5,6 +5,7 @@ import (
 	_ "crypto/sha256" // go-digest needs the hash registered
 	"errors"
 	"fmt"
+	"io/fs"
 	"runtime"
 	"strings"
 	"sync"
@@ -433,9 +434,12 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 	case tarindex.CompressionNone:
 		err = o.indexStored(l, s, where)
 	case tarindex.CompressionGzip, tarindex.CompressionZstd:
-		if tarindex.CanSeek(comp) && !o.opts.Materialize {
+		inPlace := !o.opts.Materialize && tarindex.CanSeek(bytes.NewReader(s.blob.bytes()), s.blob.size, comp)
+		if inPlace {
 			err = o.indexInPlace(l, s, where, job)
-		} else {
+			inPlace = !errors.Is(err, tarindex.ErrNotSeekable)
+		}
+		if !inPlace {
 			closer, err = o.indexDecompressed(l, s, where, job)
 		}
 	default:
@@ -517,6 +521,8 @@ func (o *opener) indexInPlace(l *Layer, s layerSrc, where string, job func() str
 	task.Done(err)
 	switch {
 	case err == nil:
+	case errors.Is(err, tarindex.ErrNotSeekable):
+		return err // decompressed instead
 	case errors.Is(err, tarindex.ErrDigestMismatch):
 		return Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, s.member, err)
 	case errors.Is(err, tarindex.ErrTooManyEntries):
@@ -577,11 +583,13 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 		return nil, fmt.Errorf("%s: a %s-compressed layer needs a cache directory to decompress into", where, comp)
 	}
 	o.progress("decompressing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), comp)
-	p, err := o.cache.Decompress(s.blob.key(), s.diffID, comp, bytes.NewReader(s.blob.bytes()))
+	p, release, err := o.decompressHeld(s, comp)
 	switch {
 	case err == nil:
 	case errors.Is(err, tarindex.ErrDigestMismatch):
 		return nil, Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, s.member, err)
+	case errors.Is(err, tarindex.ErrTooLarge):
+		return nil, Errorf(ErrTooLarge, "%s: %s %w (--max-ratio)", where, s.member, err)
 	case isCacheIOError(err):
 		return nil, fmt.Errorf("%s: decompressing into the cache: %w", where, err)
 	default:
@@ -589,11 +597,16 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 	}
 	m, err := tarindex.MapFile(p)
 	if err != nil {
+		release()
 		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	closer := func() error {
+		defer release()
+		return m.Close()
 	}
 	ix, err := o.index("decompressed:"+s.diffID.String(), m.Data, 0, int64(len(m.Data)))
 	if err != nil {
-		m.Close()
+		closer()
 		if errors.Is(err, ErrTooLarge) {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
@@ -601,5 +614,26 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 	}
 	l.setMapped(m.Data)
 	l.TarIndex = ix
-	return m.Close, nil
+	return closer, nil
+}
+
+// decompressHeld decompresses a layer into the cache (or finds it there)
+// and holds the copy, so that pruning the cache leaves it alone while it
+// is mapped. A copy pruned between the two steps is decompressed again.
+func (o *opener) decompressHeld(s layerSrc, comp tarindex.Compression) (string, func(), error) {
+	var err error
+	for range 3 {
+		var p string
+		if p, err = o.cache.Decompress(s.blob.key(), s.diffID, comp, bytes.NewReader(s.blob.bytes())); err != nil {
+			return "", nil, err
+		}
+		var release func()
+		if release, err = o.cache.Hold(p); err == nil {
+			return p, release, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+	}
+	return "", nil, err
 }

@@ -175,3 +175,23 @@ func (c *cursor) frame(off int64) (frameInfo, error) {
 	fi.end = pos
 	return fi, nil
 }
+
+// CountFrames counts the data frames of the zstd stream r[0:size) by
+// walking frame and block headers, decoding nothing: a caller tells a
+// stream that can be entered mid-way (several frames) from one that
+// cannot (one frame: most zstd encoders' output) before paying for a pass.
+func CountFrames(r io.ReaderAt, size int64) (int, error) {
+	c := newCursor(r, size)
+	n := 0
+	for off := int64(0); off < size; {
+		fr, err := c.frame(off)
+		if err != nil {
+			return n, err
+		}
+		if !fr.skippable {
+			n++
+		}
+		off = fr.end
+	}
+	return n, nil
+}

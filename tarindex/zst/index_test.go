@@ -416,3 +416,17 @@ func TestMarshalCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestCountFrames(t *testing.T) {
+	var stream []byte
+	for i := range 3 {
+		stream = append(stream, encodeAll(t, bytes.Repeat([]byte{byte(i)}, 1000))...)
+	}
+	n, err := CountFrames(bytes.NewReader(stream), int64(len(stream)))
+	if err != nil || n != 3 {
+		t.Fatalf("CountFrames = %d, %v; want 3 frames", n, err)
+	}
+	if _, err := CountFrames(bytes.NewReader(stream[:len(stream)-3]), int64(len(stream)-3)); err == nil {
+		t.Fatal("a truncated stream counted without error")
+	}
+}

@@ -45,7 +45,15 @@ type config struct {
 	// --cache-max: the most the cache directory may take (0: the default
 	// bound, see defaultCacheMax; -1: no bound).
 	cacheMax byteSize
-	upper    string // --upper: the writable mount's upper directory
+	// --span-cache: memory for inflated spans of compressed layers (0:
+	// the default; -1, "none": keep none).
+	spanCache byteSize
+	// --max-ratio: how many times its stored size a compressed stream may
+	// inflate to before it counts as a bomb (0: the default, 100).
+	maxRatio ratio
+	// -o materialize: decompress compressed layers into the cache.
+	materialize bool
+	upper       string // --upper: the writable mount's upper directory
 
 	layers     bool // --layers: per-layer view instead of the union
 	foreground bool // -f, or implied by -d
@@ -158,20 +166,25 @@ func imageFlags(fl *flag.FlagSet, cfg *config) {
 	fl.StringVar(&cfg.cacheDir, "cache-dir", "", "")
 	fl.Var(&cfg.maxMemory, "max-memory", "")
 	fl.Var(&cfg.cacheMax, "cache-max", "")
+	fl.Var(&cfg.spanCache, "span-cache", "")
+	fl.Var(&cfg.maxRatio, "max-ratio", "")
 }
 
 // openOptions are the options of archive.Open that the flags give.
 func (cfg *config) openOptions(progress func(string)) archive.OpenOptions {
 	tasks := cfg.progressSink()
 	return archive.OpenOptions{
-		Image:      cfg.ref,
-		Platform:   cfg.platform,
-		CacheDir:   cfg.cacheDir,
-		Bases:      cfg.bases,
-		Progress:   tasks.wrap(progress),
-		Tasks:      tasks,
-		MaxEntries: cfg.maxMemory.entries(),
-		CacheMax:   cfg.cacheMax.cacheBound(cfg.cacheDir),
+		Image:       cfg.ref,
+		Platform:    cfg.platform,
+		CacheDir:    cfg.cacheDir,
+		Bases:       cfg.bases,
+		Progress:    tasks.wrap(progress),
+		Tasks:       tasks,
+		MaxEntries:  cfg.maxMemory.entries(),
+		CacheMax:    cfg.cacheMax.cacheBound(cfg.cacheDir),
+		SpanCache:   cfg.spanCache.spanBudget(),
+		MaxRatio:    int64(cfg.maxRatio),
+		Materialize: cfg.materialize,
 	}
 }
 
@@ -403,6 +416,8 @@ func (cfg *config) addMountOptions(arg string) error {
 			if cfg.upper == "" {
 				return usagef("-o rw: a writable mount needs an upper directory for the changes: --upper DIR")
 			}
+		case o == "materialize":
+			cfg.materialize = true
 		case o == "fsname":
 			return usagef("-o fsname needs a value: -o fsname=NAME")
 		case strings.HasPrefix(o, "fsname="):

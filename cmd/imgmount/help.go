@@ -41,9 +41,17 @@ small file in a directory brings the directory's other small files (up to
 bring the whole file (up to an eighth of RAM). Listing directories brings
 nothing. -o noprefetch turns this off.
 
-Cache: the first mount of a tarball indexes every layer, and decompresses
-each gzip or zstd layer once into a file checked against the layer's
-diff_id; both are kept in the cache directory, so later mounts of the same
+Compressed layers: gzip layers, and zstd layers of several frames
+(zstd:chunked, pzstd), are read where they lie: the first mount inflates
+each once, checks it against its diff_id and records checkpoints (about
+6 KB per 2 MB); a read inflates from the nearest one, and recently inflated
+spans stay in memory (--span-cache). Nothing decompressed is written to
+disk. A zstd layer of one frame cannot be entered mid-way: it is
+decompressed once into the cache, as every compressed layer is with
+-o materialize (mmap speed for the disk it takes).
+
+Cache: the first mount of a tarball indexes every layer; the indexes and
+checkpoints are kept in the cache directory, so later mounts of the same
 tarball start at once. A saved index whose tarball changed is rebuilt, never
 trusted. The cache may be deleted whenever nothing is mounted from it; it is
 kept under --cache-max, and imgmount cache lists, prunes and clears it.
@@ -81,6 +89,12 @@ linux/arm64 or linux/arm/v7 (default: the host's,
 512M, none); an image with more files stops with
 an error (status 7) instead of exhausting the
 machine (default: half the RAM, about 2 KiB a file)`}
+	flagSpanCache = helpFlag{"--span-cache SIZE", `memory for recently inflated spans of compressed
+layers, shared by all of them (4G, 512M, none;
+default 128M)`}
+	flagMaxRatio = helpFlag{"--max-ratio N", `a compressed layer that inflates to more than N
+times its size, and to more than 64 GiB, is refused
+as a decompression bomb (status 7; default 100)`}
 	flagCacheMax = helpFlag{"--cache-max SIZE", `the most the cache directory may take (4G, 512M,
 none): after writing to it, imgmount removes the
 least recently used items until it fits, never
@@ -139,6 +153,8 @@ change everything in the mount`},
 			flagCacheDir,
 			flagCacheMax,
 			flagMaxMemory,
+			flagSpanCache,
+			flagMaxRatio,
 			{"-o OPT[,OPT...]", `mount options, repeatable:
   allow_other  let other users in (a user other than
                root needs user_allow_other in
@@ -152,6 +168,9 @@ change everything in the mount`},
   noprefetch   never push file content into the
                page cache before it is read (see
                Reading below)
+  materialize  decompress compressed layers into the
+               cache and map the copies instead of
+               reading them in place
   ro, rw       accepted where they agree with
                --upper (rw needs it)
 anything else goes to the kernel (or fusermount3)

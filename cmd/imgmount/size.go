@@ -63,3 +63,33 @@ func (b byteSize) entries() int {
 	}
 	return int(max(budget/archive.BytesPerEntry, 1))
 }
+
+// spanBudget is the archive.OpenOptions.SpanCache the flag asks for: 0
+// for the default, 1 byte (nothing is kept) for "none".
+func (b byteSize) spanBudget() int64 {
+	if b < 0 {
+		return 1
+	}
+	return int64(b)
+}
+
+// ratio is a --max-ratio value: a whole number of times, at least 2.
+type ratio int64
+
+func (r *ratio) String() string {
+	if *r == 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(*r), 10)
+}
+
+func (r *ratio) Type() string { return "N" }
+
+func (r *ratio) Set(s string) error {
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 2 {
+		return fmt.Errorf("want a whole number of times, at least 2 (default 100)")
+	}
+	*r = ratio(n)
+	return nil
+}

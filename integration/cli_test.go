@@ -159,14 +159,14 @@ func corruptCache(t *testing.T, dir string, addressed bool) int {
 // $XDG_CACHE_HOME/imgmount.
 func TestCache(t *testing.T) {
 	requireFUSE(t)
-	img := debianImages[2] // oci-archive, gzip layers: indexes and decompressed layers
+	img := debianImages[2] // oci-archive, gzip layers: served in place, only indexes and checkpoints saved
 	od := oracle(t, img)
 	cache := t.TempDir()
 	want := readString(t, filepath.Join(od.rootfs, "etc/os-release"))
 
-	mountOnce := func() {
+	mountOnce := func(flags ...string) {
 		mnt := newMountpoint(t)
-		r := run(t, 5*time.Minute, "--cache-dir", cache, img.path(), mnt)
+		r := run(t, 5*time.Minute, append(append([]string{"--cache-dir", cache}, flags...), img.path(), mnt)...)
 		require.Equal(t, 0, r.code, "%s", r)
 		require.True(t, isMounted(mnt))
 		require.Equal(t, want, readString(t, filepath.Join(mnt, "etc/os-release")))
@@ -179,6 +179,16 @@ func TestCache(t *testing.T) {
 	first := cacheFiles(t, cache)
 	require.NotEmpty(t, first, "the first mount saves its index in --cache-dir")
 	t.Logf("cache after the first mount: %d files", len(first))
+	// Nothing decompressed is written (issue 11): a few percent of the
+	// uncompressed layers at most, none of it under blobs/.
+	var saved int64
+	for rel, f := range first {
+		require.False(t, strings.HasPrefix(rel, "blobs/") && f.size > 0, "decompressed copy %s in the cache", rel)
+		saved += f.size
+	}
+	uncompressed := fileSize(t, debianImages[0].path())
+	require.Less(t, saved, uncompressed/20, "cache bytes against the uncompressed image's %d", uncompressed)
+	t.Logf("cache after the first mount: %d bytes, %.2f%% of the uncompressed image", saved, 100*float64(saved)/float64(uncompressed))
 
 	mountOnce()
 	second := cacheFiles(t, cache)
@@ -194,13 +204,15 @@ func TestCache(t *testing.T) {
 	unmount(t, mnt)
 
 	t.Run("corrupt decompressed layer", func(t *testing.T) {
-		// A cached decompressed layer that no longer matches its name must
-		// not be served: the mount is either right (decompressed again) or
-		// refused with an error that points at the cache.
+		// -o materialize keeps decompressed copies, content-addressed.
+		// One that no longer matches its name must not be served: the
+		// mount is either right (decompressed again) or refused with an
+		// error that points at the cache.
+		mountOnce("-o", "materialize")
 		require.NotZero(t, corruptCache(t, cache, true))
 		mnt := newMountpoint(t)
 		t.Cleanup(func() { unmount(t, mnt) })
-		r := run(t, 5*time.Minute, "--cache-dir", cache, img.path(), mnt)
+		r := run(t, 5*time.Minute, "--cache-dir", cache, "-o", "materialize", img.path(), mnt)
 		if r.code == 0 {
 			compareWithOracle(t, mnt, od.rootfs, false)
 			return
@@ -340,4 +352,11 @@ func TestMountOptions(t *testing.T) {
 		requireClearError(t, r, "--upper", "rw")
 		requireNoMount(t, mnt)
 	})
+}
+
+func fileSize(t *testing.T, p string) int64 {
+	t.Helper()
+	fi, err := os.Stat(p)
+	require.NoError(t, err)
+	return fi.Size()
 }

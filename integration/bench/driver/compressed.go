@@ -236,8 +236,8 @@ func gunzipPass(c *config, files []string) (time.Duration, error) {
 
 // ratarReady is ratarmount's time to a listed root on tarball: cold (page
 // cache dropped, no index: it builds one) or with the index a first mount
-// saved. It reports "" and the reason when ratarmount cannot be run.
-func ratarReady(c *config, tarball string, cold bool) (time.Duration, string, error) {
+// saved; opts go before the tarball. It reports "" and the reason when ratarmount cannot be run.
+func ratarReady(c *config, tarball string, cold bool, opts ...string) (time.Duration, string, error) {
 	if c.ratar == "" {
 		return 0, "ratarmount: not installed ($RATARMOUNT unset and no ~/.cache/imgmount-dev/ratarmount.sh)", nil
 	}
@@ -245,7 +245,7 @@ func ratarReady(c *config, tarball string, cold bool) (time.Duration, string, er
 	if err := os.MkdirAll(filepath.Dir(index), 0o755); err != nil {
 		return 0, "", err
 	}
-	argv := ratarmountArgvOpts(c, tarball, "--index-file", index)
+	argv := ratarmountArgvOpts(c, tarball, append([]string{"--index-file", index}, opts...)...)
 	mnt := c.scratch("mnt-ratarmount")
 	if err := resetDir(mnt); err != nil {
 		return 0, "", err
@@ -453,12 +453,13 @@ func rowTgz(c *config) result {
 		fmt.Sprintf("gzip -dc of the tarball to /dev/null %s (cold %s)", fmtDur(gz), ratio(im, gz.Seconds())),
 		fmt.Sprintf("gzip -dc + skopeo copy to OCI + umoci unpack, ×%d %s (cold %s)", c.slow, fmtDur(um), ratio(im, um.Seconds())),
 	}
-	rc, why, err := ratarReady(c, img, true)
+	// Depth 2: the tarball and the layer tars in it, each its own tree.
+	rc, why, err := ratarReady(c, img, true, "--recursion-depth", "2")
 	if why == "" && err == nil {
 		var rw time.Duration
-		rw, _, err = ratarReady(c, img, false)
+		rw, _, err = ratarReady(c, img, false, "--recursion-depth", "2")
 		if err == nil {
-			r.alts = append(r.alts, fmt.Sprintf("ratarmount on the .tar.gz (its members; the layer tars inside stay files), ×%d: first mount %s (cold %s), with its saved index %s (second mount %s)",
+			r.alts = append(r.alts, fmt.Sprintf("ratarmount --recursion-depth 2 on the .tar.gz (the layer tars as directories, no union), ×%d: first mount %s (cold %s), with its saved index %s (second mount %s)",
 				c.slow, fmtDur(rc), ratio(im, rc.Seconds()), fmtDur(rw), ratio(warm.Seconds(), rw.Seconds())))
 		}
 	}
@@ -473,7 +474,7 @@ func rowTgz(c *config) result {
 		"second: " + verdict(warm <= warmMax, fmtDur(warm)),
 		"cache: " + verdict(float64(cold.cacheBytes) <= cacheShareMax*float64(total), shareOf(cold.cacheBytes, total)+" of uncompressed"),
 	}, "<br>")
-	r.notes = append(r.notes, fmt.Sprintf("`gzip -c` of the %s docker-archive (integration/testdata/debian.sh); ratarmount's recursive mode fails on the layer tars inside it (skopeo's member symlinks), so it serves the outer members only", fmtBytes(float64(total))))
+	r.notes = append(r.notes, fmt.Sprintf("`gzip -c` of the %s docker-archive (integration/testdata/debian.sh); ratarmount mounts each layer tar in it as a directory of its own (`-r` would also open every .gz inside the layers; skopeo's `<id>/layer.tar` symlinks it cannot open, and their targets are the top-level `<diff_id>.tar` members it does open)", fmtBytes(float64(total))))
 	return r
 }
 

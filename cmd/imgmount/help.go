@@ -93,8 +93,8 @@ machine (default: half the RAM, about 2 KiB a file)`}
 layers, shared by all of them (4G, 512M, none;
 default 128M)`}
 	flagMaxRatio = helpFlag{"--max-ratio N", `a compressed layer that inflates to more than N
-times its size, and to more than 64 GiB, is refused
-as a decompression bomb (status 7; default 100)`}
+times its size is refused as a decompression bomb
+(status 7; default 100, and at least 64 GiB)`}
 	flagCacheMax = helpFlag{"--cache-max SIZE", `the most the cache directory may take (4G, 512M,
 none): after writing to it, imgmount removes the
 least recently used items until it fits, never

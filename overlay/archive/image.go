@@ -70,8 +70,8 @@ type OpenOptions struct {
 	// them in place through checkpoints.
 	Materialize bool
 	// MaxRatio stops a compressed stream that inflates to more than
-	// MaxRatio times its stored size (and more than 64 GiB) with
-	// ErrTooLarge: a decompression bomb. 0 means 100.
+	// MaxRatio times its stored size with ErrTooLarge: a decompression
+	// bomb. 0 means the default: 100 times, and at least 64 GiB.
 	MaxRatio int64
 	// CacheMax bounds CacheDir (tarindex.Cache.MaxBytes): after writing
 	// to it, the least recently used items not in use are removed until

@@ -40,7 +40,8 @@ import (
 func Open(path string, opts OpenOptions) (_ *Image, err error) {
 	o := &opener{opts: opts, spans: tarindex.NewSpans(opts.SpanCache)}
 	if opts.CacheDir != "" {
-		o.cache = &tarindex.Cache{Dir: opts.CacheDir, MaxBytes: opts.CacheMax, MaxRatio: opts.MaxRatio}
+		o.cache = &tarindex.Cache{Dir: opts.CacheDir, MaxBytes: opts.CacheMax}
+		o.cache.MaxRatio, o.cache.MinLimit = opts.inflateLimit()
 	}
 	ar, err := openArchive(path, o.cache, opts.MaxEntries)
 	if err != nil {
@@ -505,7 +506,8 @@ func (o *opener) indexInPlace(l *Layer, s layerSrc, where string, job func() str
 	setCompressedMediaType(l)
 	cache := o.cache
 	if cache == nil {
-		cache = &tarindex.Cache{MaxRatio: o.opts.MaxRatio} // builds without saving
+		cache = &tarindex.Cache{} // builds without saving
+		cache.MaxRatio, cache.MinLimit = o.opts.inflateLimit()
 	}
 	limit := 0
 	if max := o.opts.MaxEntries; max > 0 {
@@ -539,6 +541,16 @@ func (o *opener) indexInPlace(l *Layer, s layerSrc, where string, job func() str
 	l.Content = tarindex.NewCompressed(where, seek, blob, o.spans)
 	l.Checkpoints = checkpointsOf(seek)
 	return nil
+}
+
+// inflateLimit is the cache's bomb limit for opts.MaxRatio: the default
+// ratio comes with a floor (64 GiB) so that no real layer trips it; a ratio
+// the user gave is the limit as given.
+func (opts OpenOptions) inflateLimit() (ratio, floor int64) {
+	if opts.MaxRatio > 0 {
+		return opts.MaxRatio, 1
+	}
+	return 0, 0 // the cache's defaults
 }
 
 // inputProgress turns the running totals a decoder reports into a task's

@@ -105,8 +105,18 @@ type byteCounter struct {
 func (c *byteCounter) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && err != io.EOF {
+		err = &decodeError{err}
+	}
 	return n, err
 }
+
+// decodeError is a failure of the compressed stream itself (corrupt,
+// truncated), told apart from a stream that decodes but holds no tar.
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string { return e.err.Error() }
+func (e *decodeError) Unwrap() error { return e.err }
 
 // indexOuterStream is IndexOuter's pass over the decompressed stream r.
 func indexOuterStream(r io.Reader, maxEntries int) (*Index, map[int64]Member, int64, error) {
@@ -124,8 +134,12 @@ func indexOuterStream(r io.Reader, maxEntries int) (*Index, map[int64]Member, in
 			if isLimit(err) {
 				return nil, nil, 0, errLimit
 			}
-			if len(ix.Entries) == 0 {
+			var de *decodeError
+			if len(ix.Entries) == 0 && !errors.As(err, &de) {
 				return nil, nil, 0, fmt.Errorf("%w: %v", ErrNotTar, err)
+			}
+			if len(ix.Entries) == 0 {
+				return nil, nil, 0, fmt.Errorf("the first member: %w", err)
 			}
 			return nil, nil, 0, fmt.Errorf("after member %q: %w", ix.Entries[len(ix.Entries)-1].Name, truncated(err))
 		}

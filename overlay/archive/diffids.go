@@ -63,7 +63,7 @@ func openListing(path, cacheDir string) (*archive, []*imageGroup, error) {
 	if cacheDir != "" {
 		cache = &tarindex.Cache{Dir: cacheDir}
 	}
-	ar, err := openArchive(path, cache, 0)
+	ar, err := openArchive(path, archiveOptions{cache: cache, inPlace: true})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -119,8 +119,11 @@ type Layer struct {
 	Size        int64                // bytes of the uncompressed tar
 	CreatedBy   string               // the history line that made it, if known
 	// Stored is the blob exactly as the tarball holds it (compressed or
-	// not), mapped; repack copies it byte for byte.
+	// not), mapped; nil when the tarball is compressed and read in place.
 	Stored []byte
+	// StoredAt reads the same bytes as Stored, mapped or not: repack
+	// copies them byte for byte.
+	StoredAt *io.SectionReader
 	// StoredVerified: Stored was checked against Digest, on this open or,
 	// through the cache, when these exact bytes were first indexed.
 	// Repack copies a verified blob without hashing it again.

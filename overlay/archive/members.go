@@ -99,7 +99,9 @@ func OpenContents(path, cacheDir string, maxEntries int) (_ *Contents, err error
 	if err != nil {
 		return nil, err
 	}
-	ar, err := openArchive(path, cache, maxEntries)
+	// Thin and complete copy members byte for byte: the tarball's bytes
+	// as a mapping (a compressed tarball decompressed into the cache).
+	ar, err := openArchive(path, archiveOptions{cache: cache, maxEntries: maxEntries})
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +255,7 @@ func (c *Contents) Bytes(name string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Path, err)
 	}
-	return b.bytes(), nil
+	return b.mapped(), nil
 }
 
 // Has tells whether name resolves to a regular member.
@@ -290,7 +292,11 @@ func (c *Contents) ManifestConfigDigest(e DockerManifestEntry) digest.Digest {
 	if err != nil {
 		return ""
 	}
-	return digest.FromBytes(b.bytes())
+	d, err := b.digest(digest.SHA256)
+	if err != nil {
+		return ""
+	}
+	return d
 }
 
 // Name is how messages name group gi: its tags, or its short digest.

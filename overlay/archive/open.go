@@ -5,6 +5,7 @@ import (
 	_ "crypto/sha256" // go-digest needs the hash registered
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"runtime"
 	"strings"
@@ -43,7 +44,7 @@ func Open(path string, opts OpenOptions) (_ *Image, err error) {
 		o.cache = &tarindex.Cache{Dir: opts.CacheDir, MaxBytes: opts.CacheMax}
 		o.cache.MaxRatio, o.cache.MinLimit = opts.inflateLimit()
 	}
-	ar, err := openArchive(path, o.cache, opts.MaxEntries)
+	ar, err := openArchive(path, o.archiveOptions())
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +120,11 @@ func readConfig(ar *archive, c *candidate, img *Image, label string) error {
 	if b, err := ar.lookup(cfgName); err == nil {
 		// Kept verbatim so repack can edit the config without dropping the
 		// fields ocispec.Image does not know (Docker's container_config...).
-		img.ConfigRaw = bytes.Clone(b.bytes())
+		raw, err := b.read()
+		if err != nil {
+			return fmt.Errorf("%s: image config %s: %w", ar.path, cfgName, err)
+		}
+		img.ConfigRaw = bytes.Clone(raw)
 	}
 	if img.Ref.Platform == "" {
 		img.Ref.Platform = platformString(normPlatform(img.Config.Platform))
@@ -150,6 +155,12 @@ type opener struct {
 	entries atomic.Int64 // indexed so far, against opts.MaxEntries
 }
 
+// archiveOptions are how Open reads tarballs: compressed ones in place
+// unless asked to materialize them.
+func (o *opener) archiveOptions() archiveOptions {
+	return archiveOptions{cache: o.cache, maxEntries: o.opts.MaxEntries, inPlace: !o.opts.Materialize, spans: o.spans, tasks: o.opts.Tasks}
+}
+
 // progress reports to opts.Progress, one call at a time.
 func (o *opener) progress(format string, a ...any) {
 	if o.opts.Progress == nil {
@@ -163,7 +174,7 @@ func (o *opener) progress(format string, a ...any) {
 // index indexes the tar stream at [base, base+size) of data, through the
 // cache when there is one. When the index was built but takes the entries
 // past opts.MaxEntries, it is returned with the ErrTooLarge error.
-func (o *opener) index(key string, data []byte, base, size int64) (*tarindex.Index, error) {
+func (o *opener) index(key string, src io.ReaderAt, base, size int64) (*tarindex.Index, error) {
 	limit := 0
 	if max := o.opts.MaxEntries; max > 0 {
 		// Layers are indexed in parallel: each may take what is left.
@@ -175,9 +186,9 @@ func (o *opener) index(key string, data []byte, base, size int64) (*tarindex.Ind
 	var ix *tarindex.Index
 	var err error
 	if o.cache == nil {
-		ix, err = tarindex.BuildMax(bytes.NewReader(data), base, size, limit)
+		ix, err = tarindex.BuildMax(src, base, size, limit)
 	} else {
-		ix, err = o.cache.Index(key, bytes.NewReader(data), base, size, limit)
+		ix, err = o.cache.Index(key, src, base, size, limit)
 	}
 	if errors.Is(err, tarindex.ErrTooManyEntries) {
 		return nil, o.tooLarge()
@@ -297,7 +308,7 @@ func (o *opener) searchBases(diffIDs []digest.Digest, missing []int, img *Image)
 		if len(found) == len(want) {
 			break
 		}
-		bar, err := openArchive(bp, o.cache, o.opts.MaxEntries)
+		bar, err := openArchive(bp, o.archiveOptions())
 		if err != nil {
 			return nil, fmt.Errorf("base tarball: %w", err)
 		}
@@ -402,7 +413,9 @@ func (o *opener) loadLayers(path string, srcs []layerSrc, img *Image) ([]*Layer,
 
 // head returns the first bytes of the blob, enough to detect compression.
 func (b blobRef) head() []byte {
-	return b.data[b.off : b.off+min(b.size, 8)]
+	p := make([]byte, min(b.size, 8))
+	n, _ := b.src.ReadAt(p, b.off)
+	return p[:n]
 }
 
 // loadLayer makes one layer ready: its bytes mapped and its tar indexed.
@@ -420,7 +433,8 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 		MediaType:   s.desc.MediaType,
 		Compression: comp,
 		StoredSize:  s.blob.size,
-		Stored:      s.blob.bytes(),
+		Stored:      s.blob.mapped(),
+		StoredAt:    s.blob.reader(),
 	}
 	if l.Digest == "" {
 		l.Digest = s.nameDigest
@@ -435,7 +449,7 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 	case tarindex.CompressionNone:
 		err = o.indexStored(l, s, where)
 	case tarindex.CompressionGzip, tarindex.CompressionZstd:
-		inPlace := !o.opts.Materialize && tarindex.CanSeek(bytes.NewReader(s.blob.bytes()), s.blob.size, comp)
+		inPlace := !o.opts.Materialize && tarindex.CanSeek(s.blob.reader(), s.blob.size, comp)
 		if inPlace {
 			err = o.indexInPlace(l, s, where, job)
 			inPlace = !errors.Is(err, tarindex.ErrNotSeekable)
@@ -466,15 +480,18 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 	if l.MediaType == "" {
 		l.MediaType = MediaTypeDockerLayer
 	}
+	if s.blob.member != nil {
+		return o.indexMember(l, s, where)
+	}
 	key := s.blob.key()
-	ix, err := o.index(key, s.blob.data, s.blob.off, s.blob.size)
+	ix, err := o.index(key, s.blob.src, s.blob.off, s.blob.size)
 	if errors.Is(err, ErrTooLarge) {
 		if ix != nil && o.cache != nil {
 			// Building the index started hashing the layer in the
 			// background, which reads the mapping that failing Open is
 			// about to unmap: wait for it here (it is the check the
 			// layer would have had anyway).
-			_ = o.cache.VerifyOnce(key, s.diffID, s.blob.bytes())
+			_ = o.cache.VerifyOnce(key, s.diffID, s.blob.mapped())
 		}
 		return fmt.Errorf("%s: %w", where, err)
 	}
@@ -484,7 +501,7 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 	if o.cache != nil {
 		// Hashed on the first mount only: the cache remembers the check
 		// for these exact bytes (the key changes if the file does).
-		if err := o.cache.VerifyOnce(key, s.diffID, s.blob.bytes()); err != nil {
+		if err := o.cache.VerifyOnce(key, s.diffID, s.blob.mapped()); err != nil {
 			if errors.Is(err, tarindex.ErrDigestMismatch) {
 				return Errorf(ErrDiffIDMismatch, "%s: %s does not match the config's diff_id: %w", where, s.member, err)
 			}
@@ -493,7 +510,48 @@ func (o *opener) indexStored(l *Layer, s layerSrc, where string) error {
 		// The blob is the tar: its digest is the diff_id just checked.
 		l.StoredVerified = l.Digest == s.diffID
 	}
-	l.Data, l.Size, l.Content, l.TarIndex = s.blob.data, s.blob.size, bytes.NewReader(s.blob.data), ix
+	l.Data, l.Size, l.Content, l.TarIndex = s.blob.data, s.blob.size, s.blob.src, ix
+	return nil
+}
+
+// indexMember takes an uncompressed layer of a compressed tarball read in
+// place: the pass over the tarball hashed it and, usually, indexed it; its
+// reads go through the tarball's checkpoints.
+func (o *opener) indexMember(l *Layer, s layerSrc, where string) error {
+	m := s.blob.member
+	if m.Digest != s.diffID && s.diffID.Algorithm() == m.Digest.Algorithm() {
+		return Errorf(ErrDiffIDMismatch, "%s: %s (%s) does not match the config's diff_id", where, s.member, m.Digest)
+	}
+	if s.diffID.Algorithm() != m.Digest.Algorithm() {
+		d, err := s.blob.digest(s.diffID.Algorithm())
+		if err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if d != s.diffID {
+			return Errorf(ErrDiffIDMismatch, "%s: %s (%s) does not match the config's diff_id", where, s.member, d)
+		}
+	}
+	ix := m.Tar
+	if ix == nil {
+		// Not indexable in the pass (sparse members...): read at will.
+		var err error
+		if ix, err = o.index(s.blob.key(), s.blob.src, s.blob.off, s.blob.size); err != nil {
+			if errors.Is(err, ErrTooLarge) {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+			return Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s): %w", where, s.member, err)
+		}
+	} else if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
+		return fmt.Errorf("%s: %w", where, o.tooLarge())
+	}
+	if l.Digest == "" {
+		l.Digest = s.diffID
+	}
+	if l.MediaType == "" {
+		l.MediaType = MediaTypeDockerLayer
+	}
+	l.StoredVerified = l.Digest == s.diffID
+	l.Size, l.Content, l.TarIndex = s.blob.size, s.blob.src, ix
 	return nil
 }
 
@@ -518,7 +576,7 @@ func (o *opener) indexInPlace(l *Layer, s layerSrc, where string, job func() str
 	name := fmt.Sprintf("indexing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), l.Compression)
 	task := progress.Start(o.opts.Tasks, name, s.blob.size)
 	opts := tarindex.CompressedOptions{MaxEntries: limit, Progress: inputProgress(task)}
-	blob := bytes.NewReader(s.blob.bytes())
+	blob := s.blob.reader()
 	ix, seek, err := cache.IndexCompressed(s.blob.key(), blob, s.blob.size, l.Compression, s.diffID, opts)
 	task.Done(err)
 	switch {
@@ -616,7 +674,7 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 		defer release()
 		return m.Close()
 	}
-	ix, err := o.index("decompressed:"+s.diffID.String(), m.Data, 0, int64(len(m.Data)))
+	ix, err := o.index("decompressed:"+s.diffID.String(), bytes.NewReader(m.Data), 0, int64(len(m.Data)))
 	if err != nil {
 		closer()
 		if errors.Is(err, ErrTooLarge) {
@@ -636,7 +694,7 @@ func (o *opener) decompressHeld(s layerSrc, comp tarindex.Compression) (string, 
 	var err error
 	for range 3 {
 		var p string
-		if p, err = o.cache.Decompress(s.blob.key(), s.diffID, comp, bytes.NewReader(s.blob.bytes())); err != nil {
+		if p, err = o.cache.Decompress(s.blob.key(), s.diffID, comp, s.blob.reader()); err != nil {
 			return "", nil, err
 		}
 		var release func()

@@ -229,15 +229,43 @@ func TestArchOpenCompressedOuter(t *testing.T) {
 		require.NoError(t, err, comp)
 		require.Equal(t, archive.FormatDockerLegacy, img.Format)
 		require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
-		require.Len(t, img.Layers[1].Data, len(raw), "layers are slices of the decompressed outer tar")
-
-		_, err = archive.Open(p, archive.OpenOptions{})
-		require.ErrorContains(t, err, "cache directory")
+		require.True(t, img.Layers[1].StoredVerified, "the pass over the outer hashed the layer")
+		if comp == tarindex.CompressionGzip {
+			require.Nil(t, img.Layers[1].Data, "gzip: layers are read in place through the outer's checkpoints")
+			img, err = archive.Open(p, archive.OpenOptions{})
+			require.NoError(t, err, "in place needs no cache directory")
+			require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+			require.NoError(t, img.Close())
+		} else {
+			require.Len(t, img.Layers[1].Data, len(raw), "zstd of one frame: layers are slices of the decompressed outer tar")
+			_, err = archive.Open(p, archive.OpenOptions{})
+			require.ErrorContains(t, err, "cache directory")
+		}
+		img, err = imagetest.Open(t, p, archive.OpenOptions{Materialize: true})
+		require.NoError(t, err, comp)
+		require.Len(t, img.Layers[1].Data, len(raw), "materialize: layers are slices of the decompressed outer tar")
 	}
+	// An OCI archive gzipped as a whole, with a gzip layer: a stream in
+	// a stream, both read in place; and a layer whose bytes do not match
+	// its diff_id is refused.
+	bz := imagetest.Build(t, imagetest.Simple([]string{"app:1"}, tarindex.CompressionGzip, tarindex.CompressionNone))
+	pz := imagetest.WriteFile(t, dir, "oci.tar.gz", imagetest.Compress(t, tarindex.CompressionGzip, imagetest.OCI(t, false, bz).Tar(t)))
+	img, err := imagetest.Open(t, pz, archive.OpenOptions{})
+	require.NoError(t, err)
+	require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
+	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+	require.Nil(t, img.Layers[0].Data)
+	badSpec := imagetest.Simple([]string{"app:1"}, tarindex.CompressionNone, tarindex.CompressionNone)
+	badSpec.Mutate = func(c *ocispec.Image) { c.RootFS.DiffIDs[1] = digest.FromString("other") }
+	bad := imagetest.Build(t, badSpec)
+	raw2 := imagetest.Legacy(t, bad).Tar(t)
+	pb := imagetest.WriteFile(t, dir, "bad.tar.gz", imagetest.Compress(t, tarindex.CompressionGzip, raw2))
+	_, err = imagetest.Open(t, pb, archive.OpenOptions{})
+	require.ErrorIs(t, err, archive.ErrDiffIDMismatch)
 	// A truncated compressed outer tarball.
 	gz := imagetest.Compress(t, tarindex.CompressionGzip, raw)
 	p := imagetest.WriteFile(t, dir, "trunc.tar.gz", gz[:len(gz)/2])
-	_, err := imagetest.Open(t, p, archive.OpenOptions{})
+	_, err = imagetest.Open(t, p, archive.OpenOptions{})
 	require.Error(t, err)
 	require.ErrorContains(t, err, p)
 	t.Log(err)

@@ -15,7 +15,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/tarindex"
+	digest "github.com/opencontainers/go-digest"
 )
 
 // maxJSONSize bounds the JSON documents we parse out of an archive
@@ -51,9 +53,15 @@ func Errorf(sentinel error, format string, a ...any) error {
 // layout, an extracted docker save), whose members are its files, each
 // mapped on its first lookup.
 type archive struct {
-	path    string // as the caller gave it; used in messages
-	ident   string // identity of the file: dev, inode, size, mtime, absolute path
-	data    []byte // the uncompressed outer tar
+	path  string // as the caller gave it; used in messages
+	ident string // identity of the file: dev, inode, size, mtime, absolute path
+	// src reads the uncompressed outer tar, size bytes; data maps it, unless
+	// the tarball is compressed and read in place (then data is nil and
+	// members holds what the indexing pass learnt of each member).
+	src     io.ReaderAt
+	size    int64
+	data    []byte
+	members map[int64]tarindex.Member
 	entries []tarindex.Entry
 	byName  map[string]int // cleaned name → index in entries (the last one wins, as extraction does)
 	format  Format
@@ -66,18 +74,56 @@ type archive struct {
 	dir *dirSource
 }
 
-// blobRef locates one member's content: size bytes at off in data, the
-// mapping of the whole tarball (a slice of it, zero copy) or of the
-// member's own file.
+// blobRef locates one member's content: size bytes at off in src, the
+// whole tarball or the member's own file. data, when not nil, maps the
+// same bytes as src (a slice of it is zero copy).
 type blobRef struct {
 	name  string // the member that holds the bytes (after following links)
+	src   io.ReaderAt
 	data  []byte
-	ident string // cache identity of data: the tarball's or the member file's
+	ident string // cache identity of src: the tarball's or the member file's
 	off   int64
 	size  int64
+	// member is what the pass over a compressed outer tarball learnt of
+	// it (its digest, its tar index), or nil.
+	member *tarindex.Member
 }
 
-func (b blobRef) bytes() []byte { return b.data[b.off : b.off+b.size] }
+// mapped is the member's content as a slice of the mapping, or nil when
+// it is read in place from a compressed tarball.
+func (b blobRef) mapped() []byte {
+	if b.data == nil {
+		return nil
+	}
+	return b.data[b.off : b.off+b.size]
+}
+
+// reader reads the member's content.
+func (b blobRef) reader() *io.SectionReader { return io.NewSectionReader(b.src, b.off, b.size) }
+
+// read returns a small member's content (a JSON document): the mapping's
+// slice, or a copy read in place.
+func (b blobRef) read() ([]byte, error) {
+	if m := b.mapped(); m != nil {
+		return m, nil
+	}
+	if b.size > maxJSONSize {
+		return nil, fmt.Errorf("member %s: %d bytes is too large for a JSON document", b.name, b.size)
+	}
+	p := make([]byte, b.size)
+	if _, err := b.reader().ReadAt(p, 0); err != nil && !(err == io.EOF && b.size == 0) {
+		return nil, fmt.Errorf("member %s: %w", b.name, err)
+	}
+	return p, nil
+}
+
+// digest hashes the member's content with alg.
+func (b blobRef) digest(alg digest.Algorithm) (digest.Digest, error) {
+	if m := b.mapped(); m != nil {
+		return alg.FromBytes(m), nil
+	}
+	return alg.FromReader(b.reader())
+}
 
 // key names the blob's bytes in the cache: the same bytes of the same
 // file get the same key, a rewritten file another.
@@ -106,10 +152,23 @@ func fileIdentity(abs string, fi os.FileInfo) string {
 	return fmt.Sprintf("dev=%d,ino=%d,size=%d,mtime=%d,ctime=%d,path=%s", dev, ino, fi.Size(), fi.ModTime().UnixNano(), ctime, abs)
 }
 
-// openArchive maps the tarball at p (decompressing it into the cache first
-// if it is gzip or zstd) and indexes its members; or, when p is a
-// directory, opens it for lookups (openDir).
-func openArchive(p string, cache *tarindex.Cache, maxEntries int) (_ *archive, err error) {
+// archiveOptions say how openArchive reads a tarball.
+type archiveOptions struct {
+	cache      *tarindex.Cache // nil: no saved index, nothing decompressed
+	maxEntries int
+	// inPlace reads a gzip tarball (or zstd of several frames) where it
+	// lies, through checkpoints and spans; otherwise it is decompressed
+	// into the cache and mapped (what callers that need the tarball's
+	// bytes as a slice, thin and complete, ask for).
+	inPlace bool
+	spans   *tarindex.Spans
+	tasks   progress.Tasks
+}
+
+// openArchive maps the tarball at p and indexes its members (a compressed
+// one read in place, or decompressed into the cache first, as opts say);
+// or, when p is a directory, opens it for lookups (openDir).
+func openArchive(p string, opts archiveOptions) (_ *archive, err error) {
 	f, fi, err := openTarball(p)
 	if err != nil {
 		return nil, err
@@ -128,7 +187,17 @@ func openArchive(p string, cache *tarindex.Cache, maxEntries int) (_ *archive, e
 			ar.close()
 		}
 	}()
-	mapPath, comp, err := ar.uncompressed(f, cache)
+	comp, err := compressionOfFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if comp != tarindex.CompressionNone && opts.inPlace {
+		if err := ar.openInPlace(comp, opts); err != nil {
+			return nil, err
+		}
+		return ar, nil
+	}
+	mapPath, err := ar.uncompressed(f, comp, opts.cache)
 	if err != nil {
 		return nil, err
 	}
@@ -137,14 +206,93 @@ func openArchive(p string, cache *tarindex.Cache, maxEntries int) (_ *archive, e
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	ar.closers.add(m.Close)
-	ar.data = m.Data
+	ar.data, ar.src, ar.size = m.Data, bytes.NewReader(m.Data), int64(len(m.Data))
 	if len(ar.data) == 0 {
 		return nil, Errorf(ErrNotImage, "%s: empty file", p)
 	}
-	if err := ar.indexMembers(cache, comp, maxEntries); err != nil {
+	if err := ar.indexMembers(opts.cache, comp, opts.maxEntries); err != nil {
 		return nil, err
 	}
 	return ar, nil
+}
+
+// compressionOfFile reads how f is compressed from its first bytes.
+func compressionOfFile(f *os.File) (tarindex.Compression, error) {
+	head := make([]byte, 8)
+	n, err := f.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return tarindex.CompressionNone, err
+	}
+	return tarindex.DetectCompression(head[:n]), nil
+}
+
+// openInPlace indexes a compressed tarball where it lies: one pass
+// inflates it, records checkpoints, indexes its members and the layer
+// tars among them, and hashes each member (IndexOuter); its reads then
+// inflate from the nearest checkpoint. A stream that cannot be entered
+// mid-way (zstd of one frame) is decompressed into the cache instead.
+func (ar *archive) openInPlace(comp tarindex.Compression, opts archiveOptions) error {
+	m, err := tarindex.MapFile(ar.path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ar.path, err)
+	}
+	ar.closers.add(m.Close)
+	blob := bytes.NewReader(m.Data)
+	if !tarindex.CanSeek(blob, blob.Size(), comp) {
+		return ar.openDecompressed(comp, opts)
+	}
+	cache := opts.cache
+	if cache == nil {
+		cache = &tarindex.Cache{}
+	}
+	if opts.spans == nil {
+		opts.spans = tarindex.NewSpans(0)
+	}
+	task := progress.Start(opts.tasks, fmt.Sprintf("indexing %s (%s %s)", filepath.Base(ar.path), HumanSize(blob.Size()), comp), blob.Size())
+	out, err := cache.IndexOuter(ar.ident, blob, blob.Size(), comp, tarindex.CompressedOptions{MaxEntries: opts.maxEntries, Progress: inputProgress(task)})
+	task.Done(err)
+	p := fmt.Sprintf("%s (%s-compressed)", ar.path, comp)
+	switch {
+	case err == nil:
+	case errors.Is(err, tarindex.ErrTooManyEntries):
+		return Errorf(ErrTooLarge, "%s: more than %d members, past the memory budget (--max-memory)", p, opts.maxEntries)
+	case errors.Is(err, tarindex.ErrTooLarge):
+		return Errorf(ErrTooLarge, "%s: %w (--max-ratio)", p, err)
+	case errors.Is(err, tarindex.ErrNotTar):
+		return Errorf(ErrNotImage, "%s: %w", p, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%s: truncated tarball (incomplete copy or download?): %w", p, err)
+	default:
+		return fmt.Errorf("%s: corrupt or truncated %s data: %w", p, comp, err)
+	}
+	ar.src = tarindex.NewCompressed(p, out.Seek, blob, opts.spans)
+	ar.size = out.Seek.Size()
+	ar.members = out.Members
+	return ar.setMembers(out.Index)
+}
+
+// openDecompressed is openArchive's way for a compressed tarball that is
+// not read in place: decompressed into the cache, then mapped.
+func (ar *archive) openDecompressed(comp tarindex.Compression, opts archiveOptions) error {
+	f, err := os.Open(ar.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	mapPath, err := ar.uncompressed(f, comp, opts.cache)
+	if err != nil {
+		return err
+	}
+	m, err := tarindex.MapFile(mapPath)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ar.path, err)
+	}
+	ar.closers.add(m.Close)
+	ar.data, ar.src, ar.size = m.Data, bytes.NewReader(m.Data), int64(len(m.Data))
+	if len(ar.data) == 0 {
+		return Errorf(ErrNotImage, "%s: empty file", ar.path)
+	}
+	return ar.indexMembers(opts.cache, comp, opts.maxEntries)
 }
 
 // openTarball opens p, refusing anything but a regular file or a
@@ -171,32 +319,29 @@ func openTarball(p string) (*os.File, os.FileInfo, error) {
 // uncompressed returns the path of the tarball's uncompressed bytes: the
 // tarball itself, or its decompressed copy in the cache; and how the
 // tarball is compressed.
-func (ar *archive) uncompressed(f *os.File, cache *tarindex.Cache) (string, tarindex.Compression, error) {
+func (ar *archive) uncompressed(f *os.File, comp tarindex.Compression, cache *tarindex.Cache) (string, error) {
 	p := ar.path
-	head := make([]byte, 8)
-	n, _ := io.ReadFull(f, head)
-	comp := tarindex.DetectCompression(head[:n])
 	switch comp {
 	case tarindex.CompressionNone:
-		return p, comp, nil
+		return p, nil
 	case tarindex.CompressionGzip, tarindex.CompressionZstd:
 	default:
-		return "", comp, fmt.Errorf("%s: %s-compressed tarballs are not supported; decompress it first", p, comp)
+		return "", fmt.Errorf("%s: %s-compressed tarballs are not supported; decompress it first", p, comp)
 	}
 	if cache == nil {
-		return "", comp, fmt.Errorf("%s: a %s-compressed tarball needs a cache directory to decompress into", p, comp)
+		return "", fmt.Errorf("%s: a %s-compressed tarball needs a cache directory to decompress into", p, comp)
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return "", comp, err
+		return "", err
 	}
 	mapPath, err := cache.Decompress(ar.ident, "", comp, bufio.NewReaderSize(f, 1<<20))
 	switch {
 	case err == nil:
-		return mapPath, comp, nil
+		return mapPath, nil
 	case isCacheIOError(err):
-		return "", comp, fmt.Errorf("%s: decompressing into the cache: %w", p, err)
+		return "", fmt.Errorf("%s: decompressing into the cache: %w", p, err)
 	default:
-		return "", comp, fmt.Errorf("%s: corrupt or truncated %s data: %w", p, comp, err)
+		return "", fmt.Errorf("%s: corrupt or truncated %s data: %w", p, comp, err)
 	}
 }
 
@@ -218,9 +363,9 @@ func (ar *archive) indexMembers(cache *tarindex.Cache, comp tarindex.Compression
 	var ix *tarindex.Index
 	var err error
 	if cache != nil {
-		ix, err = cache.Index(ar.ident+"@outer", bytes.NewReader(ar.data), 0, int64(len(ar.data)), maxEntries)
+		ix, err = cache.Index(ar.ident+"@outer", ar.src, 0, ar.size, maxEntries)
 	} else {
-		ix, err = tarindex.BuildMax(bytes.NewReader(ar.data), 0, int64(len(ar.data)), maxEntries)
+		ix, err = tarindex.BuildMax(ar.src, 0, ar.size, maxEntries)
 	}
 	switch {
 	case err == nil:
@@ -233,10 +378,16 @@ func (ar *archive) indexMembers(cache *tarindex.Cache, comp tarindex.Compression
 	default:
 		return fmt.Errorf("%s: reading the tarball: %w", ar.path, err)
 	}
+	return ar.setMembers(ix)
+}
+
+// setMembers takes the outer tar's index: its members by name, refusing
+// duplicates.
+func (ar *archive) setMembers(ix *tarindex.Index) error {
 	if len(ix.Entries) == 0 {
 		return Errorf(ErrNotImage, "%s: empty tar archive", ar.path)
 	}
-	ar.noEnd = ix.End < 1024 || ix.End > int64(len(ar.data)) || !allZero(ar.data[ix.End-1024:ix.End])
+	ar.noEnd = ix.End < 1024 || ix.End > ar.size || !ar.zeroAt(ix.End-1024, 1024)
 	ar.entries = ix.Entries
 	ar.byName = make(map[string]int, len(ix.Entries))
 	var dups []string
@@ -305,10 +456,14 @@ func (ar *archive) lookup(name string) (blobRef, error) {
 			if e.Sparse != nil {
 				return blobRef{}, fmt.Errorf("member %s: is a sparse file", name)
 			}
-			if e.Offset < 0 || e.Offset+e.Size > int64(len(ar.data)) {
+			if e.Offset < 0 || e.Offset+e.Size > ar.size {
 				return blobRef{}, fmt.Errorf("member %s: extends past the end of the tarball", name)
 			}
-			return blobRef{name: name, data: ar.data, ident: ar.ident, off: e.Offset, size: e.Size}, nil
+			b := blobRef{name: name, src: ar.src, data: ar.data, ident: ar.ident, off: e.Offset, size: e.Size}
+			if m, ok := ar.members[e.Offset]; ok {
+				b.member = &m
+			}
+			return b, nil
 		case tarindex.TypeHardlink:
 			name = e.Linkname
 		case tarindex.TypeSymlink:
@@ -337,7 +492,11 @@ func (ar *archive) checkNamedDigest(name string, b blobRef) error {
 	if want == "" || !want.Algorithm().Available() {
 		return nil
 	}
-	if got := want.Algorithm().FromBytes(b.bytes()); got != want {
+	got, err := b.digest(want.Algorithm())
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", ar.path, name, err)
+	}
+	if got != want {
 		return Errorf(ErrDigestMismatch, "%s: %s holds content whose digest is %s", ar.path, name, got)
 	}
 	return nil
@@ -361,7 +520,11 @@ func (ar *archive) readJSON(what, name string, v any) error {
 	if err := ar.checkNamedDigest(name, b); err != nil {
 		return err
 	}
-	if err := json.Unmarshal(b.bytes(), v); err != nil {
+	raw, err := b.read()
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", ar.path, label, err)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
 		return fmt.Errorf("%s: %s: malformed JSON: %w", ar.path, label, err)
 	}
 	return nil
@@ -383,6 +546,15 @@ func (ar *archive) hint() string {
 		}
 	}
 	return ""
+}
+
+// zeroAt tells whether the n bytes at off are all zero (the end marker).
+func (ar *archive) zeroAt(off int64, n int) bool {
+	b := make([]byte, n)
+	if _, err := ar.src.ReadAt(b, off); err != nil {
+		return false
+	}
+	return allZero(b)
 }
 
 func allZero(b []byte) bool {

@@ -210,7 +210,9 @@ func (ar *archive) parseDocker(groups []*imageGroup) ([]*imageGroup, error) {
 			if err := ar.checkNamedDigest(e.Config, b); err != nil {
 				return nil, err
 			}
-			raw = b.bytes()
+			if raw, err = b.read(); err != nil {
+				return nil, fmt.Errorf("%s: config %s: %w", ar.path, e.Config, err)
+			}
 			if cd == "" {
 				cd = digest.FromBytes(raw)
 			}
@@ -350,7 +352,8 @@ func (ar *archive) kindOf(d ocispec.Descriptor) string {
 		Config    json.RawMessage `json:"config"`
 		Layers    json.RawMessage `json:"layers"`
 	}
-	if json.Unmarshal(b.bytes(), &probe) != nil {
+	raw, err := b.read()
+	if err != nil || json.Unmarshal(raw, &probe) != nil {
 		return ""
 	}
 	switch {
@@ -425,7 +428,7 @@ func (ar *archive) addManifest(g *imageGroup, d ocispec.Descriptor, plat ocispec
 	if c.platform.OS == "" {
 		if cb, err := ar.lookup(BlobPath(m.Config.Digest)); err == nil && cb.size <= maxJSONSize {
 			var p struct{ ocispec.Platform }
-			if json.Unmarshal(cb.bytes(), &p) == nil {
+			if raw, err := cb.read(); err == nil && json.Unmarshal(raw, &p) == nil {
 				c.platform = normPlatform(p.Platform)
 			}
 		}

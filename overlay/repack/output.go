@@ -25,10 +25,11 @@ type outLayer struct {
 	digest    digest.Digest
 	size      int64
 	mediaType string
-	where     string // names the layer in errors
-	stored    []byte // the image's own blob, copied byte for byte...
-	path      string // ...or a blob file the commit wrote
-	omit      bool   // left out (thin)
+	where     string            // names the layer in errors
+	stored    []byte            // the image's own blob, copied byte for byte (mapped)...
+	storedAt  *io.SectionReader // ...or read in place from a compressed tarball...
+	path      string            // ...or a blob file the commit wrote
+	omit      bool              // left out (thin)
 	// verified: the bytes are known to match digest (checked when the
 	// image was indexed, or hashed as the commit wrote them), so copying
 	// them needs no second hash.
@@ -41,14 +42,27 @@ type outLayer struct {
 func storedLayer(img *archive.Image, l *archive.Layer) outLayer {
 	d, verified := l.Digest, l.StoredVerified
 	if d == "" {
-		d, verified = digest.FromBytes(l.Stored), true
+		d, verified = storedDigest(l), true
 	}
 	mt := layerMediaType(l.Compression)
 	if isNondistributable(l.MediaType) {
 		mt = l.MediaType
 	}
-	return outLayer{diffID: l.DiffID, digest: d, size: int64(len(l.Stored)), mediaType: mt,
-		where: describeLayer(img, l), stored: l.Stored, verified: verified}
+	return outLayer{diffID: l.DiffID, digest: d, size: l.StoredSize, mediaType: mt,
+		where: describeLayer(img, l), stored: l.Stored, storedAt: l.StoredAt, verified: verified}
+}
+
+// storedDigest hashes a layer's blob as stored; "" if it cannot be read
+// (copyLayer then reports the mismatch).
+func storedDigest(l *archive.Layer) digest.Digest {
+	if l.Stored != nil || l.StoredAt == nil {
+		return digest.FromBytes(l.Stored)
+	}
+	d, err := digest.FromReader(io.NewSectionReader(l.StoredAt, 0, l.StoredSize))
+	if err != nil {
+		return ""
+	}
+	return d
 }
 
 // blobLayer is a layer the commit wrote.
@@ -220,9 +234,12 @@ func (ow *outputWriter) copyLayer(l outLayer) error {
 	}
 	var n int64
 	var err error
-	if l.path != "" {
+	switch {
+	case l.path != "":
 		n, err = copyFile(dst, l.path)
-	} else {
+	case l.stored == nil && l.storedAt != nil:
+		n, err = io.Copy(dst, io.NewSectionReader(l.storedAt, 0, l.size))
+	default:
 		for off := 0; off < len(l.stored) && err == nil; off += 8 << 20 {
 			var k int
 			chunk := l.stored[off:min(off+8<<20, len(l.stored))]

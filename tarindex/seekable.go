@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"math"
@@ -153,16 +152,24 @@ func (c *Cache) buildCompressed(blob io.ReaderAt, size int64, comp Compression, 
 		return nil, nil, err
 	}
 	defer b.Close()
-	var r io.Reader = b
-	var h hash.Hash
+	// The parser takes the decoder's output where it lies (gzip) or
+	// as read (zstd), and skips member data without copying it.
+	var src chunks
+	if g, ok := b.(gzBuilder); ok {
+		src = nextChunks{g.Builder}
+	} else {
+		src = &readerChunks{r: b, buf: make([]byte, 256<<10)}
+	}
+	var h *asyncHash
 	if want != "" {
 		if err := want.Validate(); err != nil {
 			return nil, nil, err
 		}
-		h = want.Algorithm().Hash()
-		r = io.TeeReader(b, h)
+		h = newAsyncHash(want.Algorithm().Hash())
+		defer h.stop()
+		src = hashChunks{src, h}
 	}
-	ix, usize, err := IndexStream(r, opts.MaxEntries)
+	ix, usize, err := indexChunks(src, opts.MaxEntries)
 	if errors.Is(err, gz.ErrLimit) || errors.Is(err, zst.ErrLimit) {
 		return nil, nil, fmt.Errorf("%w: more than %d bytes from %d compressed (a decompression bomb?)", ErrTooLarge, limit, size)
 	}
@@ -177,7 +184,7 @@ func (c *Cache) buildCompressed(blob io.ReaderAt, size int64, comp Compression, 
 		return nil, nil, fmt.Errorf("%w (a frame of %d bytes)", ErrNotSeekable, z.MaxFrame())
 	}
 	if want != "" {
-		if got := digest.NewDigestFromBytes(want.Algorithm(), h.Sum(nil)); got != want {
+		if got := digest.NewDigestFromBytes(want.Algorithm(), h.sum()); got != want {
 			return nil, nil, fmt.Errorf("%w: decompressed to %s, want %s", ErrDigestMismatch, got, want)
 		}
 	}

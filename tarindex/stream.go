@@ -2,6 +2,7 @@ package tarindex
 
 import (
 	"errors"
+	"hash"
 	"io"
 	"math"
 )
@@ -9,19 +10,61 @@ import (
 // errBehind: a read asked for bytes of a stream that have already gone by.
 var errBehind = errors.New("read behind the stream's window")
 
+// chunks yields a stream's bytes in order, a piece at a time: a non-empty
+// piece with a nil error, or no bytes and the error that ended the stream
+// (io.EOF at its end). A piece is valid until the next call. Pieces let
+// the indexing pass skip member data without copying it anywhere: the
+// tar parser reads only headers.
+type chunks interface {
+	next() ([]byte, error)
+}
+
+// nextChunks adapts a decoder that hands out its own output buffer
+// (gz.Builder.Next): no copy at all.
+type nextChunks struct {
+	src interface{ Next() ([]byte, error) }
+}
+
+func (c nextChunks) next() ([]byte, error) { return c.src.Next() }
+
+// readerChunks adapts an io.Reader, reading into a buffer of its own.
+type readerChunks struct {
+	r   io.Reader
+	buf []byte
+	err error // returned once the bytes read with it are consumed
+}
+
+func (c *readerChunks) next() ([]byte, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	for {
+		n, err := c.r.Read(c.buf)
+		if n > 0 {
+			c.err = err
+			return c.buf[:n], nil
+		}
+		if err != nil {
+			c.err = err
+			return nil, err
+		}
+	}
+}
+
 // streamAt serves the forward-moving ReadAt calls of buildFast from a stream
 // read once, front to back (a compressed layer as it is inflated), so that
 // the tar is indexed on the same pass that decompresses it. It keeps only
-// the bytes of the current read. A read behind them fails, and behind
-// records it.
+// the bytes of the current read, copied (headers: a few blocks); the bytes
+// it skips (member data) are dropped where the source left them. A read
+// behind them fails, and behind records it.
 type streamAt struct {
-	r      io.Reader
+	src    chunks
+	cur    []byte // the source's piece not yet consumed, at bufAt+len(buf)
 	buf    []byte // stream bytes [bufAt, bufAt+len(buf))
 	bufAt  int64
 	eof    bool
 	err    error // the stream's read error, other than io.EOF
 	behind bool
-	skip   []byte // scratch for skipping member data
 }
 
 func (s *streamAt) ReadAt(p []byte, off int64) (int, error) {
@@ -29,7 +72,7 @@ func (s *streamAt) ReadAt(p []byte, off int64) (int, error) {
 		s.behind = true
 		return 0, errBehind
 	}
-	if end := s.bufAt + int64(len(s.buf)); off > end {
+	if end := s.bufAt + int64(len(s.buf)); off >= end {
 		s.buf, s.bufAt = s.buf[:0], end
 		if err := s.discard(off - end); err != nil { // moves bufAt to off
 			return 0, err
@@ -39,10 +82,19 @@ func (s *streamAt) ReadAt(p []byte, off int64) (int, error) {
 		s.buf = append(s.buf[:0], s.buf[off-s.bufAt:]...)
 		s.bufAt = off
 	}
-	for int64(len(s.buf)) < int64(len(p)) && !s.eof {
-		if err := s.fill(len(p)); err != nil {
-			return 0, err
+	for len(s.buf) < len(p) {
+		if len(s.cur) == 0 {
+			if s.eof {
+				break
+			}
+			if err := s.pull(); err != nil {
+				return 0, err
+			}
+			continue
 		}
+		k := min(len(p)-len(s.buf), len(s.cur))
+		s.buf = append(s.buf, s.cur[:k]...)
+		s.cur = s.cur[k:]
 	}
 	n := copy(p, s.buf)
 	if n < len(p) {
@@ -51,39 +103,10 @@ func (s *streamAt) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// fill reads more of the stream into buf, up to want bytes in all.
-func (s *streamAt) fill(want int) error {
-	if cap(s.buf) < want {
-		nb := make([]byte, len(s.buf), want)
-		copy(nb, s.buf)
-		s.buf = nb
-	}
-	n, err := s.r.Read(s.buf[len(s.buf):want])
-	s.buf = s.buf[:len(s.buf)+n]
-	return s.note(err)
-}
-
-// discard reads and drops n bytes of the stream (member data the index
-// skips; the reader still sees them, to hash them).
-func (s *streamAt) discard(n int64) error {
-	if s.skip == nil {
-		s.skip = make([]byte, 256<<10)
-	}
-	for n > 0 && !s.eof {
-		m, err := s.r.Read(s.skip[:min(n, int64(len(s.skip)))])
-		s.bufAt += int64(m)
-		n -= int64(m)
-		if err := s.note(err); err != nil {
-			return err
-		}
-	}
-	if n > 0 {
-		return io.EOF
-	}
-	return nil
-}
-
-func (s *streamAt) note(err error) error {
+// pull takes the source's next piece.
+func (s *streamAt) pull() error {
+	p, err := s.src.next()
+	s.cur = p
 	switch {
 	case err == nil:
 		return nil
@@ -94,6 +117,27 @@ func (s *streamAt) note(err error) error {
 		s.err = err
 		return err
 	}
+}
+
+// discard drops n bytes of the stream after buf, which is empty (member
+// data the index skips; the source still saw them, to hash them).
+func (s *streamAt) discard(n int64) error {
+	for n > 0 {
+		if len(s.cur) == 0 {
+			if s.eof {
+				return io.EOF
+			}
+			if err := s.pull(); err != nil {
+				return err
+			}
+			continue
+		}
+		k := int(min(n, int64(len(s.cur))))
+		s.cur = s.cur[k:]
+		s.bufAt += int64(k)
+		n -= int64(k)
+	}
+	return nil
 }
 
 // drain reads the rest of the stream and returns its total length.
@@ -118,7 +162,12 @@ func (s *streamAt) drain() (int64, error) {
 // BuildMax, which reads at will and gives the precise error if any.
 // A read error of r, and ErrTooManyEntries, are returned as they are.
 func IndexStream(r io.Reader, maxEntries int) (ix *Index, size int64, err error) {
-	s := &streamAt{r: r}
+	return indexChunks(&readerChunks{r: r, buf: make([]byte, 256<<10)}, maxEntries)
+}
+
+// indexChunks is IndexStream over the pieces of src.
+func indexChunks(src chunks, maxEntries int) (ix *Index, size int64, err error) {
+	s := &streamAt{src: src}
 	// The size is not known until the end: buildFast's end and bounds
 	// checks then fail as reads past the end, which fall back below.
 	ix, err = buildFast(s, 0, math.MaxInt64, maxEntries)
@@ -135,4 +184,86 @@ func IndexStream(r io.Reader, maxEntries int) (ix *Index, size int64, err error)
 		return nil, size, nil
 	}
 	return ix, size, nil
+}
+
+// Hashing the decompressed stream (the diff_id) on the indexing pass's
+// goroutine costs a seventh to a quarter of the pass (SHA-256 runs at
+// about 2 GB/s with SHA-NI; inflating text at 0.3 to 0.7). asyncHash hands
+// the bytes to a goroutine of its own instead, through a small ring of
+// blocks: the one copy into a block replaces the copy the reader made
+// before, and the hash overlaps the inflating on a second core.
+const (
+	hashBlock  = 256 << 10
+	hashBlocks = 4 // 1 MiB in flight at most: the hasher keeps up or the pass waits
+)
+
+type asyncHash struct {
+	h      hash.Hash
+	cur    []byte // the block being filled
+	full   chan []byte
+	free   chan []byte
+	done   chan struct{}
+	closed bool
+}
+
+func newAsyncHash(h hash.Hash) *asyncHash {
+	a := &asyncHash{h: h, full: make(chan []byte, hashBlocks), free: make(chan []byte, hashBlocks), done: make(chan struct{})}
+	for range hashBlocks {
+		a.free <- make([]byte, 0, hashBlock)
+	}
+	go func() {
+		defer close(a.done)
+		for b := range a.full {
+			a.h.Write(b)
+			a.free <- b[:0]
+		}
+	}()
+	return a
+}
+
+// write queues p for hashing.
+func (a *asyncHash) write(p []byte) {
+	for len(p) > 0 {
+		if a.cur == nil {
+			a.cur = <-a.free
+		}
+		k := copy(a.cur[len(a.cur):cap(a.cur)], p)
+		a.cur = a.cur[:len(a.cur)+k]
+		p = p[k:]
+		if len(a.cur) == cap(a.cur) {
+			a.full <- a.cur
+			a.cur = nil
+		}
+	}
+}
+
+// sum waits for everything written to be hashed and returns the hash.
+func (a *asyncHash) sum() []byte {
+	if len(a.cur) > 0 {
+		a.full <- a.cur
+		a.cur = nil
+	}
+	a.stop()
+	return a.h.Sum(nil)
+}
+
+// stop ends the hasher (an abandoned pass); sum may not follow.
+func (a *asyncHash) stop() {
+	if !a.closed {
+		a.closed = true
+		close(a.full)
+		<-a.done
+	}
+}
+
+// hashChunks hands every piece of src to h on its way to the parser.
+type hashChunks struct {
+	src chunks
+	h   *asyncHash
+}
+
+func (c hashChunks) next() ([]byte, error) {
+	p, err := c.src.next()
+	c.h.write(p)
+	return p, err
 }

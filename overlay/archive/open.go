@@ -533,9 +533,12 @@ func (o *opener) indexMember(l *Layer, s layerSrc, where string) error {
 	}
 	ix := m.Tar
 	if ix == nil {
-		// Not indexable in the pass (sparse members...): read at will.
+		// Not indexable in the pass (sparse members...): scanned again.
+		scan, done := tarindex.ForScan(s.blob.src)
 		var err error
-		if ix, err = o.index(s.blob.key(), s.blob.src, s.blob.off, s.blob.size); err != nil {
+		ix, err = o.index(s.blob.key(), scan, s.blob.off, s.blob.size)
+		done()
+		if err != nil {
 			if errors.Is(err, ErrTooLarge) {
 				return fmt.Errorf("%s: %w", where, err)
 			}

@@ -132,12 +132,17 @@ var ErrNotSeekable = errors.New("cannot be entered mid-way: one zstd frame, or f
 
 // CanSeek tells whether IndexCompressed can serve blob[0:size), compressed
 // with comp, in place: any gzip stream (checkpoints go anywhere), a zstd
-// stream only if it has several frames (found by walking their headers).
+// stream if it is small or has several frames (found by walking their
+// headers); IndexCompressed still refuses one whose frames turn out too
+// big (ErrNotSeekable).
 func CanSeek(blob io.ReaderAt, size int64, comp Compression) bool {
 	switch comp {
 	case CompressionGzip:
 		return true
 	case CompressionZstd:
+		if size <= zst.DefaultMaxFrame/4 {
+			return true // small: even one frame makes a span of a few MiB
+		}
 		n, err := zst.CountFrames(blob, size)
 		// A stream too damaged to walk is left to the decoder to report.
 		return err != nil || n > 1

@@ -86,7 +86,13 @@ func (c *Cache) IndexOuter(key string, blob io.ReaderAt, size int64, comp Compre
 		if err := saveOuter(base, out, comp, size, fp); err != nil {
 			c.warn(fmt.Errorf("save the index of %s: %w", key, err))
 		} else {
-			c.saved(sourceOf(key), base+".idx", base+seekExt(comp))
+			written := []string{base + ".idx", base + seekExt(comp), base + ".members"}
+			for off, m := range out.Members {
+				if m.Tar != nil {
+					written = append(written, memberIndexPath(base, off))
+				}
+			}
+			c.saved(sourceOf(key), written...)
 		}
 	}
 	return out, nil

@@ -55,6 +55,10 @@ type LayerReport struct {
 	Entries     int    `json:"entries"`
 	CreatedBy   string `json:"created_by"`
 	HiddenBytes int64  `json:"hidden_bytes"` // content overwritten or deleted by later layers
+	// Checkpoints: how many entry points a compressed layer read in place
+	// has (gzip checkpoints, zstd seek points); 0 for an uncompressed layer
+	// or a decompressed copy.
+	Checkpoints int `json:"checkpoints"`
 	// SharedWith lists the other images of the tarball that have this
 	// layer too (by diff_id), in the order of Images; empty when none (or
 	// when the report was made without Report.AddShared).
@@ -109,6 +113,7 @@ func Inspect(img *Image, hidden []int64) Report {
 			StoredSize:  l.StoredSize,
 			Size:        l.Size,
 			CreatedBy:   l.CreatedBy,
+			Checkpoints: l.Checkpoints,
 			SharedWith:  []ImageRef{},
 		}
 		if l.TarIndex != nil {

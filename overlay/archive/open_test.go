@@ -230,17 +230,13 @@ func TestArchOpenCompressedOuter(t *testing.T) {
 		require.Equal(t, archive.FormatDockerLegacy, img.Format)
 		require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
 		require.True(t, img.Layers[1].StoredVerified, "the pass over the outer hashed the layer")
-		if comp == tarindex.CompressionGzip {
-			require.Nil(t, img.Layers[1].Data, "gzip: layers are read in place through the outer's checkpoints")
-			img, err = archive.Open(p, archive.OpenOptions{})
-			require.NoError(t, err, "in place needs no cache directory")
-			require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
-			require.NoError(t, img.Close())
-		} else {
-			require.Len(t, img.Layers[1].Data, len(raw), "zstd of one frame: layers are slices of the decompressed outer tar")
-			_, err = archive.Open(p, archive.OpenOptions{})
-			require.ErrorContains(t, err, "cache directory")
-		}
+		// Small enough for zstd's one frame to be read in place too (a big
+		// one is decompressed: tarindex's TestIndexCompressedZstdFrames).
+		require.Nil(t, img.Layers[1].Data, "layers are read in place through the outer's checkpoints")
+		img, err = archive.Open(p, archive.OpenOptions{})
+		require.NoError(t, err, "in place needs no cache directory")
+		require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+		require.NoError(t, img.Close())
 		img, err = imagetest.Open(t, p, archive.OpenOptions{Materialize: true})
 		require.NoError(t, err, comp)
 		require.Len(t, img.Layers[1].Data, len(raw), "materialize: layers are slices of the decompressed outer tar")

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // errFallback says the fast header parser met something it leaves to
@@ -56,7 +57,7 @@ func buildFast(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) 
 			pos = end
 			break
 		}
-		h, ok := parseBlock(&blk)
+		h, ok := parseBlockIn(&blk, &p.names)
 		if !ok {
 			return nil, errFallback
 		}
@@ -113,6 +114,44 @@ type fastParser struct {
 	longLink   string
 	meta       bool // PAX or GNU long-name headers are pending
 	buf        []byte
+	names      stringArena
+}
+
+// stringArena hands out strings copied into shared chunks: one allocation
+// per 64 KiB of names rather than one per name (an index of a million
+// entries keeps a million names for as long as it lives, and each
+// allocation of its own would round it up and cost the GC an object).
+// Bytes once handed out are never written again. A nil arena allocates
+// each string on its own.
+type stringArena struct {
+	chunk []byte
+}
+
+const arenaChunk = 64 << 10
+
+func (a *stringArena) str(parts ...[]byte) string {
+	n := 0
+	for _, b := range parts {
+		n += len(b)
+	}
+	if n == 0 {
+		return ""
+	}
+	if a == nil || n > arenaChunk/4 {
+		var b []byte
+		for _, p := range parts {
+			b = append(b, p...)
+		}
+		return unsafe.String(unsafe.SliceData(b), n)
+	}
+	if cap(a.chunk)-len(a.chunk) < n {
+		a.chunk = make([]byte, 0, arenaChunk)
+	}
+	start := len(a.chunk)
+	for _, b := range parts {
+		a.chunk = append(a.chunk, b...)
+	}
+	return unsafe.String(&a.chunk[start], n)
 }
 
 // endOfArchive checks the end-of-archive marker whose first zero block is
@@ -199,6 +238,12 @@ func (p *fastParser) applyMeta(h *tar.Header) bool {
 // ok is false for anything else (V7, star, a bad checksum, base-256 or
 // malformed numbers, GNU access or change times).
 func parseBlock(b *[blockSize]byte) (h tar.Header, ok bool) {
+	return parseBlockIn(b, nil)
+}
+
+// parseBlockIn is parseBlock taking the names' strings from names (nil:
+// allocated on their own).
+func parseBlockIn(b *[blockSize]byte, names *stringArena) (h tar.Header, ok bool) {
 	chk, ok := octal(b[148:156])
 	if !ok {
 		return h, false
@@ -251,13 +296,13 @@ func parseBlock(b *[blockSize]byte) (h tar.Header, ok bool) {
 	h.Mode, h.Uid, h.Gid = mode, int(uid), int(gid)
 	h.ModTime = time.Unix(mtime, 0)
 	h.Devmajor, h.Devminor = dmaj, dmin
-	h.Name = cString(b[0:100])
-	h.Linkname = cString(b[157:257])
-	if !gnu {
-		if prefix := b[345:500]; prefix[0] != 0 {
-			h.Name = string(cBytes(prefix)) + "/" + h.Name
-		}
+	name := cBytes(b[0:100])
+	if prefix := b[345:500]; !gnu && prefix[0] != 0 {
+		h.Name = names.str(cBytes(prefix), []byte{'/'}, name)
+	} else {
+		h.Name = names.str(name)
 	}
+	h.Linkname = names.str(cBytes(b[157:257]))
 	return h, true
 }
 

@@ -34,8 +34,9 @@ func BuildLayersView(img *archive.Image) (*Tree, error) {
 	}
 	root := &Node{Layer: -1}
 	var warnings []string
+	inodes := map[*Node]*inode{}
 	for i, l := range img.Layers {
-		b := newTreeBuilder(true, len(l.TarIndex.Entries))
+		b := newTreeBuilder(true, len(l.TarIndex.Entries), inodes)
 		if err := b.applyLayer(i, l); err != nil {
 			return nil, err
 		}
@@ -45,7 +46,7 @@ func BuildLayersView(img *archive.Image) (*Tree, error) {
 		sub.Parent = root
 		root.children = append(root.children, sub)
 	}
-	finishTree(root, nil)
+	finishTree(root, nil, inodes)
 	return &Tree{Root: root, Layers: img.Layers, Warnings: warnings}, nil
 }
 

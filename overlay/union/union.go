@@ -90,7 +90,7 @@ func BuildUnion(img *archive.Image) (*Tree, error) {
 	for _, l := range img.Layers {
 		total += len(l.TarIndex.Entries)
 	}
-	b := newTreeBuilder(false, total)
+	b := newTreeBuilder(false, total, nil)
 	for i, l := range img.Layers {
 		if err := b.applyLayer(i, l); err != nil {
 			return nil, err
@@ -99,7 +99,7 @@ func BuildUnion(img *archive.Image) (*Tree, error) {
 	b.nodes, b.links = nil, nil
 	t := &Tree{Root: b.root, Layers: img.Layers, Hidden: make([]int64, len(img.Layers)), Warnings: b.allWarnings()}
 	visible := make([]int64, len(img.Layers))
-	finishTree(t.Root, visible)
+	finishTree(t.Root, visible, b.inodes)
 	for i, l := range img.Layers {
 		var stored int64
 		for j := range l.TarIndex.Entries {
@@ -144,6 +144,10 @@ type treeBuilder struct {
 
 	warnings []string
 	skipped  int // warnings not kept (past maxWarnings)
+
+	// inodes holds the inode of every node that is a hardlink or the
+	// target of one, until finishTree numbers them.
+	inodes map[*Node]*inode
 }
 
 // resolvedLink is where a symlink to a directory led, at generation gen.
@@ -162,8 +166,14 @@ const (
 	maxWarnings  = 100
 )
 
-func newTreeBuilder(raw bool, sizeHint int) *treeBuilder {
-	b := &treeBuilder{raw: raw, nodes: make(map[string]*Node, sizeHint)}
+// newTreeBuilder starts a tree. inodes, if not nil, is where hardlinked
+// nodes' inodes are kept (builders whose trees finishTree numbers as one
+// share it); else the builder makes its own.
+func newTreeBuilder(raw bool, sizeHint int, inodes map[*Node]*inode) *treeBuilder {
+	if inodes == nil {
+		inodes = map[*Node]*inode{}
+	}
+	b := &treeBuilder{raw: raw, nodes: make(map[string]*Node, sizeHint), inodes: inodes}
 	b.root = b.alloc()
 	b.root.Layer = -1
 	return b
@@ -558,7 +568,9 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 		b.kill(old)
 	}
 	n := b.newChild(parent, base, layer, entry)
-	n.inode = ino
+	if ino != nil {
+		b.inodes[n] = ino
+	}
 	b.nodes[key] = n
 	if entry.Type == tarindex.TypeSymlink {
 		b.gen++ // a new link can change where paths through its name lead
@@ -588,10 +600,12 @@ func (b *treeBuilder) linkTarget(e *tarindex.Entry) (*tarindex.Entry, int, *inod
 	if t.IsDir() {
 		return nil, 0, nil, b.errorf("hardlink %q: target %q is a directory", e.Name, e.Linkname)
 	}
-	if t.inode == nil {
-		t.inode = &inode{}
+	ino := b.inodes[t]
+	if ino == nil {
+		ino = &inode{}
+		b.inodes[t] = ino
 	}
-	return t.Entry, t.Layer, t.inode, nil
+	return t.Entry, t.Layer, ino, nil
 }
 
 func (b *treeBuilder) applyWhiteout(dir, base string) {
@@ -637,17 +651,18 @@ func (b *treeBuilder) applyWhiteout(dir, base string) {
 // finishTree drops dead nodes, sorts children by name, numbers inodes in a
 // depth-first walk in name order (root = 1) and sets link counts. If
 // visible is not nil it receives, per layer, the stored bytes of the
-// regular files the tree shows (hardlinked content once).
-func finishTree(root *Node, visible []int64) {
-	total := compactTree(root)
+// regular files the tree shows (hardlinked content once). inodes are the
+// inodes hardlinked nodes share (treeBuilder.inodes).
+func finishTree(root *Node, visible []int64, inodes map[*Node]*inode) {
+	total := compactTree(root, inodes)
 	arena := make([]*Node, 0, total)
 	var next uint64
-	numberTree(root, &arena, &next, visible)
+	numberTree(root, &arena, &next, visible, inodes)
 }
 
 // compactTree drops dead children below n, sorts the rest and counts the
 // links of shared inodes; it returns the number of live nodes below n.
-func compactTree(n *Node) int {
+func compactTree(n *Node, inodes map[*Node]*inode) int {
 	kids := n.children[:0]
 	for _, c := range n.children {
 		if c.stamp == deadStamp {
@@ -662,9 +677,9 @@ func compactTree(n *Node) int {
 	count := len(kids)
 	for _, c := range kids {
 		if c.IsDir() {
-			count += compactTree(c)
-		} else if c.inode != nil {
-			c.inode.links++
+			count += compactTree(c, inodes)
+		} else if ino := inodes[c]; ino != nil {
+			ino.links++
 		}
 	}
 	return count
@@ -679,7 +694,7 @@ func clearDead(n *Node) {
 	*n = Node{stamp: deadStamp}
 }
 
-func numberTree(n *Node, arena *[]*Node, next *uint64, visible []int64) {
+func numberTree(n *Node, arena *[]*Node, next *uint64, visible []int64, inodes map[*Node]*inode) {
 	*next++
 	n.Ino = *next
 	n.stamp = 0
@@ -690,23 +705,22 @@ func numberTree(n *Node, arena *[]*Node, next *uint64, visible []int64) {
 	for _, c := range n.children {
 		if c.IsDir() {
 			n.Nlink++
-			numberTree(c, arena, next, visible)
+			numberTree(c, arena, next, visible, inodes)
 			continue
 		}
 		c.stamp = 0
 		first := true
-		if c.inode == nil {
+		if ino := inodes[c]; ino == nil {
 			*next++
 			c.Ino, c.Nlink = *next, 1
 		} else {
-			if c.inode.ino == 0 {
+			if ino.ino == 0 {
 				*next++
-				c.inode.ino = *next
+				ino.ino = *next
 			} else {
 				first = false
 			}
-			c.Ino, c.Nlink = c.inode.ino, c.inode.links
-			c.inode = nil
+			c.Ino, c.Nlink = ino.ino, ino.links
 		}
 		if first && visible != nil && c.Entry.Type == tarindex.TypeReg {
 			visible[c.Layer] += storedSize(c.Entry)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -67,6 +69,10 @@ func runMount(cfg *config, rep reporter) error {
 		return err
 	}
 	defer src.close()
+	serveGC()
+	if p := os.Getenv("IMGMOUNT_MEMPROFILE"); p != "" {
+		defer writeHeapProfile(p)
+	}
 	select {
 	case s := <-sigc:
 		return interruptedBeforeMount(s)
@@ -399,6 +405,40 @@ func mountInfo(cfg *config) []byte {
 		return nil
 	}
 	return encodeMountState(cfg)
+}
+
+// serveGCPercent is the GC percentage of the mount process once the tree
+// is built (unless GOGC is set). Almost all that building the tree
+// allocates stays: the index and the tree are the live heap of the mount
+// for its whole life, and with Go's default of 100 the heap may grow by as
+// much again before a collection, the process's RSS with it. Serving
+// allocates little (reads are slices of mappings) but for go-fuse's inodes
+// of the paths the kernel looks up, which would otherwise be paid for
+// twice in RSS; a collection, which scans the tree, stays rare. The build
+// itself keeps the default: collecting more often while the heap grows
+// costs far more time (a saved-index mount of a million files: 0.7 s ->
+// 1.1 s at 20) than it saves memory.
+const serveGCPercent = 25
+
+// serveGC sets the server's GC percentage. It does nothing when GOGC is
+// set.
+func serveGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(serveGCPercent)
+	}
+}
+
+// writeHeapProfile writes the serving process's heap profile to path when
+// it stops serving (a developer's aid for the memory rows of the
+// benchmarks: IMGMOUNT_MEMPROFILE=/tmp/heap.pprof). Errors are ignored.
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	runtime.GC()
+	_ = pprof.WriteHeapProfile(f)
 }
 
 // startProfile writes a CPU profile of the serving process to path (a

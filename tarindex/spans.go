@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
+
+	"github.com/imgmount/imgmount/tarindex/gz"
 )
 
 // Seekable is the random-access index of a compressed stream: gzip
@@ -44,10 +47,11 @@ type spanKey struct {
 }
 
 type span struct {
-	key  spanKey
-	data []byte
-	err  error
-	done chan struct{} // closed once data or err is set
+	key   spanKey
+	data  []byte
+	err   error
+	done  chan struct{} // closed once data or err is set
+	ahead bool          // read ahead and not yet asked for (under Spans.mu)
 }
 
 // NewSpans returns a span cache of budget bytes (DefaultSpanCache if 0 or
@@ -66,6 +70,9 @@ type Compressed struct {
 	ix    Seekable
 	src   io.ReaderAt
 	spans *Spans
+
+	lastEnd int64       // end of the span last decoded (under spans.mu): to tell a reader going forward
+	ahead   atomic.Bool // a span is being read ahead
 }
 
 // NewCompressed returns a reader of the stream ix indexes in src. name
@@ -112,15 +119,66 @@ func (s *Spans) get(c *Compressed, start, end int64) ([]byte, error) {
 	if el, ok := s.byKey[key]; ok {
 		s.lru.MoveToFront(el)
 		sp := el.Value.(*span)
+		ahead := sp.ahead
+		sp.ahead = false
 		s.mu.Unlock()
+		if ahead {
+			// The reader caught up with a span read ahead for it:
+			// it is still going forward.
+			s.readAhead(c, end)
+		}
 		<-sp.done
 		return sp.data, sp.err
 	}
 	sp := &span{key: key, done: make(chan struct{})}
 	el := s.lru.PushFront(sp)
 	s.byKey[key] = el
+	seq := c.lastEnd == start
+	c.lastEnd = end
 	s.mu.Unlock()
+	if seq {
+		s.readAhead(c, end)
+	}
+	s.decode(c, sp, el, end)
+	return sp.data, sp.err
+}
 
+// readAhead decodes the span of c at start on a goroutine of its own, when
+// the reader of c is going forward (it missed the span right after the last
+// one decoded, or reached one read ahead): it will want that span next,
+// and inflating it on the other core while this one is served halves the
+// wait of a reader going through a layer (a tar, a grep, a copy). One per
+// stream at a time, so that a mount's many readers cannot fill the cache,
+// or the machine, with guesses.
+func (s *Spans) readAhead(c *Compressed, start int64) {
+	if start >= c.ix.Size() || !c.ahead.CompareAndSwap(false, true) {
+		return
+	}
+	st, end, ok := c.ix.Span(start)
+	key := spanKey{c, st}
+	s.mu.Lock()
+	if _, cached := s.byKey[key]; !ok || cached || st != start {
+		s.mu.Unlock()
+		c.ahead.Store(false)
+		return
+	}
+	sp := &span{key: key, done: make(chan struct{}), ahead: true}
+	// At the front, as if asked for: at the back, any other decode
+	// would evict it before its reader got to it.
+	el := s.lru.PushFront(sp)
+	s.byKey[key] = el
+	c.lastEnd = end
+	s.mu.Unlock()
+	go func() {
+		defer c.ahead.Store(false)
+		s.decode(c, sp, el, end)
+	}()
+}
+
+// decode fills sp, the span of c from its key's start to end, which el
+// holds in the cache, and settles what the cache keeps.
+func (s *Spans) decode(c *Compressed, sp *span, el *list.Element, end int64) {
+	start := sp.key.start
 	buf := make([]byte, end-start)
 	n, err := c.ix.ReadAt(c.src, buf, start)
 	if err == io.EOF && n == len(buf) {
@@ -133,14 +191,13 @@ func (s *Spans) get(c *Compressed, start, end int64) ([]byte, error) {
 		// Not kept: an error may be a passing read failure of the
 		// tarball, and a span over the budget would evict everything.
 		s.lru.Remove(el)
-		delete(s.byKey, key)
+		delete(s.byKey, sp.key)
 	} else {
 		s.used += int64(len(buf))
 		s.evict(el)
 	}
 	s.mu.Unlock()
 	close(sp.done)
-	return sp.data, sp.err
 }
 
 // evict drops least recently used spans until the cache fits its budget,
@@ -168,3 +225,43 @@ func (s *Spans) Used() int64 {
 	defer s.mu.Unlock()
 	return s.used
 }
+
+// NewReader reads c's decompressed stream forward from off. A gzip stream
+// is inflated as it is read, from the checkpoint at or before off, past the
+// span cache: a reader going through much of a layer once (pushing a big
+// file to the page cache) then decodes each byte once, where reads through
+// ReadAt would decode whole spans, some twice at the edges of its reads,
+// and push out of the cache the spans other readers use. Streams with no
+// such reader (zstd frames, small anyway) are read through ReadAt. Call
+// Close when done.
+func (c *Compressed) NewReader(off int64) (io.ReadCloser, error) {
+	if off < 0 {
+		return nil, fmt.Errorf("%s: negative offset %d", c.name, off)
+	}
+	if g, ok := c.ix.(*gz.Index); ok {
+		z, err := g.NewReader(c.src, off)
+		if err != nil {
+			return nil, fmt.Errorf("%s: decompressed byte %d: %w", c.name, off, err)
+		}
+		return &seqReader{c: c, r: z, pos: off}, nil
+	}
+	return io.NopCloser(io.NewSectionReader(c, off, c.Size()-off)), nil
+}
+
+// seqReader names the layer in the errors of a gzip Reader.
+type seqReader struct {
+	c   *Compressed
+	r   *gz.Reader
+	pos int64
+}
+
+func (s *seqReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.pos += int64(n)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%s: decompressed byte %d: %w", s.c.name, s.pos, err)
+	}
+	return n, err
+}
+
+func (s *seqReader) Close() error { return s.r.Close() }

@@ -334,7 +334,7 @@ func runCommit(cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer out.abort()
-	res, err := repack.Commit(img, out.w, repack.CommitOptions{
+	res, err := repack.Commit(img, out.direct(), repack.CommitOptions{
 		Upper:       cfg.upper,
 		Squash:      rc.squash,
 		Format:      rc.format,

@@ -213,7 +213,9 @@ func (r *repackRun) create(final string, stdout io.Writer) (*output, error) {
 	if final == "-" {
 		o.buf = bufio.NewWriterSize(stdout, 1<<20)
 	} else {
-		o.file, err = os.OpenFile(filepath.Join(o.dir, filepath.Base(final)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		// Read-write: a squash writes its layer straight into the file and
+		// may have to move it once its header is known (repack's tarSink).
+		o.file, err = os.OpenFile(filepath.Join(o.dir, filepath.Base(final)), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o666)
 		if err != nil {
 			os.RemoveAll(o.dir)
 			return nil, fmt.Errorf("creating the output: %w", err)
@@ -225,6 +227,16 @@ func (r *repackRun) create(final string, stdout io.Writer) (*output, error) {
 	r.out = o
 	r.mu.Unlock()
 	return o, nil
+}
+
+// direct is where a commit writes: the file itself when there is one
+// (repack buffers, copies layer blobs into it file to file and writes a
+// squash in place), else the buffer over stdout.
+func (o *output) direct() io.Writer {
+	if o.file != nil {
+		return o.file
+	}
+	return o.w
 }
 
 // free tells the bytes free for the output file (nil for stdout, which

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
 
 	"github.com/imgmount/imgmount/internal/progress"
 
@@ -124,6 +125,13 @@ type Layer struct {
 	// StoredAt reads the same bytes as Stored, mapped or not: repack
 	// copies them byte for byte.
 	StoredAt *io.SectionReader
+	// StoredFile, when not nil, is the open file Stored maps, the blob
+	// being StoredSize bytes at StoredOffset in it (an uncompressed
+	// tarball): repack copies it file to file, without mapping it. Closed
+	// with the image; read it only at explicit offsets (pread,
+	// copy_file_range), never through its file position.
+	StoredFile   *os.File
+	StoredOffset int64
 	// StoredVerified: Stored was checked against Digest, on this open or,
 	// through the cache, when these exact bytes were first indexed.
 	// Repack copies a verified blob without hashing it again.

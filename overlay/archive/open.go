@@ -436,6 +436,9 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 		Stored:      s.blob.mapped(),
 		StoredAt:    s.blob.reader(),
 	}
+	if s.blob.file != nil {
+		l.StoredFile, l.StoredOffset = s.blob.file, s.blob.off
+	}
 	if l.Digest == "" {
 		l.Digest = s.nameDigest
 	}

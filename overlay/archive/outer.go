@@ -58,9 +58,14 @@ type archive struct {
 	// src reads the uncompressed outer tar, size bytes; data maps it, unless
 	// the tarball is compressed and read in place (then data is nil and
 	// members holds what the indexing pass learnt of each member).
-	src     io.ReaderAt
-	size    int64
-	data    []byte
+	src  io.ReaderAt
+	size int64
+	data []byte
+	// file is the open tarball when data maps it as it is (uncompressed):
+	// repack copies layer blobs from it with copy_file_range, and an open
+	// descriptor is the very inode data maps, where a path could be
+	// replaced since.
+	file    *os.File
 	members map[int64]tarindex.Member
 	entries []tarindex.Entry
 	byName  map[string]int // cleaned name → index in entries (the last one wins, as extraction does)
@@ -81,7 +86,8 @@ type blobRef struct {
 	name  string // the member that holds the bytes (after following links)
 	src   io.ReaderAt
 	data  []byte
-	ident string // cache identity of src: the tarball's or the member file's
+	ident string   // cache identity of src: the tarball's or the member file's
+	file  *os.File // the file data maps, when it is open (archive.file); nil otherwise
 	off   int64
 	size  int64
 	// member is what the pass over a compressed outer tarball learnt of
@@ -173,7 +179,11 @@ func openArchive(p string, opts archiveOptions) (_ *archive, err error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		abs = p
@@ -207,6 +217,10 @@ func openArchive(p string, opts archiveOptions) (_ *archive, err error) {
 	}
 	ar.closers.add(m.Close)
 	ar.data, ar.src, ar.size = m.Data, bytes.NewReader(m.Data), int64(len(m.Data))
+	if mapPath == p {
+		ar.file, f = f, nil
+		ar.closers.add(ar.file.Close)
+	}
 	if len(ar.data) == 0 {
 		return nil, Errorf(ErrNotImage, "%s: empty file", p)
 	}
@@ -459,7 +473,7 @@ func (ar *archive) lookup(name string) (blobRef, error) {
 			if e.Offset < 0 || e.Offset+e.Size > ar.size {
 				return blobRef{}, fmt.Errorf("member %s: extends past the end of the tarball", name)
 			}
-			b := blobRef{name: name, src: ar.src, data: ar.data, ident: ar.ident, off: e.Offset, size: e.Size}
+			b := blobRef{name: name, src: ar.src, data: ar.data, ident: ar.ident, file: ar.file, off: e.Offset, size: e.Size}
 			if m, ok := ar.members[e.Offset]; ok {
 				b.member = &m
 			}

@@ -59,8 +59,7 @@ func (c *countingHash) digest() digest.Digest {
 }
 
 // writeLayerBlob creates path and fills it with the tar that fill writes,
-// compressed with comp, computing the diff_id and the blob digest in the
-// same pass. On error the file is removed.
+// compressed with comp (see writeLayer). On error the file is removed.
 func writeLayerBlob(path string, comp tarindex.Compression, fill func(io.Writer) (int, error)) (_ *LayerBlob, err error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -74,33 +73,47 @@ func writeLayerBlob(path string, comp tarindex.Compression, fill func(io.Writer)
 			os.Remove(path)
 		}
 	}()
-	blobHash := newCountingHash()
-	buf := bufio.NewWriterSize(io.MultiWriter(f, blobHash), 1<<20)
-	enc, err := newCompressor(buf, comp)
+	buf := bufio.NewWriterSize(f, 1<<20)
+	b, err := writeLayer(buf, comp, fill)
 	if err != nil {
 		return nil, err
 	}
+	if err := buf.Flush(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	b.Path = path
+	return b, nil
+}
+
+// writeLayer writes to w the tar that fill writes, compressed with comp,
+// computing the diff_id and the blob digest in the same pass (one hash
+// when uncompressed: the blob is the tar). The LayerBlob has no Path.
+func writeLayer(w io.Writer, comp tarindex.Compression, fill func(io.Writer) (int, error)) (*LayerBlob, error) {
 	tarHash := newCountingHash()
+	blobHash := tarHash
+	enc := io.WriteCloser(nopCloser{w})
+	if comp != tarindex.CompressionNone {
+		blobHash = newCountingHash()
+		var err error
+		if enc, err = newCompressor(io.MultiWriter(w, blobHash), comp); err != nil {
+			return nil, err
+		}
+	}
 	entries, err := fill(io.MultiWriter(enc, tarHash))
 	if err != nil {
 		return nil, err
 	}
 	if err := enc.Close(); err != nil {
-		return nil, fmt.Errorf("%s: %s-compressing the layer: %w", path, comp, err)
+		return nil, fmt.Errorf("%s-compressing the layer: %w", comp, err)
 	}
-	if err := buf.Flush(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	b := &LayerBlob{
-		Path:        path,
+	return &LayerBlob{
 		DiffID:      tarHash.digest(),
 		Digest:      blobHash.digest(),
 		Size:        blobHash.n,
 		TarSize:     tarHash.n,
 		Compression: comp,
 		Entries:     entries,
-	}
-	return b, nil
+	}, nil
 }
 
 // nopCloser is a compressor that stores.

@@ -7,6 +7,7 @@
 package repack
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/cow"
+	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
 	digest "github.com/opencontainers/go-digest"
 )
@@ -105,11 +107,19 @@ func Commit(img *archive.Image, w io.Writer, opts CommitOptions) (*CommitResult,
 		blob   *LayerBlob
 		err    error
 	)
+	sink := newTarSink(w)
+	defer sink.close()
 	if opts.Squash {
-		blob, err = squashLayer(img, &opts)
+		t, release, err := squashTree(img, &opts)
 		if err != nil {
 			return nil, err
 		}
+		defer release()
+		var end func(error)
+		if layers, blob, end, err = squashLayer(img, t, sink, &opts); err != nil {
+			return nil, err
+		}
+		defer func() { end(errors.New("the commit failed")) }() // no-op once the layer is written
 	} else {
 		for _, l := range img.Layers {
 			layers = append(layers, storedLayer(img, l))
@@ -119,34 +129,62 @@ func Commit(img *archive.Image, w io.Writer, opts CommitOptions) (*CommitResult,
 				return nil, err
 			}
 		}
+		if blob != nil {
+			layers = append(layers, blobLayer(blob))
+		}
 	}
-	ch := configChange{edits: opts.Config, created: opts.Created, squash: opts.Squash,
-		history: historyEntry{Created: opts.Created.UTC().Format(time.RFC3339Nano), CreatedBy: opts.CreatedBy, Comment: opts.Message}}
-	if blob != nil {
-		layers = append(layers, blobLayer(blob))
-		ch.diffIDs = []digest.Digest{blob.DiffID}
+	// The config names the new layer's diff_id, which a squash written in
+	// place knows only once written: config is called after the layers.
+	// It is tried on a stand-in first, so that a config it cannot edit
+	// stops the commit before it writes anything.
+	config := func(b *LayerBlob) ([]byte, error) {
+		ch := configChange{edits: opts.Config, created: opts.Created, squash: opts.Squash,
+			history: historyEntry{Created: opts.Created.UTC().Format(time.RFC3339Nano), CreatedBy: opts.CreatedBy, Comment: opts.Message}}
+		if b != nil {
+			ch.diffIDs = []digest.Digest{b.DiffID}
+		} else {
+			ch.history.EmptyLayer = true
+		}
+		cfg, err := editConfig(img.ConfigRaw, ch)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", img.Archive, err)
+		}
+		return cfg, nil
+	}
+	if blob == nil && opts.Squash {
+		_, err = config(&LayerBlob{DiffID: digest.FromString("")})
 	} else {
-		ch.history.EmptyLayer = true
+		_, err = config(blob)
 	}
-	cfg, err := editConfig(img.ConfigRaw, ch)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", img.Archive, err)
+		return nil, err
 	}
-	res := &CommitResult{NewLayer: blob, Layers: len(layers)}
 	for i := range layers {
-		if opts.ThinFrom[layers[i].diffID] {
+		if layers[i].write == nil && opts.ThinFrom[layers[i].diffID] {
 			layers[i].omit = true
-			res.Omitted = append(res.Omitted, layers[i].diffID)
 		}
 	}
 	if err := checkSpace(opts.Free, outputBytes(layers), "the output"); err != nil {
 		return nil, fmt.Errorf("%s: %w", img.Archive, err)
 	}
-	ow := &outputWriter{format: opts.Format, mtime: opts.Created.Truncate(time.Second), progress: opts.progress}
-	if err := withTask(opts.Tasks, "writing the image", outputBytes(layers), w, func(w io.Writer) error {
-		return ow.write(w, layers, cfg, img.Config.Platform, tags)
-	}); err != nil {
+	ow := &outputWriter{format: opts.Format, mtime: opts.Created.Truncate(time.Second), progress: opts.progress, thin: opts.ThinFrom}
+	task := progress.Start(opts.Tasks, "writing the image", outputBytes(layers))
+	sink.task = task
+	err = ow.write(sink, layers, func() ([]byte, error) {
+		if blob == nil && ow.newLayer != nil {
+			blob = ow.newLayer
+		}
+		return config(blob)
+	}, img.Config.Platform, tags)
+	task.Done(err)
+	if err != nil {
 		return nil, err
+	}
+	res := &CommitResult{NewLayer: blob, Layers: len(layers)}
+	for _, l := range layers {
+		if l.omit {
+			res.Omitted = append(res.Omitted, l.diffID)
+		}
 	}
 	res.ConfigDigest, res.ManifestDigest, res.Tags = ow.configDigest, ow.manifestDigest, ow.tags
 	return res, nil
@@ -179,26 +217,58 @@ func upperLayer(opts *CommitOptions) (*LayerBlob, error) {
 	return blob, nil
 }
 
-// squashLayer writes the whole union, edits included, as one layer.
-func squashLayer(img *archive.Image, opts *CommitOptions) (*LayerBlob, error) {
+// squashTree is the whole union, edits included, to squash; release
+// frees it.
+func squashTree(img *archive.Image, opts *CommitOptions) (*union.Tree, func() error, error) {
 	t, release, err := unionWithUpper(img, opts.Upper, opts.TempDir, opts.Warn)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer release()
 	if err := checkSpace(opts.Free, treeBytes(t), "the squashed layer"); err != nil {
-		return nil, fmt.Errorf("%s: %w", img.Archive, err)
+		release()
+		return nil, nil, fmt.Errorf("%s: %w", img.Archive, err)
 	}
+	return t, release, nil
+}
+
+// squashLayer is the layer of a squash, t written as one tar. Where the
+// output allows it (sink.inPlace) the layer goes straight into it, written
+// once: the outLayer's write does that while the image is written, and the
+// blob is nil until then. Elsewhere (a pipe) it is written into TempDir
+// first, as its size and digest must precede it in the tarball.
+// end ends the squash's progress task, once: the caller ends it with an
+// error if the commit fails before the layer is written.
+func squashLayer(img *archive.Image, t *union.Tree, sink *tarSink, opts *CommitOptions) (_ []outLayer, _ *LayerBlob, end func(error), _ error) {
 	opts.progress("writing the squashed layer (%d layers%s, %s)", len(img.Layers), map[bool]string{true: " and the upper directory", false: ""}[opts.Upper != ""], opts.Compression)
 	task := progress.Start(opts.Tasks, "writing the squashed layer", treeBytes(t))
-	blob, err := writeLayerBlob(filepath.Join(opts.TempDir, "squashed-layer"), opts.Compression, func(w io.Writer) (int, error) {
-		return WriteTreeTar(taskWriter{w: w, t: task}, t)
-	})
-	task.Done(err)
-	if err != nil {
-		return nil, fmt.Errorf("%s: squashing: %w", img.Archive, err)
+	ended := false
+	end = func(err error) {
+		if !ended {
+			ended = true
+			task.Done(err)
+		}
 	}
-	return blob, nil
+	fill := func(w io.Writer) (int, error) {
+		return WriteTreeTar(taskWriter{w: w, t: task}, t)
+	}
+	if sink.inPlace() {
+		l := outLayer{where: img.Archive + ": the squashed layer", size: treeBytes(t), mediaType: layerMediaType(opts.Compression),
+			write: func(w io.Writer) (*LayerBlob, error) {
+				b, err := writeLayer(w, opts.Compression, fill)
+				end(err)
+				if err != nil {
+					return nil, fmt.Errorf("%s: squashing: %w", img.Archive, err)
+				}
+				return b, nil
+			}}
+		return []outLayer{l}, nil, end, nil
+	}
+	blob, err := writeLayerBlob(filepath.Join(opts.TempDir, "squashed-layer"), opts.Compression, fill)
+	end(err)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("%s: squashing: %w", img.Archive, err)
+	}
+	return []outLayer{blobLayer(blob)}, blob, end, nil
 }
 
 // describeLayer names a layer of img for messages.

@@ -57,8 +57,10 @@ func rpCommit(t *testing.T, img *archive.Image, opts CommitOptions) (string, *Co
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 	left, _ := os.ReadDir(opts.TempDir)
-	if res.NewLayer != nil {
+	if res.NewLayer != nil && res.NewLayer.Path != "" {
 		require.Len(t, left, 1, "only the new layer's blob is left for the caller")
+	} else {
+		require.Empty(t, left, "a layer written in place leaves no blob")
 	}
 	return out, res
 }

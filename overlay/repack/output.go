@@ -28,8 +28,15 @@ type outLayer struct {
 	where     string            // names the layer in errors
 	stored    []byte            // the image's own blob, copied byte for byte (mapped)...
 	storedAt  *io.SectionReader // ...or read in place from a compressed tarball...
-	path      string            // ...or a blob file the commit wrote
-	omit      bool              // left out (thin)
+	path      string            // ...or a blob file the commit wrote...
+	// ...or written straight into the output (a squash): diffID, digest
+	// and size (an estimate until then) are set once it is written.
+	write func(io.Writer) (*LayerBlob, error)
+	// file holds stored at fileOff (archive.Layer.StoredFile), for copying
+	// file to file.
+	file    *os.File
+	fileOff int64
+	omit    bool // left out (thin)
 	// verified: the bytes are known to match digest (checked when the
 	// image was indexed, or hashed as the commit wrote them), so copying
 	// them needs no second hash.
@@ -49,7 +56,7 @@ func storedLayer(img *archive.Image, l *archive.Layer) outLayer {
 		mt = l.MediaType
 	}
 	return outLayer{diffID: l.DiffID, digest: d, size: l.StoredSize, mediaType: mt,
-		where: describeLayer(img, l), stored: l.Stored, storedAt: l.StoredAt, verified: verified}
+		where: describeLayer(img, l), stored: l.Stored, storedAt: l.StoredAt, file: l.StoredFile, fileOff: l.StoredOffset, verified: verified}
 }
 
 // storedDigest hashes a layer's blob as stored; "" if it cannot be read
@@ -84,27 +91,25 @@ type outputWriter struct {
 	mtime    time.Time // of every member: the same input gives the same bytes
 	progress func(string, ...any)
 
-	tw             *tar.Writer
+	thin map[digest.Digest]bool // layers to leave out, for one written in place
+
+	tw             *tarSink
 	written        map[string]bool
+	newLayer       *LayerBlob // the layer written in place, once it is
 	configDigest   digest.Digest
 	manifestDigest digest.Digest
 	tags           []string
 }
 
 // write writes the whole tarball: oci-layout, the blobs (layers, config,
-// manifest), index.json, manifest.json, as Docker 25+ orders them.
-func (ow *outputWriter) write(w io.Writer, layers []outLayer, cfg []byte, plat ocispec.Platform, tags []string) error {
-	ow.tw = tar.NewWriter(w)
+// manifest), index.json, manifest.json, as Docker 25+ orders them. config
+// gives the config once the layers are written.
+func (ow *outputWriter) write(w *tarSink, layers []outLayer, config func() ([]byte, error), plat ocispec.Platform, tags []string) error {
+	ow.tw = w
 	ow.written = map[string]bool{}
 	ow.tags = tags
-	ow.configDigest = digest.FromBytes(cfg)
-	man, err := ociManifest(layers, cfg)
-	if err != nil {
-		return err
-	}
 	oci, docker := ow.format != OutputDocker, ow.format != OutputOCI
 	if oci {
-		ow.manifestDigest = digest.FromBytes(man)
 		if err := ow.file("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
 			return err
 		}
@@ -115,10 +120,20 @@ func (ow *outputWriter) write(w io.Writer, layers []outLayer, cfg []byte, plat o
 	if err := ow.layers(layers); err != nil {
 		return err
 	}
+	cfg, err := config()
+	if err != nil {
+		return err
+	}
+	ow.configDigest = digest.FromBytes(cfg)
+	man, err := ociManifest(layers, cfg)
+	if err != nil {
+		return err
+	}
 	if err := ow.file(archive.BlobPath(ow.configDigest), cfg); err != nil {
 		return err
 	}
 	if oci {
+		ow.manifestDigest = digest.FromBytes(man)
 		if err := ow.file(archive.BlobPath(ow.manifestDigest), man); err != nil {
 			return err
 		}
@@ -131,7 +146,7 @@ func (ow *outputWriter) write(w io.Writer, layers []outLayer, cfg []byte, plat o
 			return err
 		}
 	}
-	if err := ow.tw.Close(); err != nil {
+	if err := ow.tw.end(); err != nil {
 		return fmt.Errorf("writing the image tarball: %w", err)
 	}
 	return nil
@@ -156,10 +171,15 @@ func (ow *outputWriter) header(name string, size int64, dir bool) error {
 	if dir {
 		hdr.Mode, hdr.Typeflag = 0o755, tar.TypeDir
 	}
-	if err := ow.tw.WriteHeader(hdr); err != nil {
+	if err := ow.tw.header(hdr); err != nil {
 		return fmt.Errorf("writing the image tarball: %s: %w", name, err)
 	}
 	return nil
+}
+
+// blobHeader is the header of a blob member, as header writes it.
+func (ow *outputWriter) blobHeader(name string, size int64) ([]byte, error) {
+	return formatHeader(&tar.Header{Name: name, Size: size, Mode: 0o644, ModTime: ow.mtime, Typeflag: tar.TypeReg})
 }
 
 // file writes one small member.
@@ -174,13 +194,16 @@ func (ow *outputWriter) file(name string, data []byte) error {
 	if _, err := ow.tw.Write(data); err != nil {
 		return fmt.Errorf("writing the image tarball: %s: %w", name, err)
 	}
-	return nil
+	return ow.tw.pad(int64(len(data)))
 }
 
 // blobDirs writes blobs/ and a directory per digest algorithm.
 func (ow *outputWriter) blobDirs(layers []outLayer) error {
 	algs := []string{digest.SHA256.String()}
 	for _, l := range layers {
+		if l.write != nil {
+			continue // a layer written in place is sha256
+		}
 		if a := l.digest.Algorithm().String(); !slices.Contains(algs, a) {
 			algs = append(algs, a)
 		}
@@ -205,7 +228,14 @@ func (ow *outputWriter) layers(layers []outLayer) error {
 		}
 	}
 	i := 0
-	for _, l := range layers {
+	for k := range layers {
+		l := &layers[k]
+		if l.write != nil {
+			if err := ow.writeInPlace(l); err != nil {
+				return err
+			}
+			continue
+		}
 		name := archive.BlobPath(l.digest)
 		if l.omit || ow.written[name] {
 			continue
@@ -216,9 +246,52 @@ func (ow *outputWriter) layers(layers []outLayer) error {
 		if err := ow.header(name, l.size, false); err != nil {
 			return err
 		}
-		if err := ow.copyLayer(l); err != nil {
+		if err := ow.copyLayer(*l); err != nil {
 			return err
 		}
+		if err := ow.tw.pad(l.size); err != nil {
+			return fmt.Errorf("writing the image tarball: %w", err)
+		}
+	}
+	return nil
+}
+
+// writeInPlace writes a layer straight into the output: a header block is
+// reserved, the layer written after it, and the header filled in with the
+// digest and size the writing gave. The result is the bytes writing the
+// blob into a file first and copying it would give.
+func (ow *outputWriter) writeInPlace(l *outLayer) error {
+	// The header of any layer under 8 GiB is one block; fill moves the
+	// layer along if its header needs more.
+	est, err := ow.blobHeader(archive.BlobPath(digest.FromString("")), 0)
+	if err != nil {
+		return err
+	}
+	at, err := ow.tw.reserve(len(est))
+	if err != nil {
+		return fmt.Errorf("writing the image tarball: %w", err)
+	}
+	b, err := l.write(ow.tw)
+	if err != nil {
+		return err
+	}
+	l.diffID, l.digest, l.size, l.mediaType, l.write = b.DiffID, b.Digest, b.Size, b.MediaType(), nil
+	ow.newLayer = b
+	name := archive.BlobPath(b.Digest)
+	if ow.thin[b.DiffID] {
+		l.omit = true
+		return ow.tw.truncate(at)
+	}
+	ow.written[name] = true
+	hdr, err := ow.blobHeader(name, b.Size)
+	if err == nil {
+		err = ow.tw.fill(at, len(est), hdr)
+	}
+	if err == nil {
+		err = ow.tw.pad(b.Size)
+	}
+	if err != nil {
+		return fmt.Errorf("writing the image tarball: %s: %w", name, err)
 	}
 	return nil
 }
@@ -227,6 +300,17 @@ func (ow *outputWriter) layers(layers []outLayer) error {
 // way unless that was done before: a stored blob that does not match is a
 // corrupt input, and writing it would make a corrupt image.
 func (ow *outputWriter) copyLayer(l outLayer) error {
+	if l.verified {
+		// Copied file to file where the kernel can: the bytes are known,
+		// so they need not pass through here.
+		err := ow.copyRange(l)
+		if err != errNoCopyRange {
+			if err != nil {
+				return fmt.Errorf("%s: copying its blob into the image tarball: %w", l.where, err)
+			}
+			return nil
+		}
+	}
 	v := l.digest.Verifier()
 	dst := io.MultiWriter(ow.tw, v)
 	if l.verified {
@@ -255,6 +339,27 @@ func (ow *outputWriter) copyLayer(l outLayer) error {
 		return fmt.Errorf("%s: its blob (%d bytes) does not match its digest %s: the input is corrupt", l.where, n, l.digest)
 	}
 	return nil
+}
+
+// copyRange copies a verified blob file to file: from the tarball that
+// holds it, or from the blob file the commit wrote. errNoCopyRange: not
+// here, copy it through memory.
+func (ow *outputWriter) copyRange(l outLayer) error {
+	switch {
+	case l.file != nil:
+		return ow.tw.copyRange(l.file, l.fileOff, l.size)
+	case l.path != "" && ow.tw.file != nil:
+		f, err := os.Open(l.path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err != nil || fi.Size() != l.size {
+			return errNoCopyRange // let the copy report what is wrong
+		}
+		return ow.tw.copyRange(f, 0, l.size)
+	}
+	return errNoCopyRange
 }
 
 func copyFile(w io.Writer, path string) (int64, error) {

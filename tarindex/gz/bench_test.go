@@ -69,11 +69,12 @@ func benchInputs(b *testing.B) map[string][]byte {
 		"tar":    benchCorpus(b),
 		"text":   textData(16<<20, 3),
 		"random": randomData(4<<20, 4),
+		"hex":    hexLines(16<<20, 5),
 	}
 }
 
 func BenchmarkInflate(b *testing.B) {
-	for _, name := range []string{"tar", "text", "random"} {
+	for _, name := range []string{"tar", "text", "random", "hex"} {
 		data := benchInputs(b)[name]
 		for _, lvl := range []int{1, 6} {
 			z := deflateLevel(b, data, lvl)
@@ -192,4 +193,19 @@ func BenchmarkReadAt(b *testing.B) {
 			}
 		})
 	}
+}
+
+// hexLines is random hex digits in lines of 64, the bench's big text file:
+// gzip halves it, with short matches between runs of literals.
+func hexLines(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 3))
+	b := make([]byte, n)
+	for i := range b {
+		if i%65 == 64 {
+			b[i] = '\n'
+		} else {
+			b[i] = "0123456789abcdef"[r.IntN(16)]
+		}
+	}
+	return b
 }

@@ -550,6 +550,30 @@ func (f *inflater) huffman() (bool, error) {
 		if e&entLiteral != 0 {
 			hist[wp] = byte(e >> 16)
 			wp++
+			// Literals come in runs (most of text's output), and the
+			// 48 bits the refill keeps leave 33 after this code: two
+			// more literals found in the root table (10 bits at most
+			// each) are taken without going round the loop and its
+			// refill. wp may pass wlim by 2, into the room kept past
+			// it for a match.
+			e = lit[bits&(1<<litRootBits-1)]
+			if e&entLiteral == 0 {
+				continue
+			}
+			n = uint(e & 15)
+			bits >>= n
+			nb -= n
+			hist[wp] = byte(e >> 16)
+			wp++
+			e = lit[bits&(1<<litRootBits-1)]
+			if e&entLiteral == 0 {
+				continue
+			}
+			n = uint(e & 15)
+			bits >>= n
+			nb -= n
+			hist[wp] = byte(e >> 16)
+			wp++
 			continue
 		}
 		if e&entCopy == 0 {

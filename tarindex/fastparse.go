@@ -118,7 +118,7 @@ type fastParser struct {
 }
 
 // stringArena hands out strings copied into shared chunks: one allocation
-// per 64 KiB of names rather than one per name (an index of a million
+// per chunk of names (1 KiB doubling to 64 KiB) rather than one per name (an index of a million
 // entries keeps a million names for as long as it lives, and each
 // allocation of its own would round it up and cost the GC an object).
 // Bytes once handed out are never written again. A nil arena allocates
@@ -145,7 +145,9 @@ func (a *stringArena) str(parts ...[]byte) string {
 		return unsafe.String(unsafe.SliceData(b), n)
 	}
 	if cap(a.chunk)-len(a.chunk) < n {
-		a.chunk = make([]byte, 0, arenaChunk)
+		// Chunks double from 1 KiB: a layer of a few entries must not
+		// keep 64 KiB for them.
+		a.chunk = make([]byte, 0, min(max(2*cap(a.chunk), 1<<10), arenaChunk))
 	}
 	start := len(a.chunk)
 	for _, b := range parts {

@@ -89,8 +89,9 @@ func writeLayerBlob(path string, comp tarindex.Compression, fill func(io.Writer)
 // computing the diff_id and the blob digest in the same pass (one hash
 // when uncompressed: the blob is the tar). The LayerBlob has no Path.
 func writeLayer(w io.Writer, comp tarindex.Compression, fill func(io.Writer) (int, error)) (*LayerBlob, error) {
-	tarHash := newCountingHash()
-	blobHash := tarHash
+	pipe := newHashPipe()
+	defer pipe.close()
+	var blobHash *countingHash
 	enc := io.WriteCloser(nopCloser{w})
 	if comp != tarindex.CompressionNone {
 		blobHash = newCountingHash()
@@ -99,12 +100,16 @@ func writeLayer(w io.Writer, comp tarindex.Compression, fill func(io.Writer) (in
 			return nil, err
 		}
 	}
-	entries, err := fill(io.MultiWriter(enc, tarHash))
+	entries, err := fill(io.MultiWriter(enc, pipe))
 	if err != nil {
 		return nil, err
 	}
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("%s-compressing the layer: %w", comp, err)
+	}
+	tarHash := pipe.close()
+	if blobHash == nil {
+		blobHash = tarHash
 	}
 	return &LayerBlob{
 		DiffID:      tarHash.digest(),
@@ -134,4 +139,62 @@ func newCompressor(w io.Writer, comp tarindex.Compression) (io.WriteCloser, erro
 		return zstd.NewWriter(w)
 	}
 	return nil, fmt.Errorf("cannot compress layers with %s (none, gzip and zstd can)", comp)
+}
+
+// hashChunk is how much hashPipe hands its goroutine at a time.
+const hashChunk = 1 << 20
+
+// hashPipe is a countingHash whose hashing runs on another goroutine, a
+// chunk at a time, while the writer goes on: the diff_id's sha256 is most
+// of a squash's CPU time, and on two cores it runs beside the tar's
+// formatting and writing rather than after it. close must be called.
+type hashPipe struct {
+	c    *countingHash
+	cur  []byte
+	work chan []byte // chunks to hash
+	free chan []byte // chunks hashed, to fill again
+	done chan struct{}
+}
+
+func newHashPipe() *hashPipe {
+	p := &hashPipe{c: newCountingHash(), work: make(chan []byte, 2), free: make(chan []byte, 3), done: make(chan struct{})}
+	for range 3 {
+		p.free <- make([]byte, 0, hashChunk)
+	}
+	p.cur = <-p.free
+	go func() {
+		defer close(p.done)
+		for b := range p.work {
+			p.c.Write(b)
+			p.free <- b[:0]
+		}
+	}()
+	return p
+}
+
+func (p *hashPipe) Write(b []byte) (int, error) {
+	n := len(b)
+	for len(b) > 0 {
+		k := copy(p.cur[len(p.cur):cap(p.cur)], b)
+		p.cur, b = p.cur[:len(p.cur)+k], b[k:]
+		if len(p.cur) == cap(p.cur) {
+			p.work <- p.cur
+			p.cur = <-p.free
+		}
+	}
+	return n, nil
+}
+
+// close hashes what is left and stops the goroutine; the hash is then
+// complete. Calling it again does nothing.
+func (p *hashPipe) close() *countingHash {
+	if p.work != nil {
+		if len(p.cur) > 0 {
+			p.work <- p.cur
+		}
+		close(p.work)
+		<-p.done
+		p.work = nil
+	}
+	return p.c
 }

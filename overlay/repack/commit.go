@@ -167,6 +167,7 @@ func Commit(img *archive.Image, w io.Writer, opts CommitOptions) (*CommitResult,
 	if err := checkSpace(opts.Free, outputBytes(layers), "the output"); err != nil {
 		return nil, fmt.Errorf("%s: %w", img.Archive, err)
 	}
+	sink.preallocate(outputBytes(layers))
 	ow := &outputWriter{format: opts.Format, mtime: opts.Created.Truncate(time.Second), progress: opts.progress, thin: opts.ThinFrom}
 	task := progress.Start(opts.Tasks, "writing the image", outputBytes(layers))
 	sink.task = task

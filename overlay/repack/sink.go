@@ -44,7 +44,28 @@ type tarSink struct {
 	flushed   int64
 	writeback chan [2]int64 // offset, length; nil until the first request
 	wbDone    chan struct{}
-	task      progress.Task
+	// preallocated: blocks were reserved past the end (preallocate), which
+	// end gives back.
+	preallocated bool
+	task         progress.Task
+}
+
+// preallocate reserves about n bytes of blocks for the output, when it is
+// written at the end of its file: ext4 then maps each page written to a
+// block already there rather than reserving one by one (delayed
+// allocation), which made up a tenth of a commit's CPU time, and writeback
+// finds one extent. The file's size does not change (KEEP_SIZE); end trims
+// what was not used. A hint: where it fails nothing changes.
+func (s *tarSink) preallocate(n int64) {
+	if s.file == nil || n <= 0 {
+		return
+	}
+	if fi, err := s.file.Stat(); err != nil || fi.Size() != s.start+s.pos {
+		return
+	}
+	if unix.Fallocate(int(s.file.Fd()), unix.FALLOC_FL_KEEP_SIZE, s.start+s.pos, n) == nil {
+		s.preallocated = true
+	}
 }
 
 // newTarSink wraps w. Set task to count what is written.
@@ -163,7 +184,14 @@ func (s *tarSink) end() error {
 	if _, err := s.Write(zeroBlock[:]); err != nil {
 		return err
 	}
-	return s.flush()
+	if err := s.flush(); err != nil {
+		return err
+	}
+	if s.preallocated {
+		// The same size: this frees the blocks reserved past it.
+		return s.file.Truncate(s.start + s.pos)
+	}
+	return nil
 }
 
 // errNoCopyRange says copy_file_range cannot copy between these files

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/imgmount/imgmount/overlay/archive"
@@ -37,6 +38,9 @@ func commitTo(t *testing.T, img *archive.Image, opts CommitOptions, flag int) ([
 	b, err := os.ReadFile(p)
 	require.NoError(t, err)
 	require.Equal(t, "prefix", string(b[:6]))
+	var st syscall.Stat_t
+	require.NoError(t, syscall.Stat(p, &st))
+	require.Less(t, st.Blocks*512, st.Size+64<<10, "the blocks reserved for the output and not used are given back")
 	return b[6:], res
 }
 

@@ -195,9 +195,11 @@ func (c *Cache) buildCompressed(blob io.ReaderAt, size int64, comp Compression, 
 	}
 	if ix == nil {
 		// Not indexable in one forward pass: index the checked stream
-		// again, reading it at will through its new entry points.
-		rd := NewCompressed("", seek, blob, NewSpans(16<<20))
-		if ix, err = BuildMax(rd, 0, usize, opts.MaxEntries); err != nil {
+		// again, scanning it through its new entry points.
+		rd, done := ForScan(NewCompressed("", seek, blob, NewSpans(16<<20)))
+		ix, err = BuildMax(rd, 0, usize, opts.MaxEntries)
+		done()
+		if err != nil {
 			return nil, nil, err
 		}
 	}

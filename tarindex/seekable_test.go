@@ -4,11 +4,14 @@ import (
 	"archive/tar"
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -310,4 +313,101 @@ func TestIndexCompressedZstdFrames(t *testing.T) {
 	if int64(len(raw)) > 16<<20 {
 		require.ErrorIs(t, err, ErrNotSeekable)
 	}
+}
+
+// giantBlockGzip is a gzip stream of prefix followed by zeros zero bytes
+// in one DEFLATE block (fixed Huffman codes: the prefix as literals, then
+// matches of length 258 at distance 1), as a hostile encoder can write it:
+// one checkpoint, so one span of everything.
+func giantBlockGzip(t testing.TB, prefix []byte, zeros int64) []byte {
+	var out []byte
+	var acc uint64
+	var nbits uint
+	put := func(v uint64, n uint) { // LSB first
+		acc |= v << nbits
+		nbits += n
+		for nbits >= 8 {
+			out = append(out, byte(acc))
+			acc >>= 8
+			nbits -= 8
+		}
+	}
+	putCode := func(code uint64, n uint) { // Huffman codes go MSB first
+		var r uint64
+		for i := uint(0); i < n; i++ {
+			r = r<<1 | (code>>i)&1
+		}
+		put(r, n)
+	}
+	literal := func(b byte) {
+		if b < 144 {
+			putCode(0x30+uint64(b), 8)
+		} else {
+			putCode(0x190+uint64(b-144), 9)
+		}
+	}
+	out = append(out, 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff)
+	put(1, 1) // BFINAL
+	put(1, 2) // fixed Huffman
+	for _, b := range prefix {
+		literal(b)
+	}
+	left := zeros
+	if left > 0 {
+		literal(0)
+		left--
+	}
+	for left >= 258 {
+		putCode(0xc5, 8) // length code 285: 258
+		put(0, 5)        // distance code 0: 1
+		left -= 258
+	}
+	for ; left > 0; left-- {
+		literal(0)
+	}
+	putCode(0, 7) // end of block
+	if nbits > 0 {
+		put(0, 8-nbits)
+	}
+	h := crc32.NewIEEE()
+	h.Write(prefix)
+	zero := make([]byte, 1<<20)
+	for n := zeros; n > 0; n -= int64(len(zero)) {
+		h.Write(zero[:min(n, int64(len(zero)))])
+	}
+	out = binary.LittleEndian.AppendUint32(out, h.Sum32())
+	return binary.LittleEndian.AppendUint32(out, uint32(int64(len(prefix))+zeros))
+}
+
+// A span bigger than maxSpanBuffer is never decoded whole into memory:
+// reads in it decode up to what they want.
+func TestCompressedGiantSpan(t *testing.T) {
+	const size = 96 << 20
+	var hb bytes.Buffer
+	require.NoError(t, tar.NewWriter(&hb).WriteHeader(&tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: size, Format: tar.FormatUSTAR}))
+	hdr := hb.Bytes() // the header block; the zeros follow, then the end marker, zeros too
+	blob := giantBlockGzip(t, hdr, size+1024)
+	ix, seek, err := (&Cache{}).IndexCompressed("k", bytes.NewReader(blob), int64(len(blob)), CompressionGzip, "", CompressedOptions{})
+	require.NoError(t, err)
+	require.Len(t, ix.Entries, 1)
+	start, end, _ := seek.Span(0)
+	require.Greater(t, end-start, int64(maxSpanBuffer), "one span of everything")
+	spans := NewSpans(0)
+	rd := NewCompressed("layer", seek, bytes.NewReader(blob), spans)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	p := make([]byte, 4096)
+	for _, off := range []int64{512, 50 << 20, size} {
+		n, err := ix.Entries[0].ReadFrom(rd, p, off-512)
+		if off == size {
+			require.Equal(t, 512, n)
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, len(p), n)
+		require.Equal(t, make([]byte, len(p)), p)
+	}
+	runtime.ReadMemStats(&after)
+	require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(16<<20), "reads in a giant span allocate little")
+	require.Zero(t, spans.Used())
 }

@@ -29,6 +29,14 @@ type Seekable interface {
 // a build or a grep without making the mount's memory grow much.
 const DefaultSpanCache = 128 << 20
 
+// maxSpanBuffer is the largest span decoded whole into memory (and cached).
+// Real encoders end a DEFLATE block every few MiB, so gzip spans are a
+// little over the 2 MiB checkpoint spacing, and zstd spans are bounded by
+// zst.DefaultMaxFrame; but a hostile stream can make one block of
+// gigabytes, hence one span of all of it. Reads in a bigger span decode
+// from its start up to what they want, in bounded memory.
+const maxSpanBuffer = 32 << 20
+
 // Spans is a least-recently-used cache of decompressed spans, shared by all
 // the compressed layers of a mount and bounded in bytes: reading the small
 // files of one span decodes it once. It is safe for concurrent use; two
@@ -100,6 +108,15 @@ func (c *Compressed) ReadAt(p []byte, off int64) (int, error) {
 		if !ok {
 			return n, io.EOF
 		}
+		if end-start > maxSpanBuffer {
+			m, err := c.readUncached(p[n:n+int(min(int64(len(p)-n), end-off))], off)
+			n += m
+			off += int64(m)
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
 		data, err := c.spans.get(c, start, end)
 		if err != nil {
 			return n, fmt.Errorf("%s: decompressed bytes %d to %d: %w", c.name, start, end, err)
@@ -109,6 +126,19 @@ func (c *Compressed) ReadAt(p []byte, off int64) (int, error) {
 		off += int64(m)
 	}
 	return n, nil
+}
+
+// readUncached reads p at off, all inside one span too big to buffer,
+// decoding from the span's start.
+func (c *Compressed) readUncached(p []byte, off int64) (int, error) {
+	m, err := c.ix.ReadAt(c.src, p, off)
+	if err == io.EOF && m == len(p) {
+		err = nil
+	}
+	if err != nil {
+		return m, fmt.Errorf("%s: decompressed bytes %d to %d: %w", c.name, off, off+int64(len(p)), err)
+	}
+	return m, nil
 }
 
 // get returns the decoded span [start, end) of c, from the cache or decoded
@@ -157,7 +187,7 @@ func (s *Spans) readAhead(c *Compressed, start int64) {
 	st, end, ok := c.ix.Span(start)
 	key := spanKey{c, st}
 	s.mu.Lock()
-	if _, cached := s.byKey[key]; !ok || cached || st != start {
+	if _, cached := s.byKey[key]; !ok || cached || st != start || end-st > maxSpanBuffer {
 		s.mu.Unlock()
 		c.ahead.Store(false)
 		return

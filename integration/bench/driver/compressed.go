@@ -531,11 +531,17 @@ func rowGzFio(c *config) result {
 	if err := ensureBigText(c); err != nil {
 		return failed(err)
 	}
-	secs := 5
+	// Random reads make the mount push the whole file into the page cache
+	// (fusefs/prefetch.go), which for a compressed file means inflating
+	// all of it: a first fio run of warm seconds lets that happen and is
+	// reported on its own; the row's figure is the run after it.
+	secs, warm := 5, 10
 	if c.quick {
-		secs = 2
+		secs, warm = 2, 5
 	}
+	var firsts []float64
 	iops := func(img, cacheName string) (float64, error) {
+		firsts = firsts[:0]
 		mnt, cache := c.scratch("mnt"), c.scratch(cacheName)
 		if err := resetDir(mnt); err != nil {
 			return 0, err
@@ -550,7 +556,12 @@ func rowGzFio(c *config) result {
 			if err := c.mount(img, mnt, cache); err != nil {
 				return 0, err
 			}
-			v, err := fioIOPS(filepath.Join(mnt, "data", "big.txt"), secs)
+			first, err := fioIOPS(filepath.Join(mnt, "data", "big.txt"), warm)
+			firsts = append(firsts, first)
+			var v float64
+			if err == nil {
+				v, err = fioIOPS(filepath.Join(mnt, "data", "big.txt"), secs)
+			}
 			if uerr := c.umount(mnt); err == nil {
 				err = uerr
 			}
@@ -566,13 +577,15 @@ func rowGzFio(c *config) result {
 	if err != nil {
 		return failed(err)
 	}
+	gzFirst := medianF(firsts)
 	plain, err := iops(c.bigText(""), fmt.Sprintf("cache-bigtext-%dm", n))
 	if err != nil {
 		return failed(err)
 	}
+	plainFirst := medianF(firsts)
 	r := result{
-		imgmount: fmt.Sprintf("%.0f IOPS", gz),
-		alts:     []string{fmt.Sprintf("imgmount, the same file in an uncompressed layer %.0f IOPS (gzip %s)", plain, ratio(gz, plain))},
+		imgmount: fmt.Sprintf("%.0f IOPS after the first %d s (%.0f IOPS during them)", gz, warm, gzFirst),
+		alts:     []string{fmt.Sprintf("imgmount, the same file in an uncompressed layer %.0f IOPS after the first %d s (%.0f during them) (gzip %s)", plain, warm, plainFirst, ratio(gz, plain))},
 	}
 	r.met = verdict(gz >= 0.25*plain, ratio(gz, plain)+" of uncompressed")
 	fi, _ := os.Stat(c.bigText(bench.Gzip))
@@ -580,7 +593,7 @@ func rowGzFio(c *config) result {
 	if fi != nil {
 		sz = fmt.Sprintf(" (the archive is %s)", fmtBytes(float64(fi.Size())))
 	}
-	r.notes = append(r.notes, fmt.Sprintf("data/big.txt, %s of random hex digits in lines of 64, which gzip compresses to about half%s, so that every deflate block is Huffman-coded (random bytes would be stored blocks); fio as in the uncompressed row (randread, 4 KiB, psync, %d s), a fresh mount with a saved index each run, %d runs", fmtBytes(float64(c.sizes().bigFile)), sz, secs, c.slow))
+	r.notes = append(r.notes, fmt.Sprintf("data/big.txt, %s of random hex digits in lines of 64, which gzip compresses to about half%s, so that every deflate block is Huffman-coded (random bytes would be stored blocks); fio as in the uncompressed row (randread, 4 KiB, psync): a first run of %d s, in which the mount pushes the whole file into the page cache (inflating it), then the measured run of %d s; a fresh mount with a saved index each time, %d runs", fmtBytes(float64(c.sizes().bigFile)), sz, warm, secs, c.slow))
 	return r
 }
 

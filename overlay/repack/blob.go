@@ -89,16 +89,26 @@ func writeLayerBlob(path string, comp tarindex.Compression, fill func(io.Writer)
 // computing the diff_id and the blob digest in the same pass (one hash
 // when uncompressed: the blob is the tar). The LayerBlob has no Path.
 func writeLayer(w io.Writer, comp tarindex.Compression, fill func(io.Writer) (int, error)) (*LayerBlob, error) {
-	pipe := newHashPipe()
-	defer pipe.close()
-	var blobHash *countingHash
-	enc := io.WriteCloser(nopCloser{w})
-	if comp != tarindex.CompressionNone {
-		blobHash = newCountingHash()
-		var err error
-		if enc, err = newCompressor(io.MultiWriter(w, blobHash), comp); err != nil {
+	if comp == tarindex.CompressionNone {
+		// The blob is the tar: one hash, and the pipe writes it.
+		pipe := newHashPipe(w)
+		defer pipe.close()
+		entries, err := fill(pipe)
+		if err != nil {
 			return nil, err
 		}
+		h, err := pipe.flush()
+		if err != nil {
+			return nil, err
+		}
+		return &LayerBlob{DiffID: h.digest(), Digest: h.digest(), Size: h.n, TarSize: h.n, Compression: comp, Entries: entries}, nil
+	}
+	pipe := newHashPipe(nil)
+	defer pipe.close()
+	blobHash := newCountingHash()
+	enc, err := newCompressor(io.MultiWriter(w, blobHash), comp)
+	if err != nil {
+		return nil, err
 	}
 	entries, err := fill(io.MultiWriter(enc, pipe))
 	if err != nil {
@@ -107,9 +117,9 @@ func writeLayer(w io.Writer, comp tarindex.Compression, fill func(io.Writer) (in
 	if err := enc.Close(); err != nil {
 		return nil, fmt.Errorf("%s-compressing the layer: %w", comp, err)
 	}
-	tarHash := pipe.close()
-	if blobHash == nil {
-		blobHash = tarHash
+	tarHash, err := pipe.flush()
+	if err != nil {
+		return nil, err
 	}
 	return &LayerBlob{
 		DiffID:      tarHash.digest(),
@@ -147,8 +157,12 @@ const hashChunk = 1 << 20
 // hashPipe is a countingHash whose hashing runs on another goroutine, a
 // chunk at a time, while the writer goes on: the diff_id's sha256 is most
 // of a squash's CPU time, and on two cores it runs beside the tar's
-// formatting and writing rather than after it. close must be called.
+// formatting and writing rather than after it. With w set, each chunk is
+// also written to w (while it is being hashed), so that the bytes are
+// copied once, into the chunk, rather than once more into w's buffer.
+// close must be called.
 type hashPipe struct {
+	w    io.Writer // nil: hash only
 	c    *countingHash
 	cur  []byte
 	work chan []byte // chunks to hash
@@ -156,8 +170,8 @@ type hashPipe struct {
 	done chan struct{}
 }
 
-func newHashPipe() *hashPipe {
-	p := &hashPipe{c: newCountingHash(), work: make(chan []byte, 2), free: make(chan []byte, 3), done: make(chan struct{})}
+func newHashPipe(w io.Writer) *hashPipe {
+	p := &hashPipe{w: w, c: newCountingHash(), work: make(chan []byte, 2), free: make(chan []byte, 3), done: make(chan struct{})}
 	for range 3 {
 		p.free <- make([]byte, 0, hashChunk)
 	}
@@ -178,20 +192,42 @@ func (p *hashPipe) Write(b []byte) (int, error) {
 		k := copy(p.cur[len(p.cur):cap(p.cur)], b)
 		p.cur, b = p.cur[:len(p.cur)+k], b[k:]
 		if len(p.cur) == cap(p.cur) {
-			p.work <- p.cur
-			p.cur = <-p.free
+			if err := p.emit(); err != nil {
+				return n - len(b), err
+			}
 		}
 	}
 	return n, nil
 }
 
-// close hashes what is left and stops the goroutine; the hash is then
-// complete. Calling it again does nothing.
+// emit hands the chunk to the hashing goroutine and writes it to w
+// meanwhile (both only read it), and takes a chunk the goroutine is done
+// with.
+func (p *hashPipe) emit() error {
+	chunk := p.cur
+	p.work <- chunk
+	p.cur = <-p.free
+	if p.w != nil {
+		if _, err := p.w.Write(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// flush writes and hashes what is left; the hash is then complete.
+func (p *hashPipe) flush() (*countingHash, error) {
+	if len(p.cur) > 0 {
+		if err := p.emit(); err != nil {
+			return nil, err
+		}
+	}
+	return p.close(), nil
+}
+
+// close stops the goroutine. Calling it again does nothing.
 func (p *hashPipe) close() *countingHash {
 	if p.work != nil {
-		if len(p.cur) > 0 {
-			p.work <- p.cur
-		}
 		close(p.work)
 		<-p.done
 		p.work = nil

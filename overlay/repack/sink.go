@@ -25,6 +25,7 @@ const copyChunk = 8 << 20
 // that share extents no copy of the data either), and the squashed layer is
 // written in place, its header filled in once its digest is known.
 type tarSink struct {
+	w   io.Writer // what the commit was given
 	buf *bufio.Writer
 	// file is the output when it is a regular file opened without O_APPEND
 	// (bytes go at its file position, and pwrite can fill in a header);
@@ -70,7 +71,7 @@ func (s *tarSink) preallocate(n int64) {
 
 // newTarSink wraps w. Set task to count what is written.
 func newTarSink(w io.Writer) *tarSink {
-	s := &tarSink{task: progress.Start(nil, "", 0)}
+	s := &tarSink{w: w, task: progress.Start(nil, "", 0)}
 	if f, ok := w.(*os.File); ok {
 		if direct, readable := directFile(f); direct {
 			if start, err := f.Seek(0, io.SeekCurrent); err == nil {
@@ -102,7 +103,17 @@ func directFile(f *os.File) (direct, readable bool) {
 func (s *tarSink) inPlace() bool { return s.file != nil && s.readable }
 
 func (s *tarSink) Write(p []byte) (int, error) {
-	n, err := s.buf.Write(p)
+	var n int
+	var err error
+	if len(p) >= s.buf.Size() {
+		// Large writes (a mapped blob, hashPipe's chunks) go to w as they
+		// are, not copied into the buffer first.
+		if err = s.flush(); err == nil {
+			n, err = s.w.Write(p)
+		}
+	} else {
+		n, err = s.buf.Write(p)
+	}
 	s.pos += int64(n)
 	s.task.Add(int64(n))
 	if s.file != nil && s.pos-s.flushed >= copyChunk {

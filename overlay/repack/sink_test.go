@@ -121,3 +121,27 @@ func TestSinkFillGrows(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "headHEADER"+string(body)+"tail", string(got))
 }
+
+// hashPipe hashes and writes exactly what it is given, whatever the sizes
+// of the writes against its chunks.
+func TestHashPipe(t *testing.T) {
+	data := make([]byte, 3*hashChunk+12345)
+	for i := range data {
+		data[i] = byte(i * 7 / 5)
+	}
+	for _, step := range []int{1000, hashChunk - 1, hashChunk, 2*hashChunk + 3, len(data)} {
+		var out bytes.Buffer
+		p := newHashPipe(&out)
+		for off := 0; off < len(data); off += step {
+			n, err := p.Write(data[off:min(off+step, len(data))])
+			require.NoError(t, err)
+			require.Equal(t, min(step, len(data)-off), n)
+		}
+		h, err := p.flush()
+		require.NoError(t, err)
+		require.Equal(t, digest.FromBytes(data), h.digest(), "step %d", step)
+		require.Equal(t, int64(len(data)), h.n)
+		require.Equal(t, data, out.Bytes(), "step %d", step)
+		p.close()
+	}
+}

@@ -45,14 +45,14 @@ unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/integration$$')
 
 # Every parser a hostile image reaches has a fuzz target (scripts/fuzz.sh
-# lists them as it runs); make test gives each 30 seconds, make fuzz a
+# lists them as it runs); make test gives each 20 seconds (twelve targets), make fuzz a
 # minute or FUZZTIME. Crashers land in the package's testdata/fuzz/.
 FUZZTIME ?= 60s
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 fuzz-short:
-	FUZZTIME=30s scripts/fuzz.sh
+	FUZZTIME=20s scripts/fuzz.sh
 
 # Builds the test images on first use (debootstrap, umoci, skopeo: about a
 # minute) into integration/testdata/out, and reuses them afterwards.

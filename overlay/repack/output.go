@@ -330,6 +330,7 @@ func (ow *outputWriter) copyLayer(l outLayer) error {
 			tarindex.Populate(chunk)
 			k, err = dst.Write(chunk)
 			n += int64(k)
+			ow.tw.unmapLater(chunk)
 		}
 	}
 	if err != nil {
@@ -343,10 +344,16 @@ func (ow *outputWriter) copyLayer(l outLayer) error {
 
 // copyRange copies a verified blob file to file: from the tarball that
 // holds it, or from the blob file the commit wrote. errNoCopyRange: not
-// here, copy it through memory.
+// here, copy it through memory. A mapped blob is copied file to file only
+// where it lies at the same offset within a page as it goes in the
+// output: copy_file_range on ext4 splices page by page, and pages that
+// straddle two source pages made it 1.3× slower than writing from the
+// mapping (49 ms against 39 for the Debian image's layers, whose offsets
+// in a docker save and in the output differ by 2 KiB); where they agree it
+// is as fast, and filesystems that share extents can skip the copy.
 func (ow *outputWriter) copyRange(l outLayer) error {
 	switch {
-	case l.file != nil:
+	case l.file != nil && (l.stored == nil || ow.tw.pageAligned(l.fileOff)):
 		return ow.tw.copyRange(l.file, l.fileOff, l.size)
 	case l.path != "" && ow.tw.file != nil:
 		f, err := os.Open(l.path)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"unsafe"
 
 	"github.com/imgmount/imgmount/internal/progress"
 	"golang.org/x/sys/unix"
@@ -43,7 +44,7 @@ type tarSink struct {
 	// wait for. The requests go to a goroutine (writeback): when the
 	// device's queue is full sync_file_range waits, and the copy need not.
 	flushed   int64
-	writeback chan [2]int64 // offset, length; nil until the first request
+	writeback chan wbJob // nil until the first request
 	wbDone    chan struct{}
 	// preallocated: blocks were reserved past the end (preallocate), which
 	// end gives back.
@@ -129,20 +130,62 @@ func (s *tarSink) startWriteback() {
 	if end <= s.flushed {
 		return
 	}
-	if s.writeback == nil {
-		s.writeback, s.wbDone = make(chan [2]int64, 64), make(chan struct{})
-		fd := int(s.file.Fd())
-		go func() {
-			defer close(s.wbDone)
-			for r := range s.writeback {
-				_ = unix.SyncFileRange(fd, r[0], r[1], unix.SYNC_FILE_RANGE_WRITE)
-			}
-		}()
-	}
+	s.startWorker()
 	select {
-	case s.writeback <- [2]int64{s.start + s.flushed, end - s.flushed}:
+	case s.writeback <- wbJob{off: s.start + s.flushed, n: end - s.flushed}:
 		s.flushed = end
 	default: // behind: ask for more next time
+	}
+}
+
+// wbJob is work for the writeback goroutine: start writeback of n bytes
+// at off, or drop the page-table entries of unmap.
+type wbJob struct {
+	off, n int64
+	unmap  []byte
+}
+
+func (s *tarSink) startWorker() {
+	if s.writeback != nil {
+		return
+	}
+	s.writeback, s.wbDone = make(chan wbJob, 64), make(chan struct{})
+	fd := int(s.file.Fd())
+	go func() {
+		defer close(s.wbDone)
+		for j := range s.writeback {
+			if j.unmap != nil {
+				unmapPages(j.unmap)
+				continue
+			}
+			_ = unix.SyncFileRange(fd, j.off, j.n, unix.SYNC_FILE_RANGE_WRITE)
+		}
+	}()
+}
+
+// unmapLater drops, on the writeback goroutine, the page-table entries
+// that writing b (a slice of a shared read-only file mapping) populated:
+// tearing down the tarball's mapping at the end (or at exit) otherwise
+// takes about 5 ms for a 116 MiB image, on the critical path. The mapping
+// stays valid: a later read faults the pages in again from the page cache.
+func (s *tarSink) unmapLater(b []byte) {
+	if s.file == nil || len(b) < 1<<20 {
+		return
+	}
+	s.startWorker()
+	select {
+	case s.writeback <- wbJob{unmap: b}:
+	default:
+	}
+}
+
+// unmapPages drops the page-table entries of the whole pages inside b.
+func unmapPages(b []byte) {
+	page := uintptr(os.Getpagesize())
+	start := (uintptr(unsafe.Pointer(&b[0])) + page - 1) &^ (page - 1)
+	end := (uintptr(unsafe.Pointer(&b[0])) + uintptr(len(b))) &^ (page - 1)
+	if end > start {
+		_, _, _ = unix.Syscall(unix.SYS_MADVISE, start, end-start, unix.MADV_DONTNEED)
 	}
 }
 
@@ -238,6 +281,17 @@ func (s *tarSink) copyRange(src *os.File, off, n int64) error {
 		}
 	}
 	return nil
+}
+
+// pageAligned tells whether a source offset off falls at the same place
+// within a page as the output's next byte (copyRange is then a copy of
+// whole pages).
+func (s *tarSink) pageAligned(off int64) bool {
+	if s.file == nil {
+		return false
+	}
+	page := int64(os.Getpagesize())
+	return (off-(s.start+s.pos))%page == 0
 }
 
 // reserve writes n zero bytes to be filled in later (fill), and returns

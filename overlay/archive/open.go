@@ -32,12 +32,13 @@ import (
 // explicit opts.Platform must match; otherwise the ones whose blobs are all
 // present are preferred, then the host's.
 //
-// Uncompressed layers are served from the outer mapping and are not
-// hashed. Gzip layers are served in place: indexed in one pass that checks
-// their diff_id and records checkpoints (saved in opts.CacheDir when set),
-// then read by inflating from the nearest one. Other compressed input (a
-// compressed outer tarball, zstd layers, all layers with opts.Materialize)
-// is decompressed once into opts.CacheDir, which it therefore requires.
+// Uncompressed layers are served from the outer mapping. Compressed ones,
+// and tarballs compressed as a whole, are served in place: gzip, and zstd
+// of several frames (or small), are indexed in one pass that checks the
+// diff_ids and records checkpoints (saved in opts.CacheDir when set), then
+// read by inflating from the nearest one. A big zstd stream of one frame,
+// and every compressed input with opts.Materialize, is decompressed once
+// into opts.CacheDir, which it therefore requires.
 func Open(path string, opts OpenOptions) (_ *Image, err error) {
 	o := &opener{opts: opts, spans: tarindex.NewSpans(opts.SpanCache)}
 	if opts.CacheDir != "" {
@@ -550,12 +551,7 @@ func (o *opener) indexMember(l *Layer, s layerSrc, where string) error {
 	} else if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
 		return fmt.Errorf("%s: %w", where, o.tooLarge())
 	}
-	if l.Digest == "" {
-		l.Digest = s.diffID
-	}
-	if l.MediaType == "" {
-		l.MediaType = MediaTypeDockerLayer
-	}
+	// The blob is the tar: its digest is the diff_id just checked.
 	l.StoredVerified = l.Digest == s.diffID
 	l.Size, l.Content, l.TarIndex = s.blob.size, s.blob.src, ix
 	return nil

@@ -69,16 +69,9 @@ var ErrTooLarge = errors.New("decompresses to more than allowed")
 // limit is how many bytes the decompressed copy of src may take: src's
 // compressed size is known when it tells it (bytes.Reader does).
 func (c *Cache) limit(src io.Reader) int64 {
-	ratio, floor := c.MaxRatio, c.MinLimit
-	if ratio <= 0 {
-		ratio = 100
-	}
-	if floor <= 0 {
-		floor = 64 << 30
-	}
 	limit := int64(math.MaxInt64)
-	if s, ok := src.(interface{ Size() int64 }); ok && s.Size() < math.MaxInt64/ratio {
-		limit = max(s.Size()*ratio, floor)
+	if s, ok := src.(interface{ Size() int64 }); ok {
+		limit = c.inflateLimit(s.Size())
 	}
 	var st unix.Statfs_t
 	if unix.Statfs(c.Dir, &st) == nil {

@@ -15,8 +15,6 @@ import (
 	"sort"
 	"strconv"
 
-	"github.com/imgmount/imgmount/tarindex/gz"
-	"github.com/imgmount/imgmount/tarindex/zst"
 	digest "github.com/opencontainers/go-digest"
 )
 
@@ -69,7 +67,7 @@ func (c *Cache) IndexOuter(key string, blob io.ReaderAt, size int64, comp Compre
 	defer b.Close()
 	ix, members, usize, err := indexOuterStream(b, opts.MaxEntries)
 	if errors.Is(err, errLimit) {
-		return nil, fmt.Errorf("%w: more than %d bytes from %d compressed (a decompression bomb?)", ErrTooLarge, c.inflateLimit(size), size)
+		return nil, bombError(c.inflateLimit(size), size)
 	}
 	if err != nil {
 		return nil, err
@@ -186,10 +184,6 @@ func indexOuterStream(r io.Reader, maxEntries int) (*Index, map[int64]Member, in
 		return nil, nil, 0, err
 	}
 	return ix, members, cr.n, nil
-}
-
-func isLimit(err error) bool {
-	return errors.Is(err, errLimit) || errors.Is(err, gz.ErrLimit) || errors.Is(err, zst.ErrLimit)
 }
 
 // scanMember reads one member's content from tr: hashing it, and, when its

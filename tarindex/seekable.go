@@ -89,6 +89,17 @@ func (c *Cache) inflateLimit(csize int64) int64 {
 	return max(csize*ratio, floor)
 }
 
+// isLimit tells a decoder that stopped at the inflate limit.
+func isLimit(err error) bool {
+	return errors.Is(err, errLimit) || errors.Is(err, gz.ErrLimit) || errors.Is(err, zst.ErrLimit)
+}
+
+// bombError reports a stream of size compressed bytes that inflated past
+// limit.
+func bombError(limit, size int64) error {
+	return fmt.Errorf("%w: more than %d bytes from %d compressed (a decompression bomb?)", ErrTooLarge, limit, size)
+}
+
 // seekableBuilder is the one pass over a compressed stream: its Read gives
 // the decompressed bytes in order, and Index the entry points once Read
 // has returned io.EOF.
@@ -175,8 +186,8 @@ func (c *Cache) buildCompressed(blob io.ReaderAt, size int64, comp Compression, 
 		src = hashChunks{src, h}
 	}
 	ix, usize, err := indexChunks(src, opts.MaxEntries)
-	if errors.Is(err, gz.ErrLimit) || errors.Is(err, zst.ErrLimit) {
-		return nil, nil, fmt.Errorf("%w: more than %d bytes from %d compressed (a decompression bomb?)", ErrTooLarge, limit, size)
+	if isLimit(err) {
+		return nil, nil, bombError(limit, size)
 	}
 	if err != nil {
 		return nil, nil, err

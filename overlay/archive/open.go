@@ -176,16 +176,11 @@ func (o *opener) progress(format string, a ...any) {
 // cache when there is one. When the index was built but takes the entries
 // past opts.MaxEntries, it is returned with the ErrTooLarge error.
 func (o *opener) index(key string, src io.ReaderAt, base, size int64) (*tarindex.Index, error) {
-	limit := 0
-	if max := o.opts.MaxEntries; max > 0 {
-		// Layers are indexed in parallel: each may take what is left.
-		limit = max - int(o.entries.Load())
-		if limit <= 0 {
-			return nil, o.tooLarge()
-		}
+	limit, err := o.entriesLeft()
+	if err != nil {
+		return nil, err
 	}
 	var ix *tarindex.Index
-	var err error
 	if o.cache == nil {
 		ix, err = tarindex.BuildMax(src, base, size, limit)
 	} else {
@@ -197,10 +192,30 @@ func (o *opener) index(key string, src io.ReaderAt, base, size int64) (*tarindex
 	if err != nil {
 		return nil, err
 	}
-	if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
-		return ix, o.tooLarge()
+	return ix, o.countEntries(ix)
+}
+
+// entriesLeft is how many entries the next layer may have before the
+// memory budget is spent (0: no limit). Layers are indexed in parallel:
+// each may take what is left.
+func (o *opener) entriesLeft() (int, error) {
+	max := o.opts.MaxEntries
+	if max <= 0 {
+		return 0, nil
 	}
-	return ix, nil
+	left := max - int(o.entries.Load())
+	if left <= 0 {
+		return 0, o.tooLarge()
+	}
+	return left, nil
+}
+
+// countEntries adds an indexed layer's entries to the budget's count.
+func (o *opener) countEntries(ix *tarindex.Index) error {
+	if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
+		return o.tooLarge()
+	}
+	return nil
 }
 
 func (o *opener) tooLarge() error {
@@ -548,8 +563,8 @@ func (o *opener) indexMember(l *Layer, s layerSrc, where string) error {
 			}
 			return Errorf(ErrCorruptLayer, "%s: reading the layer's tar (%s): %w", where, s.member, err)
 		}
-	} else if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
-		return fmt.Errorf("%s: %w", where, o.tooLarge())
+	} else if err := o.countEntries(ix); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	// The blob is the tar: its digest is the diff_id just checked.
 	l.StoredVerified = l.Digest == s.diffID
@@ -569,11 +584,9 @@ func (o *opener) indexInPlace(l *Layer, s layerSrc, where string, job func() str
 		cache = &tarindex.Cache{} // builds without saving
 		cache.MaxRatio, cache.MinLimit = o.opts.inflateLimit()
 	}
-	limit := 0
-	if max := o.opts.MaxEntries; max > 0 {
-		if limit = max - int(o.entries.Load()); limit <= 0 {
-			return fmt.Errorf("%s: %w", where, o.tooLarge())
-		}
+	limit, err := o.entriesLeft()
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	name := fmt.Sprintf("indexing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), l.Compression)
 	task := progress.Start(o.opts.Tasks, name, s.blob.size)
@@ -585,17 +598,13 @@ func (o *opener) indexInPlace(l *Layer, s layerSrc, where string, job func() str
 	case err == nil:
 	case errors.Is(err, tarindex.ErrNotSeekable):
 		return err // decompressed instead
-	case errors.Is(err, tarindex.ErrDigestMismatch):
-		return Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, s.member, err)
 	case errors.Is(err, tarindex.ErrTooManyEntries):
 		return fmt.Errorf("%s: %w", where, o.tooLarge())
-	case errors.Is(err, tarindex.ErrTooLarge):
-		return Errorf(ErrTooLarge, "%s: %s %w (--max-ratio)", where, s.member, err)
 	default:
-		return Errorf(ErrCorruptLayer, "%s: corrupt %s data or tar in %s: %w", where, l.Compression, s.member, err)
+		return decompressError(err, where, s.member, l.Compression, "data or tar")
 	}
-	if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
-		return fmt.Errorf("%s: %w", where, o.tooLarge())
+	if err := o.countEntries(ix); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
 	}
 	l.TarIndex, l.Size = ix, seek.Size()
 	l.Content = tarindex.NewCompressed(where, seek, blob, o.spans)
@@ -656,16 +665,8 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 	}
 	o.progress("decompressing %s: layer %d (%s, %s %s)", job(), s.index, ShortDigest(s.diffID), HumanSize(s.blob.size), comp)
 	p, release, err := o.decompressHeld(s, comp)
-	switch {
-	case err == nil:
-	case errors.Is(err, tarindex.ErrDigestMismatch):
-		return nil, Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, s.member, err)
-	case errors.Is(err, tarindex.ErrTooLarge):
-		return nil, Errorf(ErrTooLarge, "%s: %s %w (--max-ratio)", where, s.member, err)
-	case isCacheIOError(err):
-		return nil, fmt.Errorf("%s: decompressing into the cache: %w", where, err)
-	default:
-		return nil, Errorf(ErrCorruptLayer, "%s: corrupt %s data in %s: %w", where, comp, s.member, err)
+	if err != nil {
+		return nil, decompressError(err, where, s.member, comp, "data")
 	}
 	m, err := tarindex.MapFile(p)
 	if err != nil {
@@ -687,6 +688,22 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 	l.setMapped(m.Data)
 	l.TarIndex = ix
 	return closer, nil
+}
+
+// decompressError tags the failure of decompressing a layer (in place, or
+// into the cache): its diff_id, a bomb, the cache's disk, or the data
+// itself (what: which part was corrupt, "data" or "data or tar").
+func decompressError(err error, where, member string, comp tarindex.Compression, what string) error {
+	switch {
+	case errors.Is(err, tarindex.ErrDigestMismatch):
+		return Errorf(ErrDiffIDMismatch, "%s: %s, decompressed, does not match the diff_id: %w", where, member, err)
+	case errors.Is(err, tarindex.ErrTooLarge):
+		return Errorf(ErrTooLarge, "%s: %s %w (--max-ratio)", where, member, err)
+	case isCacheIOError(err):
+		return fmt.Errorf("%s: decompressing into the cache: %w", where, err)
+	default:
+		return Errorf(ErrCorruptLayer, "%s: corrupt %s %s in %s: %w", where, comp, what, member, err)
+	}
 }
 
 // decompressHeld decompresses a layer into the cache (or finds it there)

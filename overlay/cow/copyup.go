@@ -252,23 +252,14 @@ func removeTemp(dirfd int, tmp string) {
 // as holes.
 func (c *View) copyData(fd int, n *union.Node) error {
 	e := n.Entry
-	var buf []byte
 	if e.Sparse == nil {
+		// Slices of the layer's mapping; buf only for a compressed layer
+		// read in place.
+		buf := make([]byte, min(copyChunk, e.Size))
 		for off := int64(0); off < e.Size; {
-			data, ok := c.tree.Slice(n, off, copyChunk)
-			if !ok {
-				// A compressed layer served in place: decoded into buf.
-				if buf == nil {
-					buf = make([]byte, min(copyChunk, e.Size))
-				}
-				m, err := c.tree.ReadAt(n, buf, off)
-				if m == 0 && err != nil {
-					return fmt.Errorf("reading %s from its layer: %w", n.Path(), err)
-				}
-				data = buf[:m]
-			}
-			if len(data) == 0 {
-				return fmt.Errorf("reading %s from its layer: %w", n.Path(), unix.EIO)
+			data, err := c.tree.Bytes(n, off, len(buf), buf)
+			if err != nil {
+				return fmt.Errorf("reading %s from its layer: %w", n.Path(), err)
 			}
 			if err := pwriteAll(fd, data, off); err != nil {
 				return err
@@ -277,7 +268,7 @@ func (c *View) copyData(fd int, n *union.Node) error {
 		}
 		return nil
 	}
-	buf = make([]byte, copyChunk)
+	buf := make([]byte, copyChunk)
 	for _, f := range e.Sparse {
 		for done := int64(0); done < f.Length; {
 			k := min(int64(len(buf)), f.Length-done)

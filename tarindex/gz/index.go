@@ -6,8 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"sync"
+
+	"github.com/imgmount/imgmount/tarindex/internal/seekfmt"
 )
 
 // DefaultEvery is the output between checkpoints when Build is given 0.
@@ -64,22 +65,13 @@ func (ix *Index) WindowBytes() int64 {
 // checkpoint at or before off and the next one: a read of any of it
 // inflates from start. ok is false when off is outside the stream.
 func (ix *Index) Span(off int64) (start, end int64, ok bool) {
-	if off < 0 || off >= ix.size {
-		return 0, 0, false
-	}
-	i := ix.find(off)
-	end = ix.size
-	if i+1 < len(ix.points) {
-		end = ix.points[i+1].out
-	}
-	return ix.points[i].out, end, true
+	return seekfmt.Span(len(ix.points), ix.pointOut, ix.size, off)
 }
 
 // find is the index of the last checkpoint at or before off.
-func (ix *Index) find(off int64) int {
-	i := sort.Search(len(ix.points), func(i int) bool { return ix.points[i].out > off })
-	return max(i-1, 0)
-}
+func (ix *Index) find(off int64) int { return seekfmt.Find(len(ix.points), ix.pointOut, off) }
+
+func (ix *Index) pointOut(i int) int64 { return ix.points[i].out }
 
 type options struct {
 	limit    int64

@@ -4,8 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
-	"math"
+
+	"github.com/imgmount/imgmount/tarindex/internal/seekfmt"
 )
 
 // Encoded index (version 1):
@@ -26,8 +26,6 @@ const (
 	encVersion = 1
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // ErrBadIndex reports an encoded index that is corrupt, truncated, or of
 // another version: rebuild it.
 var ErrBadIndex = errors.New("invalid zstd frame index")
@@ -35,8 +33,7 @@ var ErrBadIndex = errors.New("invalid zstd frame index")
 // AppendBinary appends the encoding of ix to b (encoding.BinaryAppender).
 func (ix *Index) AppendBinary(b []byte) ([]byte, error) {
 	start := len(b)
-	b = append(b, encMagic...)
-	b = append(b, encVersion)
+	b = seekfmt.Begin(b, encMagic, encVersion)
 	b = binary.AppendUvarint(b, uint64(ix.size))
 	b = binary.AppendUvarint(b, uint64(ix.csize))
 	b = binary.AppendUvarint(b, uint64(ix.frames))
@@ -48,7 +45,7 @@ func (ix *Index) AppendBinary(b []byte) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(s.in-in))
 		out, in = s.out, s.in
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli)), nil
+	return seekfmt.Seal(b, start), nil
 }
 
 // MarshalBinary encodes ix (encoding.BinaryMarshaler).
@@ -63,21 +60,14 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 // times len(data).
 func (ix *Index) UnmarshalBinary(data []byte) error {
 	bad := func(what string) error { return fmt.Errorf("%w: %s", ErrBadIndex, what) }
-	if len(data) < len(encMagic)+1+4 || string(data[:len(encMagic)]) != encMagic {
-		return bad("not an index")
+	d, err := seekfmt.Open(data, encMagic, encVersion)
+	if err != nil {
+		return bad(err.Error())
 	}
-	if data[len(encMagic)] != encVersion {
-		return bad(fmt.Sprintf("version %d, not %d", data[len(encMagic)], encVersion))
-	}
-	body := data[:len(data)-4]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(data[len(body):]) {
-		return bad("checksum mismatch")
-	}
-	d := decoder{b: body[len(encMagic)+1:]}
-	size, csize, frames, maxFrame := d.int(), d.int(), d.int(), d.int()
-	n := d.int()
-	if d.err != nil {
-		return bad(d.err.Error())
+	size, csize, frames, maxFrame := d.Int(), d.Int(), d.Int(), d.Int()
+	n := d.Int()
+	if d.Err != nil {
+		return bad(d.Err.Error())
 	}
 	switch {
 	case frames > csize/minDataFrameSize:
@@ -86,15 +76,15 @@ func (ix *Index) UnmarshalBinary(data []byte) error {
 		return bad("impossible largest frame")
 	case (n == 0) != (size == 0), n > frames:
 		return bad("impossible seek point count")
-	case n > int64(len(d.b))/2: // each takes at least 2 bytes
+	case n > int64(len(d.B))/2: // each takes at least 2 bytes
 		return bad("truncated")
 	}
 	spans := make([]span, n)
 	var out, in int64
 	for i := range spans {
-		do, di := d.int(), d.int()
-		if d.err != nil {
-			return bad(d.err.Error())
+		do, di := d.Int(), d.Int()
+		if d.Err != nil {
+			return bad(d.Err.Error())
 		}
 		if i == 0 && do != 0 {
 			return bad("no seek point at the start")
@@ -109,28 +99,9 @@ func (ix *Index) UnmarshalBinary(data []byte) error {
 		in += di
 		spans[i] = span{out: out, in: in}
 	}
-	if len(d.b) != 0 {
+	if len(d.B) != 0 {
 		return bad("trailing bytes")
 	}
 	*ix = Index{size: size, csize: csize, frames: frames, maxFrame: maxFrame, spans: spans}
 	return nil
-}
-
-// decoder reads uvarints that must fit an int64.
-type decoder struct {
-	b   []byte
-	err error
-}
-
-func (d *decoder) int() int64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 || v > math.MaxInt64 {
-		d.err = errors.New("truncated or malformed number")
-		return 0
-	}
-	d.b = d.b[n:]
-	return int64(v)
 }

@@ -2,11 +2,10 @@ package zst
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"testing"
 
+	"github.com/imgmount/imgmount/tarindex/internal/seekfmt"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -112,7 +111,7 @@ func FuzzUnmarshalIndex(f *testing.F) {
 	f.Add([]byte("zsix\x01"), true)
 	f.Fuzz(func(t *testing.T, b []byte, fixCRC bool) {
 		if fixCRC {
-			b = binary.LittleEndian.AppendUint32(bytes.Clone(b), crc32.Checksum(b, castagnoli))
+			b = seekfmt.Seal(bytes.Clone(b), 0)
 		}
 		var ix Index
 		if err := ix.UnmarshalBinary(b); err != nil {

@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 	"sync"
 
+	"github.com/imgmount/imgmount/tarindex/internal/seekfmt"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -87,22 +87,13 @@ func (ix *Index) SeekPoints() int { return len(ix.spans) }
 // worst, so it is the unit worth caching. ok is false when off is outside
 // the stream.
 func (ix *Index) Span(off int64) (start, end int64, ok bool) {
-	if off < 0 || off >= ix.size || len(ix.spans) == 0 {
-		return 0, 0, false
-	}
-	i := ix.find(off)
-	end = ix.size
-	if i+1 < len(ix.spans) {
-		end = ix.spans[i+1].out
-	}
-	return ix.spans[i].out, end, true
+	return seekfmt.Span(len(ix.spans), ix.spanOut, ix.size, off)
 }
 
 // find is the index of the last seek point at or before off.
-func (ix *Index) find(off int64) int {
-	i := sort.Search(len(ix.spans), func(i int) bool { return ix.spans[i].out > off })
-	return max(i-1, 0)
-}
+func (ix *Index) find(off int64) int { return seekfmt.Find(len(ix.spans), ix.spanOut, off) }
+
+func (ix *Index) spanOut(i int) int64 { return ix.spans[i].out }
 
 type options struct {
 	limit    int64

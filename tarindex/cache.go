@@ -581,7 +581,8 @@ func (c *Cache) startHash(key string, r io.ReaderAt, base, size int64) *earlyHas
 		defer close(eh.done)
 		h := sha256.New()
 		buf := make([]byte, 256<<10)
-		for off := int64(0); off < size; {
+		drop := newDropBehind(r, base)
+		for off := int64(0); off < size; drop.passed(base + off) {
 			if eh.stop.Load() {
 				return
 			}
@@ -592,6 +593,7 @@ func (c *Cache) startHash(key string, r io.ReaderAt, base, size int64) *earlyHas
 			h.Write(buf[:n])
 			off += int64(n)
 		}
+		drop.done(base + size)
 		eh.sum = digest.NewDigest(digest.SHA256, h)
 	}()
 	return eh

@@ -39,7 +39,10 @@ func buildFast(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) 
 	ix := &Index{}
 	var blk [blockSize]byte
 	var pos int64 // section offset of the next header block
+	drop := newDropBehind(r, base)
+	defer func() { drop.done(base + pos) }()
 	for {
+		drop.passed(base + pos)
 		if pos+blockSize > size {
 			if pos == size && !p.meta {
 				break

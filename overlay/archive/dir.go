@@ -1,7 +1,6 @@
 package archive
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -100,7 +99,7 @@ func (d *dirSource) mapMember(name string) (blobRef, error) {
 	}
 	d.closers.add(m.Close)
 	ident := fileIdentity(filepath.Join(d.abs, filepath.FromSlash(name)), fi)
-	return blobRef{name: name, src: bytes.NewReader(m.Data), data: m.Data, ident: ident, off: 0, size: int64(len(m.Data))}, nil
+	return blobRef{name: name, src: m.Reader(), data: m.Data, ident: ident, off: 0, size: int64(len(m.Data))}, nil
 }
 
 // typeName names a non-regular file's type in messages.

@@ -677,7 +677,7 @@ func (o *opener) indexDecompressed(l *Layer, s layerSrc, where string, job func(
 		defer release()
 		return m.Close()
 	}
-	ix, err := o.index("decompressed:"+s.diffID.String(), bytes.NewReader(m.Data), 0, int64(len(m.Data)))
+	ix, err := o.index("decompressed:"+s.diffID.String(), m.Reader(), 0, int64(len(m.Data)))
 	if err != nil {
 		closer()
 		if errors.Is(err, ErrTooLarge) {

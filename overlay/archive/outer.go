@@ -2,7 +2,6 @@ package archive
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -216,7 +215,7 @@ func openArchive(p string, opts archiveOptions) (_ *archive, err error) {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	ar.closers.add(m.Close)
-	ar.data, ar.src, ar.size = m.Data, bytes.NewReader(m.Data), int64(len(m.Data))
+	ar.data, ar.src, ar.size = m.Data, m.Reader(), int64(len(m.Data))
 	if mapPath == p {
 		ar.file, f = f, nil
 		ar.closers.add(ar.file.Close)
@@ -251,7 +250,7 @@ func (ar *archive) openInPlace(comp tarindex.Compression, opts archiveOptions) e
 		return fmt.Errorf("%s: %w", ar.path, err)
 	}
 	ar.closers.add(m.Close)
-	blob := bytes.NewReader(m.Data)
+	blob := m.Reader()
 	if !tarindex.CanSeek(blob, blob.Size(), comp) {
 		return ar.openDecompressed(comp, opts)
 	}
@@ -302,7 +301,7 @@ func (ar *archive) openDecompressed(comp tarindex.Compression, opts archiveOptio
 		return fmt.Errorf("%s: %w", ar.path, err)
 	}
 	ar.closers.add(m.Close)
-	ar.data, ar.src, ar.size = m.Data, bytes.NewReader(m.Data), int64(len(m.Data))
+	ar.data, ar.src, ar.size = m.Data, m.Reader(), int64(len(m.Data))
 	if len(ar.data) == 0 {
 		return Errorf(ErrNotImage, "%s: empty file", ar.path)
 	}

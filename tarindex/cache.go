@@ -165,17 +165,12 @@ func loadIndex(p string, base, size int64, fp [32]byte) (*Index, error) {
 }
 
 func saveIndex(p string, ix *Index, base, size int64, fp [32]byte) error {
-	b, err := encodeIndex(ix, base, size, fp)
-	if err != nil {
-		return err
-	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
 	// No fsync: after a crash a torn index fails its checksum and is rebuilt.
 	return writeAtomic(p, func(f *os.File) error {
-		_, err := f.Write(b)
-		return err
+		return writeIndex(f, ix, base, size, fp)
 	}, false)
 }
 

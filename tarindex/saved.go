@@ -1,6 +1,7 @@
 package tarindex
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
@@ -89,85 +90,129 @@ func sampleRanges(size int64) [][2]int64 {
 	return append(out, [2]int64{size - sampleEdge, sampleEdge})
 }
 
-// encodeIndex serialises ix in the saved format.
+// encodeIndex serialises ix in the saved format (for tests and fuzzing;
+// saving streams it with writeIndex).
 func encodeIndex(ix *Index, base, size int64, fp [32]byte) ([]byte, error) {
+	var b bytes.Buffer
+	if err := writeIndex(&b, ix, base, size, fp); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// writeIndex writes ix in the saved format to w as it goes, holding only
+// the string blob: encoding a million entries into one buffer first would
+// take 200 bytes per entry at the moment a cold mount's memory peaks.
+func writeIndex(w io.Writer, ix *Index, base, size int64, fp [32]byte) error {
+	// The header gives the string blob's length, so the blob is laid out
+	// first: every entry's name and link target, then the xattrs', in the
+	// order the records below refer to them.
 	st := newStringTable()
 	var nx, nf int
 	for i := range ix.Entries {
-		nx += len(ix.Entries[i].Xattrs)
-		nf += len(ix.Entries[i].Sparse)
+		e := &ix.Entries[i]
+		st.add(e.Name, false)
+		st.add(e.Linkname, true)
+		nf += len(e.Sparse)
 	}
-	ents := make([]byte, 0, len(ix.Entries)*entryRecSize)
-	xs := make([]byte, 0, nx*xattrRecSize)
-	frs := make([]byte, 0, nf*fragRecSize)
+	for i := range ix.Entries {
+		for _, x := range ix.Entries[i].Xattrs {
+			st.add(x.Name, true)
+			st.add(x.Value, true)
+			nx++
+		}
+	}
+	if len(st.buf) > math.MaxUint32 {
+		return fmt.Errorf("string table of %d bytes is too large to save", len(st.buf))
+	}
+	crc := crc32.New(crcTable)
+	bw := bufio.NewWriterSize(io.MultiWriter(w, crc), 256<<10)
 	le := binary.LittleEndian
+	hdr := make([]byte, 0, headerSize)
+	hdr = append(hdr, indexMagic...)
+	hdr = le.AppendUint32(hdr, indexVersion)
+	hdr = le.AppendUint32(hdr, 0)
+	hdr = le.AppendUint64(hdr, uint64(base))
+	hdr = le.AppendUint64(hdr, uint64(size))
+	hdr = append(hdr, fp[:]...)
+	hdr = le.AppendUint64(hdr, uint64(ix.End))
+	for _, n := range []int{len(ix.Entries), nx, nf, len(st.buf)} {
+		hdr = le.AppendUint64(hdr, uint64(n))
+	}
+	bw.Write(hdr)
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
 		var rec [entryRecSize]byte
-		st.put(rec[0:8], e.Name, false)
-		st.put(rec[8:16], e.Linkname, true)
+		st.ref(rec[0:8], e.Name, false)
+		st.ref(rec[8:16], e.Linkname, true)
 		le.PutUint64(rec[16:], uint64(e.Offset))
 		le.PutUint64(rec[24:], uint64(e.Size))
 		le.PutUint64(rec[32:], uint64(e.MtimeSec))
-		for j, v := range []uint32{e.Mtime, e.Mode, e.UID, e.GID, e.Devmajor, e.Devminor, uint32(len(e.Xattrs)), uint32(len(e.Sparse))} {
+		for j, v := range [...]uint32{e.Mtime, e.Mode, e.UID, e.GID, e.Devmajor, e.Devminor, uint32(len(e.Xattrs)), uint32(len(e.Sparse))} {
 			le.PutUint32(rec[40+4*j:], v)
 		}
 		rec[72] = byte(e.Type)
 		if e.Sparse != nil {
 			rec[73] = flagSparse
 		}
-		ents = append(ents, rec[:]...)
-		for _, x := range e.Xattrs {
+		bw.Write(rec[:])
+	}
+	for i := range ix.Entries {
+		for _, x := range ix.Entries[i].Xattrs {
 			var xr [xattrRecSize]byte
-			st.put(xr[0:8], x.Name, true)
-			st.put(xr[8:16], x.Value, true)
-			xs = append(xs, xr[:]...)
-		}
-		for _, f := range e.Sparse {
-			frs = le.AppendUint64(frs, uint64(f.Logical))
-			frs = le.AppendUint64(frs, uint64(f.Physical))
-			frs = le.AppendUint64(frs, uint64(f.Length))
+			st.ref(xr[0:8], x.Name, true)
+			st.ref(xr[8:16], x.Value, true)
+			bw.Write(xr[:])
 		}
 	}
-	if len(st.buf) > math.MaxUint32 {
-		return nil, fmt.Errorf("string table of %d bytes is too large to save", len(st.buf))
+	for i := range ix.Entries {
+		for _, f := range ix.Entries[i].Sparse {
+			var fr [fragRecSize]byte
+			le.PutUint64(fr[0:], uint64(f.Logical))
+			le.PutUint64(fr[8:], uint64(f.Physical))
+			le.PutUint64(fr[16:], uint64(f.Length))
+			bw.Write(fr[:])
+		}
 	}
-	out := make([]byte, 0, headerSize+len(ents)+len(xs)+len(frs)+len(st.buf)+trailerSize)
-	out = append(out, indexMagic...)
-	out = le.AppendUint32(out, indexVersion)
-	out = le.AppendUint32(out, 0)
-	out = le.AppendUint64(out, uint64(base))
-	out = le.AppendUint64(out, uint64(size))
-	out = append(out, fp[:]...)
-	out = le.AppendUint64(out, uint64(ix.End))
-	for _, n := range []int{len(ix.Entries), nx, nf, len(st.buf)} {
-		out = le.AppendUint64(out, uint64(n))
+	bw.Write(st.buf)
+	if err := bw.Flush(); err != nil { // a bufio.Writer keeps its first error
+		return err
 	}
-	out = append(append(append(append(out, ents...), xs...), frs...), st.buf...)
-	return le.AppendUint32(out, crc32.Checksum(out, crcTable)), nil
+	_, err := w.Write(le.AppendUint32(nil, crc.Sum32()))
+	return err
 }
 
-// stringTable builds the string blob. Repeated link targets and xattr names
-// and values are stored once; names are nearly always unique, so they skip
-// the map.
+// stringTable builds the string blob in two passes over the same strings
+// in the same order: add lays the blob out, ref then writes each string's
+// reference. Repeated link targets and xattr names and values are stored
+// once; names are nearly always unique, so they skip the map.
 type stringTable struct {
 	buf  []byte
 	seen map[string]uint32
+	next uint32 // ref's position in buf: where the next unique string starts
 }
 
 func newStringTable() *stringTable { return &stringTable{seen: map[string]uint32{}} }
 
-func (st *stringTable) put(ref []byte, s string, intern bool) {
-	off, ok := uint32(0), false
+// add appends s to the blob unless intern is set and it is there already.
+func (st *stringTable) add(s string, intern bool) {
 	if intern {
-		off, ok = st.seen[s]
-	}
-	if !ok {
-		off = uint32(len(st.buf)) // overflow is refused once the whole table is known
-		st.buf = append(st.buf, s...)
-		if intern {
-			st.seen[s] = off
+		if _, ok := st.seen[s]; ok {
+			return
 		}
+		st.seen[s] = uint32(len(st.buf)) // overflow is refused once the whole table is known
+	}
+	st.buf = append(st.buf, s...)
+}
+
+// ref writes s's (offset, length) into ref, following add's calls.
+func (st *stringTable) ref(ref []byte, s string, intern bool) {
+	off := st.next
+	if intern {
+		off = st.seen[s]
+	}
+	if off == st.next {
+		st.next += uint32(len(s)) // s's first occurrence: the blob went on past it
 	}
 	binary.LittleEndian.PutUint32(ref[0:], off)
 	binary.LittleEndian.PutUint32(ref[4:], uint32(len(s)))

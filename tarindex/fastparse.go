@@ -37,6 +37,7 @@ const maxSpecialFileSize = 1 << 20
 func buildFast(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) {
 	p := &fastParser{r: r, base: base, size: size}
 	ix := &Index{}
+	var entries entryChunks
 	var blk [blockSize]byte
 	var pos int64 // section offset of the next header block
 	drop := newDropBehind(r, base)
@@ -92,19 +93,53 @@ func buildFast(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) 
 			return nil, errFallback
 		}
 		e.Offset = base + dataAt
-		if maxEntries > 0 && len(ix.Entries) == maxEntries {
+		if maxEntries > 0 && entries.n == maxEntries {
 			return nil, tooMany(maxEntries)
 		}
-		ix.Entries = append(ix.Entries, e)
+		entries.add(e)
 		pos = dataAt + roundBlock(nb)
 	}
 	ix.End = base + pos
-	if cap(ix.Entries) > len(ix.Entries)+len(ix.Entries)/8 {
-		// append's doubling can leave most of a large array unused (and,
-		// zeroed, resident): keep an exact copy instead.
-		ix.Entries = append([]Entry(nil), ix.Entries...)
-	}
+	ix.Entries = entries.slice()
 	return ix, nil
+}
+
+// entryChunks collects an index's entries in chunks and hands them over as
+// one slice of exactly their number. Appending to one slice instead
+// allocated five times the entries' size for a million of them (every
+// growth copies, and the spare capacity then wanted trimming), all garbage
+// by the time the mount's memory peaks.
+type entryChunks struct {
+	full [][]Entry // filled chunks
+	cur  []Entry   // the chunk being filled
+	n    int
+}
+
+// maxChunk is the largest chunk, in entries (about half a megabyte).
+const maxChunk = 4096
+
+func (c *entryChunks) add(e Entry) {
+	if len(c.cur) == cap(c.cur) {
+		if c.cur != nil {
+			c.full = append(c.full, c.cur)
+		}
+		c.cur = make([]Entry, 0, min(max(2*cap(c.cur), 64), maxChunk))
+	}
+	c.cur = append(c.cur, e)
+	c.n++
+}
+
+// slice returns the entries in one slice. An index of one chunk (most
+// layers: the chunks double up to maxChunk) is that chunk.
+func (c *entryChunks) slice() []Entry {
+	if len(c.full) == 0 {
+		return c.cur
+	}
+	out := make([]Entry, 0, c.n)
+	for _, ch := range c.full {
+		out = append(out, ch...)
+	}
+	return append(out, c.cur...)
 }
 
 // fastParser is buildFast's state between header blocks: the section it

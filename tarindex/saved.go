@@ -108,7 +108,11 @@ func writeIndex(w io.Writer, ix *Index, base, size int64, fp [32]byte) error {
 	// first: every entry's name and link target, then the xattrs', in the
 	// order the records below refer to them.
 	st := newStringTable()
-	var nx, nf int
+	var nx, nf, names int
+	for i := range ix.Entries {
+		names += len(ix.Entries[i].Name)
+	}
+	st.buf = make([]byte, 0, names) // link targets are few: the blob is mostly names
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
 		st.add(e.Name, false)
@@ -140,9 +144,10 @@ func writeIndex(w io.Writer, ix *Index, base, size int64, fp [32]byte) error {
 		hdr = le.AppendUint64(hdr, uint64(n))
 	}
 	bw.Write(hdr)
+	rec := make([]byte, entryRecSize) // one buffer: an array handed to Write would escape, one allocation per entry
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
-		var rec [entryRecSize]byte
+		clear(rec)
 		st.ref(rec[0:8], e.Name, false)
 		st.ref(rec[8:16], e.Linkname, true)
 		le.PutUint64(rec[16:], uint64(e.Offset))
@@ -155,7 +160,7 @@ func writeIndex(w io.Writer, ix *Index, base, size int64, fp [32]byte) error {
 		if e.Sparse != nil {
 			rec[73] = flagSparse
 		}
-		bw.Write(rec[:])
+		bw.Write(rec)
 	}
 	for i := range ix.Entries {
 		for _, x := range ix.Entries[i].Xattrs {

@@ -179,7 +179,7 @@ func (ow *outputWriter) header(name string, size int64, dir bool) error {
 
 // blobHeader is the header of a blob member, as header writes it.
 func (ow *outputWriter) blobHeader(name string, size int64) ([]byte, error) {
-	return formatHeader(&tar.Header{Name: name, Size: size, Mode: 0o644, ModTime: ow.mtime, Typeflag: tar.TypeReg})
+	return headerBlocks(&tar.Header{Name: name, Size: size, Mode: 0o644, ModTime: ow.mtime, Typeflag: tar.TypeReg})
 }
 
 // file writes one small member.

@@ -3,7 +3,6 @@ package repack
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -205,20 +204,12 @@ func (s *tarSink) flush() error { return s.buf.Flush() }
 // fresh tar.Writer formats it), so that bodies can be written around the
 // tar.Writer, which insists on seeing them.
 func (s *tarSink) header(hdr *tar.Header) error {
-	b, err := formatHeader(hdr)
+	b, err := headerBlocks(hdr)
 	if err != nil {
 		return err
 	}
 	_, err = s.Write(b)
 	return err
-}
-
-func formatHeader(hdr *tar.Header) ([]byte, error) {
-	var b bytes.Buffer
-	if err := tar.NewWriter(&b).WriteHeader(hdr); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
 }
 
 var zeroBlock [2 * blockSize]byte

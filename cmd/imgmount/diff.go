@@ -9,6 +9,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/imgmount/imgmount/internal/errwriter"
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
@@ -276,7 +277,7 @@ func describeChange(c union.Change) string {
 // writeDiffText writes one line per change: "A /path", "D /path",
 // "M /path (what changed)".
 func writeDiffText(w io.Writer, changes []union.Change) error {
-	ew := &errWriter{w: w}
+	ew := &errwriter.Writer{W: w}
 	for _, c := range changes {
 		if c.Kind == union.Modified {
 			fmt.Fprintf(ew, "M %s (%s)\n", displayPath(c.Path), describeChange(c))
@@ -284,22 +285,7 @@ func writeDiffText(w io.Writer, changes []union.Change) error {
 			fmt.Fprintf(ew, "%c %s\n", c.Kind, displayPath(c.Path))
 		}
 	}
-	return ew.err
-}
-
-// errWriter keeps the first write error so printing stays flat.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	n, err := e.w.Write(p)
-	e.err = err
-	return n, err
+	return ew.Err
 }
 
 // diffJSON is `imgmount diff --json`: a stable interface, fields are only

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 
+	"github.com/imgmount/imgmount/internal/errwriter"
 	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
@@ -84,9 +85,9 @@ func writeFiles(w io.Writer, t *union.Tree) error {
 	layerWidth := len(strconv.Itoa(max(len(t.Layers)-1, 0)))
 	sizeWidth := 1
 	union.Walk(t.Root, func(n *union.Node) { sizeWidth = max(sizeWidth, len(fileSize(n))) })
-	ew := &errWriter{w: w}
+	ew := &errwriter.Writer{W: w}
 	union.Walk(t.Root, func(n *union.Node) {
-		if ew.err != nil {
+		if ew.Err != nil {
 			return
 		}
 		layer := "-"
@@ -100,7 +101,7 @@ func writeFiles(w io.Writer, t *union.Tree) error {
 		}
 		fmt.Fprintln(ew, line)
 	})
-	return ew.err
+	return ew.Err
 }
 
 // fileSize is the SIZE column of inspect --files.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/imgmount/imgmount/internal/errwriter"
 )
 
 // Report is what `imgmount inspect` prints. Its JSON form is a stable,
@@ -222,31 +224,31 @@ func orDash(s string) string {
 // the tarball (the chosen one marked with *), the runtime config, and a
 // table of the layers.
 func (r Report) WriteText(w io.Writer) error {
-	ew := &errWriter{w: w}
-	ew.printf("Archive:  %s (%s)\n", r.Archive, r.Format)
+	ew := &errwriter.Writer{W: w}
+	ew.Printf("Archive:  %s (%s)\n", r.Archive, r.Format)
 	r.writeImages(ew)
-	ew.printf("Config:\n")
+	ew.Printf("Config:\n")
 	r.Config.writeText(ew)
-	ew.printf("Layers:\n")
+	ew.Printf("Layers:\n")
 	r.writeLayers(ew)
 	r.writeShared(ew)
-	ew.printf("Total:  %d layers, %s stored, %s uncompressed, %s hidden by later layers\n",
+	ew.Printf("Total:  %d layers, %s stored, %s uncompressed, %s hidden by later layers\n",
 		len(r.Layers), HumanSize(r.StoredSize), HumanSize(r.Size), HumanSize(r.HiddenBytes))
-	return ew.err
+	return ew.Err
 }
 
 // writeImages lists the tarball's images, the chosen one marked.
-func (r Report) writeImages(ew *errWriter) {
-	ew.printf("Images:\n")
+func (r Report) writeImages(ew *errwriter.Writer) {
+	ew.Printf("Images:\n")
 	for _, ref := range r.Images {
 		mark := " "
 		if sameRef(ref, r.Image) {
 			mark = "*"
 		}
-		ew.printf("  %s %s\n", mark, describeRef(ref))
+		ew.Printf("  %s %s\n", mark, describeRef(ref))
 	}
 	if len(r.Images) == 0 {
-		ew.printf("  * %s\n", describeRef(r.Image))
+		ew.Printf("  * %s\n", describeRef(r.Image))
 	}
 }
 
@@ -301,7 +303,7 @@ func writeList(w io.Writer, name string, items []string) {
 }
 
 // writeLayers writes the layer table.
-func (r Report) writeLayers(ew *errWriter) {
+func (r Report) writeLayers(ew *errwriter.Writer) {
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  #\tDIFF_ID\tCOMPRESSION\tSTORED\tSIZE\tENTRIES\tHIDDEN\tCREATED_BY\n")
 	for _, l := range r.Layers {
@@ -313,11 +315,11 @@ func (r Report) writeLayers(ew *errWriter) {
 
 // writeShared lists, when the tarball holds other images, the layers
 // they share with this one.
-func (r Report) writeShared(ew *errWriter) {
+func (r Report) writeShared(ew *errwriter.Writer) {
 	if len(r.Images) < 2 {
 		return
 	}
-	ew.printf("Shared with the other images of the tarball:\n")
+	ew.Printf("Shared with the other images of the tarball:\n")
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 	n := 0
 	for _, l := range r.Layers {
@@ -333,7 +335,7 @@ func (r Report) writeShared(ew *errWriter) {
 	}
 	tw.Flush()
 	if n == 0 {
-		ew.printf("  no layer\n")
+		ew.Printf("  no layer\n")
 	}
 }
 
@@ -386,23 +388,4 @@ func describeRef(r ImageRef) string {
 		name += "  (" + strings.Join(info, ", ") + ")"
 	}
 	return name
-}
-
-// errWriter keeps the first write error so the printing code stays flat.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	if e.err != nil {
-		return 0, e.err
-	}
-	n, err := e.w.Write(p)
-	e.err = err
-	return n, err
-}
-
-func (e *errWriter) printf(format string, a ...any) {
-	fmt.Fprintf(e, format, a...)
 }

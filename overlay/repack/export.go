@@ -2,6 +2,7 @@ package repack
 
 import (
 	"archive/tar"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -164,22 +165,18 @@ func (w *treeWriter) buffer() []byte {
 	return w.buf
 }
 
-// copyContent writes a regular file's content: slices of the layer's
-// mapping (compressed or not, never sparse).
+// copyContent writes a regular file's content a chunk at a time
+// (union.Tree.Bytes: slices of an uncompressed layer's mapping, else read
+// into the buffer; never sparse). A layer that ends before the file does
+// is corrupt.
 func (w *treeWriter) copyContent(n *union.Node) error {
-	size := n.Entry.Size
-	for off := int64(0); off < size; {
-		chunk, ok := w.tree.Slice(n, off, exportChunk)
-		if !ok {
-			buf := w.buffer()
-			k, err := w.tree.ReadAt(n, buf[:min(int64(len(buf)), size-off)], off)
-			if k == 0 {
-				return fmt.Errorf("reading at %d: %w", off, orEOF(err))
-			}
-			chunk = buf[:k]
+	for off := int64(0); off < n.Entry.Size; {
+		chunk, err := w.tree.Bytes(n, off, exportChunk, w.buffer())
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return archive.Errorf(archive.ErrCorruptLayer, "%w", err)
 		}
-		if len(chunk) == 0 {
-			return archive.Errorf(archive.ErrCorruptLayer, "the layer ends at %d of %d bytes", off, size)
+		if err != nil {
+			return err
 		}
 		if _, err := w.tw.Write(chunk); err != nil {
 			return err

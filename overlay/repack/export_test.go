@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgmount/imgmount/overlay/archive"
 	"github.com/imgmount/imgmount/overlay/imagetest"
 	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/stretchr/testify/require"
@@ -79,6 +80,24 @@ func TestExportSparse(t *testing.T) {
 	var st unix.Stat_t
 	require.NoError(t, unix.Stat(filepath.Join(out, "sparse"), &st))
 	require.Less(t, st.Blocks*512, int64(1<<20), "extracted with its holes")
+}
+
+// A layer that ends inside a file's content is a corrupt layer, whether
+// the export slices its mapping or reads it (a compressed layer).
+func TestExportTruncatedLayer(t *testing.T) {
+	for _, mapped := range []bool{true, false} {
+		tree, err := union.BuildUnion(imagetest.Layers(t, []imagetest.Entry{imagetest.File("f", strings.Repeat("x", 5000))}))
+		require.NoError(t, err)
+		l := *tree.Layers[0]
+		cut := l.Data[:tree.Find("f").Entry.Offset+3000]
+		l.Data, l.Content = nil, bytes.NewReader(cut)
+		if mapped {
+			l.Data = cut
+		}
+		tree.Layers[0] = &l
+		_, err = WriteTreeTar(io.Discard, tree)
+		require.ErrorIs(t, err, archive.ErrCorruptLayer, "mapped %v", mapped)
+	}
 }
 
 // A deep tree exports in time proportional to its size: each entry's name

@@ -11,6 +11,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/imgmount/imgmount/overlay/cow"
+	"github.com/imgmount/imgmount/overlay/union"
 	"golang.org/x/sys/unix"
 )
 
@@ -187,12 +188,8 @@ var (
 // every name is gone gets a path that resolves to nothing.
 func (n *rwNode) path() string { return n.Path(n.Root()) }
 
-func (n *rwNode) child(name string) string {
-	if p := n.path(); p != "" {
-		return p + "/" + name
-	}
-	return name
-}
+// child is the view path of name within n.
+func (n *rwNode) child(name string) string { return union.Join(n.path(), name) }
 
 func (f *rwFS) denied(ctx context.Context) bool {
 	if !f.allowRoot {

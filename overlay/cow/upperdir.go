@@ -140,16 +140,9 @@ func ParseStatOverride(v string, fileType fs.FileMode) (StatOverride, error) {
 		return bad()
 	}
 	o.UID, o.GID = uint32(uid), uint32(gid)
-	o.Mode = fs.FileMode(perm & 0o777)
-	if perm&0o4000 != 0 {
-		o.Mode |= fs.ModeSetuid
-	}
-	if perm&0o2000 != 0 {
-		o.Mode |= fs.ModeSetgid
-	}
-	if perm&0o1000 != 0 {
-		o.Mode |= fs.ModeSticky
-	}
+	// perm holds no type bits (at most 0o7777): modeToGo gives only the
+	// permissions and setuid, setgid, sticky.
+	o.Mode = modeToGo(uint32(perm))
 	typ := fileType.Type()
 	if len(f) > 3 {
 		found := false

@@ -46,8 +46,13 @@ const (
 	// mount (mounting it a second time, or committing it by path rather
 	// than through its mountpoint).
 	exitUpperInUse = 6
-	// exitTooLarge: the image has more entries than --max-memory allows
-	// (archive.ErrTooLarge): raise it where the machine has the memory.
+	// exitTooLarge: the image goes past a resource limit
+	// (archive.ErrTooLarge): it has more entries than --max-memory allows
+	// (raise it where the machine has the memory), or a compressed layer
+	// or tarball inflates past --max-ratio, a decompression bomb (a layer
+	// decompressed into the cache also stops at the cache's free space).
+	// archive tags the bombs in decompressError (layers) and openInPlace
+	// (the outer tarball).
 	exitTooLarge = 7
 )
 
@@ -64,7 +69,7 @@ var exitStatuses = []struct {
 	{exitLayerMissing, "a layer is missing from the tarball: a thin tarball needs --base"},
 	{exitMountpoint, "MOUNTPOINT cannot be mounted on: missing, not a directory,\nalready mounted or not writable"},
 	{exitUpperInUse, "the upper directory is in use by another imgmount mount"},
-	{exitTooLarge, "the image needs more memory than --max-memory allows"},
+	{exitTooLarge, "the image goes past a limit: its index needs more memory than\n--max-memory allows, or a compressed layer inflates past\n--max-ratio (a decompression bomb)"},
 }
 
 // exitStatusError gives an error an exit status where no sentinel says

@@ -36,7 +36,7 @@ func BuildLayersView(img *archive.Image) (*Tree, error) {
 	var warnings []string
 	inodes := map[*Node]*inode{}
 	for i, l := range img.Layers {
-		b := newTreeBuilder(true, len(l.TarIndex.Entries), inodes)
+		b := newTreeBuilder(true, inodes)
 		if err := b.applyLayer(i, l); err != nil {
 			return nil, err
 		}

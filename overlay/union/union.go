@@ -9,7 +9,8 @@ import (
 	"github.com/imgmount/imgmount/tarindex"
 )
 
-// Whiteout names, as the OCI image spec defines them (layer.md, "Whiteouts"),
+// Whiteout names, as the OCI image spec defines them (layer.md, "Whiteouts":
+// https://github.com/opencontainers/image-spec/blob/main/layer.md#whiteouts),
 // plus the AUFS names Docker still writes. The upper directory of a writable
 // mount (overlay/cow) uses the same names.
 const (

@@ -2,10 +2,12 @@
 //
 // Nodes are created lazily: a go-fuse Inode exists only for what the kernel
 // has looked up. Every node wraps one *union.Node and takes its attributes
-// from the node's tar entry; reads of file content are slices of the layer's
-// mapping handed to the kernel without a copy. The tree never changes under
-// the mount, so entries, attributes and file contents are cached by the
-// kernel for a long time.
+// from the node's tar entry. Reads of file content go through
+// union.Tree.Bytes: a slice of an uncompressed (or decompressed) layer's
+// mapping is handed to the kernel without a copy; a sparse file, or a
+// compressed layer served in place (through tarindex's span cache), is read
+// into a buffer first. The tree never changes under the mount, so entries,
+// attributes and file contents are cached by the kernel for a long time.
 //
 // Without an upper directory the mount is read-only: every operation that
 // would change it answers EROFS. With one (Options.Writable), rw.go serves

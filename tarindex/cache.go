@@ -63,7 +63,11 @@ type Cache struct {
 }
 
 // ErrTooLarge: a compressed stream decompresses to more than the cache
-// allows it (see Cache.MaxRatio).
+// allows it: Cache.MaxRatio times its compressed size or Cache.MinLimit,
+// whichever is more (a decompression bomb), whether indexed in place
+// (IndexCompressed, IndexOuter) or decompressed into the cache
+// (Decompress, which also stops at the cache filesystem's free space less
+// a reserve, and applies the ratio only to a source that tells its size).
 var ErrTooLarge = errors.New("decompresses to more than allowed")
 
 // limit is how many bytes the decompressed copy of src may take: src's

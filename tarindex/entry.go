@@ -1,6 +1,26 @@
 // Package tarindex indexes a tar stream that lives inside any io.ReaderAt at a
-// base offset, recording for every member the absolute offset of its data, so
-// that content can later be served as slices of an mmap of the same bytes.
+// base offset, recording for every member the absolute offset of its data
+// (Build, BuildMax; IndexStream for a stream that can be read only once), so
+// that content can later be served as slices of an mmap of the same bytes
+// (MapFile, Entry.Slice) or read from any io.ReaderAt over them (Entry.ReadAt,
+// Entry.ReadFrom, sparse members included).
+//
+// A compressed stream (gzip, zstd) is indexed in place on one pass
+// (Cache.IndexCompressed for a layer, Cache.IndexOuter for a compressed outer
+// tarball): the tar offsets are in the decompressed stream, and the pass also
+// records where decoding can start in the compressed bytes, a Seekable:
+// checkpoints with their 32 KiB windows for gzip (package gz, zlib's zran),
+// frame starts for zstd (package zst); tarindex/internal/seekfmt is their
+// shared binary envelope. Compressed reads the decompressed stream through
+// those entry points a span at a time, recent spans kept in a Spans cache
+// shared by every layer. Cache.Decompress instead writes a decompressed copy
+// to map. A stream that inflates past Cache.MaxRatio times its size (or
+// MinLimit) stops with ErrTooLarge: a decompression bomb.
+//
+// Cache keeps what a pass learnt under its directory, keyed by the source's
+// identity: saved indexes (their format is in saved.go), checkpoints (.gzi,
+// .zsi) and decompressed copies; cachedir.go is its upkeep (List, Prune,
+// Clear, Hold).
 //
 // It knows nothing of FUSE or of container whiteout rules: a whiteout file is
 // just another entry here.

@@ -1,8 +1,10 @@
 // Command imgmount mounts a container image tarball (docker save, OCI
-// archive) as a FUSE filesystem without extracting it: read-only, or
-// writable with --upper DIR, which keeps the changes as an OCI layer
-// directory and never writes the tarball. It also describes a tarball,
-// turns the changes into a new image, and exports the root filesystem.
+// archive; plain, gzip or zstd) as a FUSE filesystem without extracting it:
+// read-only, or writable with --upper DIR, which keeps the changes as an OCI
+// layer directory and never writes the tarball. It also describes a
+// tarball, turns the changes into a new image, exports the root filesystem,
+// compares images or layers, writes and completes thin tarballs (without
+// the layers the other side has), and looks after its cache directory.
 //
 //	imgmount [flags] IMAGE MOUNTPOINT      mount (writable with --upper DIR)
 //	imgmount -u MOUNTPOINT                 unmount
@@ -12,8 +14,16 @@
 //	                                       made of the changes
 //	imgmount export [flags] IMAGE|MOUNTPOINT -o OUT.tar
 //	                                       the root filesystem as one tar
-//	imgmount diff [flags] A B              the paths two images (or two
-//	                                       layers of one) add, remove, change
+//	imgmount diff [flags] A B              the paths image B adds, removes
+//	                                       and changes from image A
+//	imgmount diff --layers IMAGE N [M]     the same between two layers
+//	imgmount thin [flags] IMAGE -o OUT.tar IMAGE without the layer blobs the
+//	                                       receiving side has (--base, --have)
+//	imgmount complete [flags] THIN -o OUT.tar
+//	                                       put back the layer blobs a thin
+//	                                       tarball leaves out, from --base
+//	imgmount have [flags] [SOURCE...]      the layers this machine has, for
+//	                                       thin --have
 //	imgmount cache [list|prune|clear]      what the cache directory holds
 //
 // See `imgmount --help` and `imgmount COMMAND --help`; exitcodes.go lists

@@ -4,6 +4,11 @@
 // layers a base already holds (CommitOptions.ThinFrom), or the root
 // filesystem as a plain tar (Export). Layers that stay are copied byte for
 // byte; outputs are docker-archive, OCI layout, or both in one tarball.
+//
+// It also rewrites tarballs without mounting them: Thin leaves out the layer
+// blobs a receiving side already has, which Have describes (its chain IDs
+// and diff_ids: HaveOf reads them from a tarball, ParseHave from a list that
+// `imgmount have` printed), and Complete puts them back from base tarballs.
 package repack
 
 import (

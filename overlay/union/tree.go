@@ -1,9 +1,13 @@
 // Package union builds the filesystem trees an image shows: the union of
 // its layers, with whiteouts, opaque directories and hardlinks applied as
-// the OCI image spec says (BuildUnion), and the per-layer view
-// (BuildLayersView). Trees are immutable once built; reads of a node's
-// content are slices of its layer's data. It knows nothing of FUSE or of
-// edits (overlay/cow).
+// the OCI image spec says (BuildUnion), the per-layer view
+// (BuildLayersView), and what differs between two trees (Diff,
+// ContentSHA256). Trees are immutable once built. A node's content is read
+// through its layer (Tree.Bytes): slices of the mapping of an uncompressed
+// layer (or of a decompressed copy), without a copy; a sparse file, or a
+// compressed layer served in place (through archive.Layer.Content, that is
+// tarindex's span cache), is read into a buffer. It knows nothing of FUSE
+// or of edits (overlay/cow).
 package union
 
 import (

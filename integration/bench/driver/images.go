@@ -27,7 +27,7 @@ type sizes struct {
 
 func (c *config) sizes() sizes {
 	if c.quick {
-		return sizes{bigFile: 256 << 20, manyFiles: 100_000, layers: 50, layerDirs: 20, layerFiles: 1000, untarSource: "/usr/local/go/src/runtime"}
+		return sizes{bigFile: 256 << 20, manyFiles: 100_000, layers: 50, layerDirs: 20, layerFiles: 1000, untarSource: goRuntimeSrc}
 	}
 	return sizes{bigFile: 1 << 30, manyFiles: 1_000_000, layers: 50, layerDirs: 100, layerFiles: 4000, untarSource: "/usr/local/go/src"}
 }
@@ -41,15 +41,25 @@ func (c *config) debianLayout() string { return filepath.Join(c.data, "debian", 
 func (c *config) bigImage() string {
 	return filepath.Join(c.out, fmt.Sprintf("bigfile-%dm.tar", c.sizes().bigFile>>20))
 }
-func (c *config) manyImage() string {
-	return filepath.Join(c.out, fmt.Sprintf("manyfiles-%dk.tar", c.sizes().manyFiles/1000))
+func (c *config) manyImage() string { return c.manyImageN(c.sizes().manyFiles) }
+
+// manyImageN is the image of one layer of n small files (bench.ManyFilesLayer).
+func (c *config) manyImageN(n int) string {
+	return filepath.Join(c.out, fmt.Sprintf("manyfiles-%dk.tar", n/1000))
 }
 func (c *config) layersImage() string {
 	s := c.sizes()
 	return filepath.Join(c.out, fmt.Sprintf("layers%d-%dx%d.tar", s.layers, s.layerDirs, s.layerFiles))
 }
-func (c *config) untarSource() string {
-	return filepath.Join(c.out, "untar-"+filepath.Base(c.sizes().untarSource)+".tar")
+
+// goRuntimeSrc is the source tree of the full set's second writable row
+// (the quick set's only one).
+const goRuntimeSrc = "/usr/local/go/src/runtime"
+
+// untarTar is the tar of the directory dir that a writable-mount row
+// untars into the mount.
+func (c *config) untarTar(dir string) string {
+	return filepath.Join(c.out, "untar-"+filepath.Base(dir)+".tar")
 }
 
 // debian layer tars, base first, extracted from the docker-archive.
@@ -74,6 +84,7 @@ func prepareImages(c *config) error {
 	all := []synth{
 		{c.bigImage(), fmt.Sprintf("bigfile v1 %d", s.bigFile), "bench/bigfile:latest", []bench.LayerFunc{bench.BigFileLayer(s.bigFile)}, []string{"seq", "fio", "commit"}},
 		{c.manyImage(), fmt.Sprintf("manyfiles v1 %d", s.manyFiles), "bench/manyfiles:latest", []bench.LayerFunc{bench.ManyFilesLayer(s.manyFiles)}, []string{"many"}},
+		{c.manyImageN(many300k), fmt.Sprintf("manyfiles v1 %d", many300k), "bench/manyfiles:latest", []bench.LayerFunc{bench.ManyFilesLayer(many300k)}, []string{"many300k"}},
 		{c.layersImage(), fmt.Sprintf("layers v1 %d %d %d", s.layers, s.layerDirs, s.layerFiles), "bench/layers:latest", bench.OverlapLayers(s.layers, s.layerDirs, s.layerFiles), []string{"layers"}},
 	}
 	for _, im := range all {
@@ -89,10 +100,11 @@ func prepareImages(c *config) error {
 			fmt.Printf("built %s (%.1fs)\n", im.path, time.Since(t).Seconds())
 		}
 	}
-	if c.wants("write") && !exists(c.untarSource()) {
-		src := s.untarSource
-		if _, err := sh("tar -cf %s.tmp -C %s %s && mv %s.tmp %s", q(c.untarSource()), q(filepath.Dir(src)), q(filepath.Base(src)), q(c.untarSource()), q(c.untarSource())); err != nil {
-			return fmt.Errorf("source tree for the writable row: %w", err)
+	for _, w := range []struct{ key, dir string }{{"write", s.untarSource}, {"write-runtime", goRuntimeSrc}} {
+		if t := c.untarTar(w.dir); c.wants(w.key) && !exists(t) {
+			if _, err := sh("tar -cf %s.tmp -C %s %s && mv %s.tmp %s", q(t), q(filepath.Dir(w.dir)), q(filepath.Base(w.dir)), q(t), q(t)); err != nil {
+				return fmt.Errorf("source tree for the writable row %s: %w", w.key, err)
+			}
 		}
 	}
 	// The Debian image's layers as plain tar files, and its union on disk.
@@ -128,14 +140,22 @@ func prepareImages(c *config) error {
 	return nil
 }
 
-// wants tells whether any of the rows keys is to run (-only).
+// wants tells whether any of the rows keys is to run (-only, and -quick
+// leaving out the full set's rows).
 func (c *config) wants(keys ...string) bool {
-	if c.only == nil {
-		return true
-	}
 	for _, k := range keys {
-		if c.only[k] {
+		if c.runsRow(k) {
 			return true
+		}
+	}
+	return false
+}
+
+// runsRow tells whether the row key is to run.
+func (c *config) runsRow(key string) bool {
+	for _, r := range rows {
+		if r.key == key {
+			return (c.only == nil || c.only[key]) && !(c.quick && r.full)
 		}
 	}
 	return false

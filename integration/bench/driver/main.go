@@ -130,14 +130,14 @@ func run(c *config, outMD, readme, only string) error {
 	load1 := loadavg()
 	var results []result
 	for _, r := range rows {
-		if c.only != nil && !c.only[r.key] {
-			continue
-		}
-		if c.quick && r.full {
+		if !c.runsRow(r.key) {
+			if c.quick && r.full && c.only[r.key] {
+				fmt.Printf("== %s: full set only, not run with -quick\n", r.key)
+			}
 			continue
 		}
 		t0 := time.Now()
-		name := strings.NewReplacer("{big}", fmtBytes(float64(c.sizes().bigFile)), "{many}", groupDigits(c.sizes().manyFiles)).Replace(r.name)
+		name := strings.NewReplacer("{big}", fmtBytes(float64(c.sizes().bigFile)), "{many}", groupDigits(c.sizes().manyFiles), "{untar}", goTree(c.sizes().untarSource)).Replace(r.name)
 		fmt.Printf("== %s\n", name)
 		res := r.fn(c)
 		res.row = name

@@ -2,8 +2,9 @@
 #
 #   make example   install the tools (Debian packages), build imgmount and the
 #                  bundled example image, mount it and look around
-#   make test      vet, gofmt, unit tests with -race, then the integration
-#                  tests (real images, real mounts; root and /dev/fuse needed)
+#   make test      vet, gofmt, unit tests with -race, a short fuzz pass (20s
+#                  per target), then the integration tests (real images, real
+#                  mounts; root and /dev/fuse needed)
 #   make fuzz      every fuzz target for FUZZTIME each (default 60s)
 #   make build | install | lint | bench | bench-quick | clean | distclean
 
@@ -45,8 +46,8 @@ unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/integration$$')
 
 # Every parser a hostile image reaches has a fuzz target (scripts/fuzz.sh
-# lists them as it runs); make test gives each 20 seconds (twelve targets), make fuzz a
-# minute or FUZZTIME. Crashers land in the package's testdata/fuzz/.
+# lists them as it runs); make test gives each 20 seconds (eleven targets), make
+# fuzz a minute or FUZZTIME. Crashers land in the package's testdata/fuzz/.
 FUZZTIME ?= 60s
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -15,26 +16,37 @@ import (
 // runInspect is imgmount inspect: the tarball's images, the chosen image's
 // config and its layers (and which of them the tarball's other images
 // share), as text or as one JSON object; with --files, every path of the
-// image and the layer that last wrote it.
+// image and the layer that last wrote it. Without --image, a tarball of
+// several images is described as a whole (inspectTarball); a thin one
+// without its --base is described with its absent layers marked.
 func runInspect(cfg *config, stdout, stderr io.Writer) error {
 	tty := isTerminal(stderr)
-	img, err := archive.Open(cfg.image, cfg.openOptions(func(msg string) {
+	opts := cfg.openOptions(func(msg string) {
 		if tty {
 			fmt.Fprintf(stderr, "imgmount: %s\n", msg)
 		}
-	}))
+	})
+	opts.AllowAbsent = !cfg.files // --files needs every layer
+	img, err := archive.Open(cfg.image, opts)
+	if errors.Is(err, archive.ErrAmbiguous) && cfg.ref == "" && !cfg.files {
+		return inspectTarball(cfg, opts, stdout)
+	}
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	tree, err := union.BuildUnion(img)
-	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.image, err)
+	var tree *union.Tree
+	var hidden []int64
+	if len(img.AbsentLayers()) == 0 {
+		if tree, err = union.BuildUnion(img); err != nil {
+			return fmt.Errorf("%s: %w", cfg.image, err)
+		}
+		for _, w := range tree.Warnings {
+			fmt.Fprintf(stderr, "imgmount: warning: %s: %s\n", cfg.image, w)
+		}
+		hidden = tree.Hidden
 	}
-	for _, w := range tree.Warnings {
-		fmt.Fprintf(stderr, "imgmount: warning: %s: %s\n", cfg.image, w)
-	}
-	report := archive.Inspect(img, tree.Hidden)
+	report := archive.Inspect(img, hidden)
 	if len(img.Images) > 1 {
 		all, err := archive.ListImageLayers(cfg.image, cfg.cacheDir)
 		if err != nil {
@@ -53,12 +65,30 @@ func runInspect(cfg *config, stdout, stderr io.Writer) error {
 		}{report, listFiles(tree)}
 	}
 	if cfg.json {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false)
-		return enc.Encode(out)
+		return writeJSON(stdout, out)
 	}
 	return report.WriteText(stdout)
+}
+
+// inspectTarball is imgmount inspect of a tarball of several images when
+// no --image chooses one: each image, and the layers they share.
+func inspectTarball(cfg *config, opts archive.OpenOptions, stdout io.Writer) error {
+	report, err := archive.InspectTarball(cfg.image, opts)
+	if err != nil {
+		return err
+	}
+	if cfg.json {
+		return writeJSON(stdout, report)
+	}
+	return report.WriteText(stdout)
+}
+
+// writeJSON writes v as inspect --json does: indented, HTML left as it is.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // fileJSON is one path of inspect --files --json.

@@ -81,6 +81,11 @@ type OpenOptions struct {
 	// to it, the least recently used items not in use are removed until
 	// it takes at most CacheMax bytes. 0: no bound.
 	CacheMax int64
+	// AllowAbsent: a layer neither the tarball nor Bases hold (a thin
+	// tarball's) is no error; it comes back with Layer.Absent set and
+	// nothing to read, so that inspect can describe a thin tarball. An
+	// image with an absent layer cannot be served.
+	AllowAbsent bool
 }
 
 // BytesPerEntry is about what one tar entry costs in memory once the image
@@ -153,12 +158,28 @@ type Layer struct {
 	// Checkpoints is how many entry points a compressed layer served in
 	// place has (0 otherwise), for inspect.
 	Checkpoints int
+	// Absent: neither the tarball nor a base holds the layer (only with
+	// OpenOptions.AllowAbsent). Only Index, DiffID, Digest, MediaType and
+	// CreatedBy are then set.
+	Absent bool
 }
 
 // setMapped makes data, a mapping of the uncompressed tar, the layer's
 // content.
 func (l *Layer) setMapped(data []byte) {
 	l.Data, l.Size, l.Content = data, int64(len(data)), bytes.NewReader(data)
+}
+
+// AbsentLayers are the indexes of the layers that neither the tarball nor
+// a base holds (OpenOptions.AllowAbsent).
+func (img *Image) AbsentLayers() []int {
+	var out []int
+	for _, l := range img.Layers {
+		if l.Absent {
+			out = append(out, l.Index)
+		}
+	}
+	return out
 }
 
 // Close releases the mappings. Trees built from the image must not be used

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/imgmount/imgmount/internal/errwriter"
+	digest "github.com/opencontainers/go-digest"
 )
 
 // Report is what `imgmount inspect` prints. Its JSON form is a stable,
@@ -65,6 +66,11 @@ type LayerReport struct {
 	// layer too (by diff_id), in the order of Images; empty when none (or
 	// when the report was made without Report.AddShared).
 	SharedWith []ImageRef `json:"shared_with"`
+	// Absent: neither the tarball nor a --base holds the layer (a thin
+	// tarball inspected without its base); its sizes, entries and
+	// compression are then unknown (0, ""), and so are every layer's
+	// hidden bytes.
+	Absent bool `json:"absent"`
 }
 
 // Inspect summarises img. hidden gives, per layer, the bytes of content the
@@ -117,6 +123,10 @@ func Inspect(img *Image, hidden []int64) Report {
 			CreatedBy:   l.CreatedBy,
 			Checkpoints: l.Checkpoints,
 			SharedWith:  []ImageRef{},
+			Absent:      l.Absent,
+		}
+		if l.Absent {
+			lr.Compression = ""
 		}
 		if l.TarIndex != nil {
 			lr.Entries = len(l.TarIndex.Entries)
@@ -232,9 +242,34 @@ func (r Report) WriteText(w io.Writer) error {
 	ew.Printf("Layers:\n")
 	r.writeLayers(ew)
 	r.writeShared(ew)
-	ew.Printf("Total:  %d layers, %s stored, %s uncompressed, %s hidden by later layers\n",
-		len(r.Layers), HumanSize(r.StoredSize), HumanSize(r.Size), HumanSize(r.HiddenBytes))
+	absent := r.absentLayers()
+	if len(absent) == 0 {
+		ew.Printf("Total:  %d layers, %s stored, %s uncompressed, %s hidden by later layers\n",
+			len(r.Layers), HumanSize(r.StoredSize), HumanSize(r.Size), HumanSize(r.HiddenBytes))
+		return ew.Err
+	}
+	ew.Printf("Total:  %d layers, %d of them absent; the others %s stored, %s uncompressed\n",
+		len(r.Layers), len(absent), HumanSize(r.StoredSize), HumanSize(r.Size))
+	what, it := "Layer "+absent[0]+" is", "it"
+	if len(absent) > 1 {
+		what, it = "Layers "+strings.Join(absent, ", ")+" are", "them"
+	}
+	ew.Printf("%s absent: neither the archive nor a --base holds\n"+
+		"%s (a thin image). To mount, inspect, commit or export it, give an image that\n"+
+		"has %s (tarball or directory) with --base BASE.tar; or make it whole:\n"+
+		"  imgmount complete %s --base BASE.tar -o FULL.tar\n", what, it, it, r.Archive)
 	return ew.Err
+}
+
+// absentLayers names the layers no tarball holds: "0 (sha256:0123456789ab)".
+func (r Report) absentLayers() []string {
+	var out []string
+	for _, l := range r.Layers {
+		if l.Absent {
+			out = append(out, fmt.Sprintf("%d (%s)", l.Index, ShortDigest(digest.Digest(l.DiffID))))
+		}
+	}
+	return out
 }
 
 // writeImages lists the tarball's images, the chosen one marked.
@@ -306,9 +341,18 @@ func writeList(w io.Writer, name string, items []string) {
 func (r Report) writeLayers(ew *errwriter.Writer) {
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "  #\tDIFF_ID\tCOMPRESSION\tSTORED\tSIZE\tENTRIES\tHIDDEN\tCREATED_BY\n")
+	partial := len(r.absentLayers()) > 0
 	for _, l := range r.Layers {
+		if l.Absent {
+			fmt.Fprintf(tw, "  %d\t%s\tabsent\t-\t-\t-\t-\t%s\n", l.Index, shortHex(l.DiffID), orDash(oneLine(l.CreatedBy, 60)))
+			continue
+		}
+		hidden := HumanSize(l.HiddenBytes)
+		if partial {
+			hidden = "-" // the union of some layers only: unknown
+		}
 		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.Index, shortHex(l.DiffID), l.Compression,
-			HumanSize(l.StoredSize), HumanSize(l.Size), l.Entries, HumanSize(l.HiddenBytes), orDash(oneLine(l.CreatedBy, 60)))
+			HumanSize(l.StoredSize), HumanSize(l.Size), l.Entries, hidden, orDash(oneLine(l.CreatedBy, 60)))
 	}
 	tw.Flush()
 }

@@ -267,7 +267,7 @@ func (c *Contents) Has(name string) bool { return c.ar.has(name) }
 func (c *Contents) Match(q string) ([]int, error) {
 	matched := matchQuery(strings.TrimSpace(q), c.cands)
 	if len(matched) == 0 {
-		return nil, Errorf(ErrNoSuchImage, "%s: no image matches %q; the tarball has: %s", c.Path, q, describeGroups(c.ar, c.groups))
+		return nil, Errorf(ErrNoSuchImage, "%s: no image matches %q; the tarball has: %s", c.Path, q, describeGroups(c.ar, c.groups, nil))
 	}
 	var out []int
 	for gi, g := range c.groups {

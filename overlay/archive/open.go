@@ -154,6 +154,9 @@ type opener struct {
 	spans   *tarindex.Spans // inflated spans of the layers served in place
 	progMu  sync.Mutex
 	entries atomic.Int64 // indexed so far, against opts.MaxEntries
+	// bases: the diff_ids the opts.Bases hold, once baseHas has read
+	// them.
+	bases map[digest.Digest]bool
 }
 
 // archiveOptions are how Open reads tarballs: compressed ones in place
@@ -248,6 +251,7 @@ type layerSrc struct {
 	desc       ocispec.Descriptor // from an OCI manifest; zero for docker paths
 	nameDigest digest.Digest      // digest the member name implies, if any
 	base       string             // path of the base tarball that supplied it, if any
+	absent     bool               // nowhere to be found (OpenOptions.AllowAbsent)
 }
 
 // locateLayers finds every layer's blob in ar, or else in a base tarball.
@@ -289,6 +293,12 @@ func (o *opener) locateLayers(ar *archive, c *candidate, diffIDs []digest.Digest
 		if len(missing) == 0 {
 			return srcs, nil
 		}
+	}
+	if o.opts.AllowAbsent {
+		for _, i := range missing {
+			srcs[i].absent = true
+		}
+		return srcs, nil
 	}
 	var names []string
 	for _, i := range missing {
@@ -381,6 +391,9 @@ func (o *opener) loadLayers(path string, srcs []layerSrc, img *Image) ([]*Layer,
 	results := make([]result, len(srcs))
 	var njobs int
 	for _, s := range srcs {
+		if s.absent {
+			continue
+		}
 		if c := tarindex.DetectCompression(s.blob.head()); c != tarindex.CompressionNone {
 			njobs++
 		}
@@ -437,6 +450,13 @@ func (b blobRef) head() []byte {
 // loadLayer makes one layer ready: its bytes mapped and its tar indexed.
 // job numbers the decompression for progress messages.
 func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, func() error, error) {
+	if s.absent {
+		l := &Layer{Index: s.index, DiffID: s.diffID, Digest: s.desc.Digest, MediaType: s.desc.MediaType, Absent: true}
+		if l.Digest == "" {
+			l.Digest = s.nameDigest
+		}
+		return l, nil, nil
+	}
 	where := fmt.Sprintf("%s: layer %d (%s)", path, s.index, s.diffID)
 	if s.base != "" {
 		where = fmt.Sprintf("%s: layer %d (%s, from base %s %s)", path, s.index, s.diffID, s.base, s.member)

@@ -187,7 +187,10 @@ const maxListed = 10
 
 // describeGroups lists images for error messages:
 // "alpine:3.19 (sha256:0123456789ab; linux/amd64, linux/arm64 [absent])".
-func describeGroups(ar *archive, gs []*imageGroup) string {
+// A platform is absent when a blob it needs is neither in ar nor, for a
+// layer, among baseHas (the diff_ids the --base tarballs hold; nil when
+// none are given).
+func describeGroups(ar *archive, gs []*imageGroup, baseHas map[digest.Digest]bool) string {
 	var parts []string
 	for i, g := range gs {
 		if i == maxListed {
@@ -212,7 +215,7 @@ func describeGroups(ar *archive, gs []*imageGroup) string {
 			if p == "" {
 				p = "unknown platform"
 			}
-			if !c.present(ar) {
+			if !c.presentWith(ar, baseHas) {
 				p += " [absent]"
 			}
 			plats = append(plats, p)
@@ -239,7 +242,7 @@ func (o *opener) selectCandidate(ar *archive, groups []*imageGroup) (*candidate,
 	if q != "" {
 		cands = matchQuery(q, all)
 		if len(cands) == 0 {
-			return nil, Errorf(ErrNoSuchImage, "%s: no image matches %q; the %s has: %s", ar.path, q, ar.what(), describeGroups(ar, groups))
+			return nil, Errorf(ErrNoSuchImage, "%s: no image matches %q; the %s has: %s", ar.path, q, ar.what(), describeGroups(ar, groups, o.baseHas()))
 		}
 	}
 	var want ocispec.Platform
@@ -259,25 +262,26 @@ func (o *opener) selectCandidate(ar *archive, groups []*imageGroup) (*candidate,
 			if q != "" {
 				what = fmt.Sprintf("no image matching %q", q)
 			}
-			return nil, Errorf(ErrNoSuchImage, "%s: %s for platform %s; the %s has: %s", ar.path, what, platformString(want), ar.what(), describeGroups(ar, groupsOf(cands)))
+			return nil, Errorf(ErrNoSuchImage, "%s: %s for platform %s; the %s has: %s", ar.path, what, platformString(want), ar.what(), describeGroups(ar, groupsOf(cands), o.baseHas()))
 		}
 		cands = m
 	}
 	if gs := groupsOf(cands); len(gs) > 1 {
 		if q == "" {
-			return nil, Errorf(ErrAmbiguous, "%s: %d images in the %s: %s; choose one with --image NAME[:TAG] or --image DIGEST-PREFIX", ar.path, len(gs), ar.what(), describeGroups(ar, gs))
+			return nil, Errorf(ErrAmbiguous, "%s: %d images in the %s: %s; choose one with --image NAME[:TAG] or --image DIGEST-PREFIX", ar.path, len(gs), ar.what(), describeGroups(ar, gs, o.baseHas()))
 		}
-		return nil, Errorf(ErrAmbiguous, "%s: %q matches %d images: %s; give a longer tag or digest", ar.path, q, len(gs), describeGroups(ar, gs))
+		return nil, Errorf(ErrAmbiguous, "%s: %q matches %d images: %s; give a longer tag or digest", ar.path, q, len(gs), describeGroups(ar, gs, o.baseHas()))
 	}
 	if len(cands) == 1 {
 		return cands[0], nil
 	}
 
-	// One image, several platforms. Prefer those whose blobs are all here,
-	// then the host's platform (unless one was asked for).
+	// One image, several platforms. Prefer those whose blobs are all here
+	// (or in the bases), then the host's platform (unless one was asked
+	// for).
 	var present []*candidate
 	for _, c := range cands {
-		if c.present(ar) {
+		if c.presentWith(ar, o.baseHas()) {
 			present = append(present, c)
 		}
 	}
@@ -309,4 +313,48 @@ func (o *opener) selectCandidate(ar *archive, groups []*imageGroup) (*candidate,
 		plats = append(plats, platformString(c.platform))
 	}
 	return nil, Errorf(ErrAmbiguous, "%s: image %s has several platforms (%s); choose one with --platform OS/ARCH[/VARIANT]", ar.path, cands[0].group.name(), strings.Join(plats, ", "))
+}
+
+// baseHas is the set of diff_ids whose blobs the --base tarballs hold,
+// read from their metadata once (no layer is read); nil without bases. A
+// base that cannot be read counts as holding nothing here: opening the
+// image reports it if a layer is looked for there.
+func (o *opener) baseHas() map[digest.Digest]bool {
+	if len(o.opts.Bases) == 0 {
+		return nil
+	}
+	if o.bases == nil {
+		o.bases = map[digest.Digest]bool{}
+		for _, bp := range o.opts.Bases {
+			ids, err := StoredDiffIDs(bp, o.opts.CacheDir)
+			if err != nil {
+				continue
+			}
+			for d := range ids {
+				o.bases[d] = true
+			}
+		}
+	}
+	return o.bases
+}
+
+// presentWith tells whether every blob c needs is in ar or, for a layer
+// ar leaves out, among baseHas (the diff_ids the bases hold).
+func (c *candidate) presentWith(ar *archive, baseHas map[digest.Digest]bool) bool {
+	if c.present(ar) {
+		return true
+	}
+	if len(baseHas) == 0 || c.missing != "" || !ar.has(c.configMember()) {
+		return false
+	}
+	var cfg ocispec.Image
+	if ar.readJSON("", c.configMember(), &cfg) != nil || len(cfg.RootFS.DiffIDs) != c.numLayers() {
+		return false
+	}
+	for i, d := range cfg.RootFS.DiffIDs {
+		if name, _, _ := c.layerMember(i); !ar.has(name) && !baseHas[d] {
+			return false
+		}
+	}
+	return true
 }

@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/imgmount/imgmount/overlay/archive"
@@ -180,7 +182,45 @@ func runThin(cfg *config, stdout, stderr io.Writer) error {
 		s += fmt.Sprintf("; %d layers were left out already", len(res.Absent))
 	}
 	r.summary(s)
+	for _, w := range thinWarnings(src, have, res, sc.output) {
+		r.warn(w)
+	}
 	return nil
+}
+
+// thinWarnings are what thin tells even when it succeeds: that nothing
+// was left out (the output is a full copy), and which layers the
+// receiver was said to have stay in because a layer below them was not
+// listed.
+func thinWarnings(src *archive.Contents, have *repack.Have, res *repack.ThinResult, output string) []string {
+	var out []string
+	if output == "-" {
+		output = "the output"
+	}
+	if len(res.Omitted) == 0 && len(res.Absent) == 0 {
+		w := "the receiver has none of these layers: " + output + " is complete (all of " + src.Path + ")"
+		if len(have.All) == 0 {
+			w = "--have names no layer (an empty list?); " + w
+		}
+		out = append(out, w)
+	}
+	kept := map[string]bool{}
+	for _, im := range src.Images {
+		for i, left := range have.LeftOut(im.DiffIDs) {
+			if d := im.DiffIDs[i]; !left && have.All[d] {
+				kept[d.String()] = true
+			}
+		}
+	}
+	if len(kept) > 0 {
+		what := fmt.Sprintf("%d layers the receiver has stay", len(kept))
+		if len(kept) == 1 {
+			what = "a layer the receiver has stays"
+		}
+		out = append(out, fmt.Sprintf("%s in, a layer below not being listed (docker load takes a layer from its store only with every layer below it): %s",
+			what, strings.Join(slices.Sorted(maps.Keys(kept)), ", ")))
+	}
+	return out
 }
 
 // receiverHas is what the --base tarballs and the --have lists say the

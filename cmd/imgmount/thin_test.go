@@ -171,6 +171,21 @@ func TestRunThinComplete(t *testing.T) {
 	code = run([]string{"thin", app, "--have", bad, "-o", filepath.Join(dir, "x.tar"), "--cache-dir", cache}, &stdout, &stderr)
 	require.Equal(t, exitError, code)
 	require.Contains(t, stderr.String(), "is not a diff_id")
+
+	// An empty list leaves nothing out: a full copy, said on stderr.
+	empty := imagetest.WriteFile(t, dir, "empty.have", nil)
+	copied := filepath.Join(dir, "copy.tar")
+	runOK("thin", app, "--have", empty, "-o", copied)
+	require.Contains(t, stderr.String(), "imgmount: warning: --have names no layer (an empty list?); the receiver has none of these layers: "+copied+" is complete")
+	require.Equal(t, fileSizeOf(t, app), fileSizeOf(t, copied))
+	runOK("thin", app, "--base", base, "-o", filepath.Join(dir, "quiet.tar"))
+	require.Empty(t, stderr.String(), "nothing to warn of")
+
+	// inspect describes the thin tarball without its base: the left-out
+	// layer marked absent.
+	out := runOK("inspect", thin)
+	require.Regexp(t, `(?m)^  0  `+baseB.DiffIDs[0].Encoded()[:12]+`  absent `, out)
+	require.Contains(t, out, "--base BASE.tar")
 }
 
 func fileSizeOf(t *testing.T, p string) int64 {

@@ -23,7 +23,10 @@ itself is never written.
 const helpImage = `IMAGE is a tarball from docker save (any Docker version), an OCI archive
 (skopeo copy oci-archive:, podman save --format oci-archive, buildah push
 oci-archive:), or either of them gzipped as a whole; layers may be
-uncompressed, gzip or zstd.
+uncompressed, gzip or zstd. IMAGE, and every --base, may also be a directory
+holding one unpacked: an OCI image layout (skopeo copy ... oci:DIR:TAG) or
+an extracted docker save (tar -xf app.tar -C DIR); its files are read where
+they lie, nothing is copied.
 `
 
 // helpMountNotes close the overview: how a mount behaves.
@@ -80,8 +83,9 @@ unique prefix of at least 4 hex digits)`}
 	flagPlatform = helpFlag{"--platform OS/ARCH[/VARIANT]", `the platform of a multi-platform image, e.g.
 linux/arm64 or linux/arm/v7 (default: the host's,
 {{platform}})`}
-	flagBase = helpFlag{"--base BASE.tar", `a tarball that supplies layers IMAGE leaves out (a
-"thin" tarball); repeatable`}
+	flagBase = helpFlag{"--base BASE.tar", `an image (tarball or directory) that supplies
+layers IMAGE leaves out (a "thin" tarball);
+repeatable`}
 	flagCacheDir = helpFlag{"--cache-dir DIR", `where saved indexes and decompressed layers are kept
 (default $XDG_CACHE_HOME/imgmount, else
 ~/.cache/imgmount; here: {{cache}})`}
@@ -209,6 +213,10 @@ fusermount3 -u); fails while the mount is busy`},
   # A thin tarball whose base layers are in another tarball.
   imgmount --base base.tar thin.tar /mnt/app
 
+  # A directory: an OCI layout (skopeo copy ... oci:DIR:TAG), or an
+  # extracted docker save.
+  mkdir app.d && tar -xf app.tar -C app.d && imgmount app.d /mnt/app
+
   # Serve in the foreground; Ctrl-C unmounts.
   imgmount -f app.tar /mnt/app
 
@@ -222,9 +230,14 @@ fusermount3 -u); fails while the mount is busy`},
 		usage: `  imgmount inspect [flags] IMAGE      describe the tarball: its images, the
                                       config and the layers
 `,
-		about: `Inspect: when the tarball holds several images (docker save a b c), the
-layers of the chosen one that the others have too, by diff_id, are listed
-after the layer table (shared_with in the JSON).
+		about: `Inspect: when the tarball holds several images (docker save a b c) and no
+--image chooses one, it describes them all: each image's tags, platform,
+number of layers and stored size, and the layers they share, by diff_id
+(the JSON then has images[] with a layer count each, and layers[], each
+layer once with the images that use it in used_by). With --image, the
+layers of the chosen image that the others have too are listed after its
+layer table (shared_with in the JSON). A thin tarball inspected without its
+--base is described too, its left-out layers marked absent.
 `,
 		flags: []helpFlag{
 			{"--json", `print one JSON object (a stable interface: fields
@@ -241,6 +254,8 @@ directory no layer stores), type, size, path
   imgmount inspect --json app.tar | jq -r '.layers[].diff_id'
   # Which layer put each file there.
   imgmount inspect --files app.tar | grep /etc/
+  # Every image of docker save a b c, and the layers they share.
+  imgmount inspect abc.tar
 `,
 	},
 	{

@@ -111,6 +111,9 @@ func TestHelpOverview(t *testing.T) {
 		"      --image REF, --platform OS/ARCH[/VARIANT], --base BASE.tar,\n      --cache-dir DIR, --max-memory SIZE\n                          as for mounting\n",
 		"as for mounting (with IMAGE only)", "as for commit",
 		"Running:", "Reading:", "Cache:", "Unmounting:",
+		// Directories go wherever a tarball does (issue 12).
+		"may also be a directory\nholding one unpacked: an OCI image layout", "an extracted docker save",
+		"--base BASE.tar     an image (tarball or directory) that supplies", "imgmount app.d /mnt/app",
 	} {
 		require.Contains(t, overview, s)
 	}

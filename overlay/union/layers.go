@@ -37,6 +37,7 @@ func BuildLayersView(img *archive.Image) (*Tree, error) {
 	inodes := map[*Node]*inode{}
 	for i, l := range img.Layers {
 		b := newTreeBuilder(true, inodes)
+		b.stepLimit = stepBudget(img)
 		if err := b.applyLayer(i, l); err != nil {
 			return nil, err
 		}

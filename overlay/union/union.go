@@ -88,6 +88,7 @@ type plnkFile struct {
 // files, the bytes of their data fragments).
 func BuildUnion(img *archive.Image) (*Tree, error) {
 	b := newTreeBuilder(false, nil)
+	b.stepLimit = stepBudget(img)
 	for i, l := range img.Layers {
 		if err := b.applyLayer(i, l); err != nil {
 			return nil, err
@@ -134,8 +135,8 @@ type treeBuilder struct {
 
 	// Symlinked parents: each link's resolution is kept while no node has
 	// been removed since (gen counts removals), and the steps spent
-	// resolving are bounded per layer (a hostile layer could otherwise
-	// make every entry resolve a long link again).
+	// resolving are bounded for the whole image (stepBudget: a hostile
+	// layer could otherwise make every entry resolve a long link again).
 	links     map[*Node]resolvedLink
 	gen       uint64
 	steps     int
@@ -165,6 +166,20 @@ const (
 	maxWarnings  = 100
 )
 
+// stepBudget bounds the path steps that resolving symlinked parents may
+// take in building img's union: generous for real images (a resolution is
+// remembered, so an entry under a symlinked directory costs a step or
+// two), and one budget for the whole image, not one per layer, so that a
+// tiny tarball listing one hostile layer thousands of times cannot take
+// minutes either.
+func stepBudget(img *archive.Image) int {
+	total := 0
+	for _, l := range img.Layers {
+		total += len(l.TarIndex.Entries)
+	}
+	return 1<<22 + 64*total
+}
+
 // newTreeBuilder starts a tree. inodes, if not nil, is where hardlinked
 // nodes' inodes are kept (builders whose trees finishTree numbers as one
 // share it); else the builder makes its own.
@@ -190,7 +205,6 @@ func (b *treeBuilder) alloc() *Node {
 
 func (b *treeBuilder) applyLayer(i int, l *archive.Layer) error {
 	b.layer, b.stamp, b.plnk = i, int32(i+1), nil
-	b.steps, b.stepLimit = 0, 1<<20+256*len(l.TarIndex.Entries)
 	b.diff = archive.ShortDigest(l.DiffID)
 	b.lastDir, b.lastParent = "", nil
 	entries := l.TarIndex.Entries
@@ -570,7 +584,7 @@ func (b *treeBuilder) add(e *tarindex.Entry) error {
 	}
 	parent, _ := b.parentDir(dir)
 	if b.steps > b.stepLimit {
-		return b.errorf("%q: resolving symlinked parents took more than %d steps in this layer", e.Name, b.stepLimit)
+		return b.errorf("%q: resolving symlinked parents took more than the image's budget of %d steps", e.Name, b.stepLimit)
 	}
 	if old := b.liveChild(parent, base); old != nil {
 		if old.IsDir() && entry.Type == tarindex.TypeDir {

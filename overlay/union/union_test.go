@@ -905,6 +905,30 @@ func TestUnionSymlinkFanOut(t *testing.T) {
 	require.ErrorContains(t, err, "resolving symlinked parents took more than")
 }
 
+// The budget is the image's, not each layer's: a tiny tarball listing one
+// layer that stays under any per-layer bound a hundred times is refused,
+// not built for minutes.
+func TestUnionSymlinkFanOutRepeatedLayer(t *testing.T) {
+	target := strings.Repeat("./", 2040) + "real"
+	entries := []imagetest.Entry{imagetest.Dir("real"), imagetest.Symlink("l", target)}
+	for i := range 400 {
+		entries = append(entries, imagetest.File("junk", "x"), imagetest.File("junk", "y"),
+			imagetest.File(fmt.Sprintf("l/d%d/f", i), "x"))
+	}
+	one := imagetest.Layers(t, entries)
+	_, err := BuildUnion(one)
+	require.NoError(t, err, "one copy of the layer is within the budget")
+
+	img := *one
+	img.Layers = nil
+	for range 100 {
+		img.Layers = append(img.Layers, one.Layers[0])
+	}
+	_, err = BuildUnion(&img)
+	require.ErrorIs(t, err, archive.ErrCorruptLayer)
+	require.ErrorContains(t, err, "resolving symlinked parents took more than the image's budget")
+}
+
 // A symlink stored with mode 0000 (as some tar writers do) shows as 0777,
 // as Linux shows every symlink.
 func TestNodeStatSymlinkMode(t *testing.T) {

@@ -48,6 +48,48 @@ func BuildMax(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) {
 	return buildSlow(r, base, size, maxEntries)
 }
 
+// NameBytesPerEntry is how many bytes of names an entry's share of a
+// budget covers: past it, a name, link target or xattrs count as one more
+// entry per NameBytesPerEntry bytes. A budget of entries must bound memory
+// for a layer of a few hundred members with megabyte-long PAX names too.
+const NameBytesPerEntry = 2048
+
+// entryCost is what e counts against an entry budget.
+func entryCost(e *Entry) int {
+	n := len(e.Name) + len(e.Linkname)
+	for _, x := range e.Xattrs {
+		n += len(x.Name) + len(x.Value)
+	}
+	return 1 + n/NameBytesPerEntry
+}
+
+// Cost is what the index counts against an entry budget (BuildMax's
+// maxEntries): its entries, and its long names as more of them.
+func (ix *Index) Cost() int {
+	n := 0
+	for i := range ix.Entries {
+		n += entryCost(&ix.Entries[i])
+	}
+	return n
+}
+
+// budget counts entries against a maxEntries budget (0: no limit).
+type budget struct {
+	max, used int
+}
+
+// take charges e, failing with ErrTooManyEntries past the budget, before
+// e's memory is kept.
+func (b *budget) take(e *Entry) error {
+	if b.max <= 0 {
+		return nil
+	}
+	if b.used += entryCost(e); b.used > b.max {
+		return tooMany(b.max)
+	}
+	return nil
+}
+
 // tooMany is the error of an index that reached maxEntries.
 func tooMany(maxEntries int) error {
 	return fmt.Errorf("%w (%d)", ErrTooManyEntries, maxEntries)
@@ -59,6 +101,7 @@ func buildSlow(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) 
 	rec := &recorder{sr: io.NewSectionReader(r, base, size)}
 	tr := tar.NewReader(rec)
 	ix := &Index{}
+	limit := budget{max: maxEntries}
 	prevSparse := -1 // index of a sparse entry to check once the next header's position is known
 	for {
 		rec.hdrAt = -1
@@ -103,8 +146,8 @@ func buildSlow(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) 
 				return nil, fmt.Errorf("member %q: %w", e.Name, io.ErrUnexpectedEOF)
 			}
 		}
-		if maxEntries > 0 && len(ix.Entries) == maxEntries {
-			return nil, tooMany(maxEntries)
+		if err := limit.take(&e); err != nil {
+			return nil, err
 		}
 		ix.Entries = append(ix.Entries, e)
 		if e.Sparse != nil {

@@ -3,6 +3,7 @@ package tarindex
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -302,5 +303,35 @@ func TestBuildMax(t *testing.T) {
 	_, err = c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0)
 	require.NoError(t, err)
 	_, err = c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), n-1)
+	require.ErrorIs(t, err, ErrTooManyEntries, "a saved index is held to the limit too")
+}
+
+// Long names count against the budget as more entries: a few members
+// with megabyte-long PAX names cannot take hundreds of megabytes under a
+// budget of a few thousand entries.
+func TestBuildMaxCountsLongNames(t *testing.T) {
+	long := strings.Repeat("n", 200)
+	var ms []member
+	for i := range 20 {
+		name := fmt.Sprintf("d%02d/%s", i, strings.Repeat(long+"/", 250)) + "f" // about 50 KB
+		ms = append(ms, file(name, "x"))
+	}
+	tb := makeTar(t, tar.FormatPAX, ms...)
+	all, err := Build(bytes.NewReader(tb), 0, int64(len(tb)))
+	require.NoError(t, err)
+	require.Len(t, all.Entries, 20)
+	require.Greater(t, all.Cost(), 20*24, "each name counts as about 25 entries")
+
+	for name, build := range map[string]func(int) error{
+		"fast": func(max int) error { _, err := buildFast(bytes.NewReader(tb), 0, int64(len(tb)), max); return err },
+		"slow": func(max int) error { _, err := buildSlow(bytes.NewReader(tb), 0, int64(len(tb)), max); return err },
+	} {
+		require.ErrorIs(t, build(100), ErrTooManyEntries, name)
+		require.NoError(t, build(all.Cost()), name)
+	}
+	c := &Cache{Dir: t.TempDir()}
+	_, err = c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0)
+	require.NoError(t, err)
+	_, err = c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 100)
 	require.ErrorIs(t, err, ErrTooManyEntries, "a saved index is held to the limit too")
 }

@@ -124,7 +124,7 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64, maxEntries in
 	p := filepath.Join(c.Dir, "index", keyName(key)+".idx")
 	if ix, err := loadIndex(p, base, size, fp); err == nil {
 		c.Touch(p)
-		if maxEntries > 0 && len(ix.Entries) > maxEntries {
+		if maxEntries > 0 && ix.Cost() > maxEntries {
 			return nil, tooMany(maxEntries)
 		}
 		return ix, nil

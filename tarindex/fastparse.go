@@ -38,6 +38,7 @@ func buildFast(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) 
 	p := &fastParser{r: r, base: base, size: size}
 	ix := &Index{}
 	var entries entryChunks
+	limit := budget{max: maxEntries}
 	var blk [blockSize]byte
 	var pos int64 // section offset of the next header block
 	drop := newDropBehind(r, base)
@@ -93,8 +94,8 @@ func buildFast(r io.ReaderAt, base, size int64, maxEntries int) (*Index, error) 
 			return nil, errFallback
 		}
 		e.Offset = base + dataAt
-		if maxEntries > 0 && entries.n == maxEntries {
-			return nil, tooMany(maxEntries)
+		if err := limit.take(&e); err != nil {
+			return nil, err
 		}
 		entries.add(e)
 		pos = dataAt + roundBlock(nb)

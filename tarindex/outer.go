@@ -124,6 +124,7 @@ func (e *decodeError) Unwrap() error { return e.err }
 
 // indexOuterStream is IndexOuter's pass over the decompressed stream r.
 func indexOuterStream(r io.Reader, maxEntries int) (*Index, map[int64]Member, int64, error) {
+	limit := budget{max: maxEntries}
 	cr := &byteCounter{r: bufio.NewReaderSize(r, 1<<20)}
 	tr := tar.NewReader(cr)
 	ix := &Index{}
@@ -158,8 +159,8 @@ func indexOuterStream(r io.Reader, maxEntries int) (*Index, map[int64]Member, in
 			return nil, nil, 0, err
 		}
 		e.Offset = cr.n
-		if maxEntries > 0 && len(ix.Entries) == maxEntries {
-			return nil, nil, 0, tooMany(maxEntries)
+		if err := limit.take(&e); err != nil {
+			return nil, nil, 0, err
 		}
 		ix.Entries = append(ix.Entries, e)
 		if e.Type != TypeReg {

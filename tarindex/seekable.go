@@ -49,7 +49,7 @@ func (c *Cache) IndexCompressed(key string, blob io.ReaderAt, size int64, comp C
 		if err == nil {
 			c.Touch(base + ".idx")
 			c.Touch(base + seekExt(comp))
-			if opts.MaxEntries > 0 && len(ix.Entries) > opts.MaxEntries {
+			if opts.MaxEntries > 0 && ix.Cost() > opts.MaxEntries {
 				return nil, nil, tooMany(opts.MaxEntries)
 			}
 			return ix, seek, nil

@@ -213,16 +213,17 @@ func (o *opener) entriesLeft() (int, error) {
 	return left, nil
 }
 
-// countEntries adds an indexed layer's entries to the budget's count.
+// countEntries adds an indexed layer's entries (long names counting as
+// more, tarindex.Index.Cost) to the budget's count.
 func (o *opener) countEntries(ix *tarindex.Index) error {
-	if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(len(ix.Entries)))) > max {
+	if max := o.opts.MaxEntries; max > 0 && int(o.entries.Add(int64(ix.Cost()))) > max {
 		return o.tooLarge()
 	}
 	return nil
 }
 
 func (o *opener) tooLarge() error {
-	return Errorf(ErrTooLarge, "more than %d entries in all, past the memory budget (--max-memory; about %d bytes each while mounted)", o.opts.MaxEntries, BytesPerEntry)
+	return Errorf(ErrTooLarge, "more than %d entries in all (a name longer than %d bytes counting as more), past the memory budget (--max-memory; about %d bytes each while mounted)", o.opts.MaxEntries, tarindex.NameBytesPerEntry, BytesPerEntry)
 }
 
 // historyPerLayer aligns the config's history with the layers: entries

@@ -295,23 +295,27 @@ func normalizeTag(t string) (string, error) {
 
 // startRepack is how commit and export begin: check where the output goes,
 // find the image (and, for a mountpoint, its upper directory, flushed) and
-// open it. The caller ends r and closes img.
+// open it, unless a signal comes first. The caller ends r; the work (see
+// repackRun.work) closes img.
 func startRepack(cfg *config, stdout, stderr io.Writer) (*repackRun, *archive.Image, error) {
 	if err := checkStdout(cfg.repack.output, stdout); err != nil {
 		return nil, nil, err
 	}
 	r := newRepackRun(stderr)
-	if err := resolveSource(cfg, r); err != nil {
-		r.end()
-		return nil, nil, err
-	}
-	img, err := openForRepack(cfg, r)
+	img, err := unlessSignalled(r.sigc, func() (*archive.Image, error) {
+		if err := resolveSource(cfg, r); err != nil {
+			return nil, err
+		}
+		return openForRepack(cfg, r)
+	}, closeImage, r.interrupted)
 	if err != nil {
 		r.end()
 		return nil, nil, err
 	}
 	return r, img, nil
 }
+
+func closeImage(img *archive.Image) { img.Close() }
 
 // runCommit is imgmount commit.
 func runCommit(cfg *config, stdout, stderr io.Writer) error {
@@ -321,51 +325,54 @@ func runCommit(cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer r.end()
-	defer img.Close()
-	thin, err := thinDiffIDs(rc.thinFrom, cfg.cacheDir)
-	if err != nil {
-		return err
-	}
-	if thin, err = addHaveLists(thin, rc.have, img); err != nil {
-		return err
-	}
-	out, err := r.create(rc.output, stdout)
-	if err != nil {
-		return err
-	}
-	defer out.abort()
-	res, err := repack.Commit(img, out.direct(), repack.CommitOptions{
-		Upper:       cfg.upper,
-		Squash:      rc.squash,
-		Format:      rc.format,
-		Compression: rc.compression,
-		Tags:        rc.tags,
-		Message:     rc.message,
-		CreatedBy:   rc.createdBy,
-		Config:      rc.edits,
-		Created:     rc.created,
-		ThinFrom:    thin,
-		TempDir:     out.scratch,
-		Progress:    r.progress,
-		Warn:        r.warn,
-		Tasks:       r.tasks,
-		Free:        out.free(),
+	return r.work(func() error {
+		defer img.Close() // here: the work may outlive runCommit (see work)
+		thin, err := thinDiffIDs(rc.thinFrom, cfg.cacheDir)
+		if err != nil {
+			return err
+		}
+		if thin, err = addHaveLists(thin, rc.have, img); err != nil {
+			return err
+		}
+		out, err := r.create(rc.output, stdout)
+		if err != nil {
+			return err
+		}
+		defer out.abort()
+		res, err := repack.Commit(img, out.direct(), repack.CommitOptions{
+			Upper:       cfg.upper,
+			Squash:      rc.squash,
+			Format:      rc.format,
+			Compression: rc.compression,
+			Tags:        rc.tags,
+			Message:     rc.message,
+			CreatedBy:   rc.createdBy,
+			Config:      rc.edits,
+			Created:     rc.created,
+			ThinFrom:    thin,
+			TempDir:     out.scratch,
+			Progress:    r.progress,
+			Warn:        r.warn,
+			Tasks:       r.tasks,
+			Free:        out.free(),
+			Context:     r.ctx,
+		})
+		if err != nil {
+			return err
+		}
+		if err := out.finish(); err != nil {
+			return err
+		}
+		r.summary(commitSummary(rc, res))
+		// The image ID on stdout, as docker commit prints it (on stderr
+		// when the image itself goes to stdout).
+		if rc.output == "-" {
+			fmt.Fprintln(stderr, res.ConfigDigest)
+		} else {
+			fmt.Fprintln(stdout, res.ConfigDigest)
+		}
+		return nil
 	})
-	if err != nil {
-		return err
-	}
-	if err := out.finish(); err != nil {
-		return err
-	}
-	r.summary(commitSummary(rc, res))
-	// The image ID on stdout, as docker commit prints it (on stderr when
-	// the image itself goes to stdout).
-	if rc.output == "-" {
-		fmt.Fprintln(stderr, res.ConfigDigest)
-	} else {
-		fmt.Fprintln(stdout, res.ConfigDigest)
-	}
-	return nil
 }
 
 // commitSummary is the line a terminal gets once the commit is written.

@@ -3,11 +3,13 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -231,4 +233,73 @@ func TestOutputRemovesAbandonedScratch(t *testing.T) {
 	require.DirExists(t, o.dir)
 	o.abort()
 	require.NoDirExists(t, o.dir)
+}
+
+// A signal while a run writes cancels its work, which returns through its
+// cleanup: the temporary file is removed and never renamed into place,
+// and the run says what was written. Work that does not stop (a write
+// blocked on a pipe) is abandoned after interruptGrace, its directory
+// removed all the same.
+func TestRepackRunInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	final := filepath.Join(dir, "out.tar")
+	writing := func(r *repackRun, started chan struct{}, then func(*output) error) func() error {
+		return func() error {
+			out, err := r.create(final, io.Discard)
+			if err != nil {
+				return err
+			}
+			defer out.abort()
+			if _, err := out.w.Write([]byte("partial")); err != nil {
+				return err
+			}
+			close(started)
+			return then(out)
+		}
+	}
+
+	r := newRepackRun(io.Discard)
+	defer r.end()
+	started := make(chan struct{})
+	go func() { <-started; r.sigc <- syscall.SIGINT }()
+	var finishErr error
+	err := r.work(writing(r, started, func(out *output) error {
+		<-r.ctx.Done()
+		finishErr = out.finish()
+		return finishErr
+	}))
+	require.EqualError(t, err, "interrupted by SIGINT; "+final+" was not written")
+	require.Equal(t, exitError, exitStatus(err))
+	require.ErrorIs(t, finishErr, context.Canceled, "finish renames nothing once interrupted")
+	requireEmpty(t, dir)
+
+	defer func(g time.Duration) { interruptGrace = g }(interruptGrace)
+	interruptGrace = 50 * time.Millisecond
+	r = newRepackRun(io.Discard)
+	defer r.end()
+	started, stuck := make(chan struct{}), make(chan struct{})
+	defer close(stuck)
+	go func() { <-started; r.sigc <- syscall.SIGTERM }()
+	err = r.work(writing(r, started, func(*output) error { <-stuck; return nil }))
+	require.EqualError(t, err, "interrupted by SIGTERM; "+final+" was not written")
+	requireEmpty(t, dir)
+
+	// A signal before the output is created: nothing was, nor will be.
+	r = newRepackRun(io.Discard)
+	defer r.end()
+	r.sigc <- syscall.SIGHUP
+	err = r.work(func() error {
+		<-r.ctx.Done()
+		_, err := r.create(final, io.Discard)
+		return err
+	})
+	require.EqualError(t, err, "interrupted by SIGHUP; nothing was written")
+	requireEmpty(t, dir)
+}
+
+func requireEmpty(t *testing.T, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, ents)
 }

@@ -111,11 +111,11 @@ func TestChildExitStatus(t *testing.T) {
 func TestUnlessSignalled(t *testing.T) {
 	sigc := make(chan os.Signal, 1)
 	want := &mountSource{mnt: "/m"}
-	src, err := unlessSignalled(sigc, func() (*mountSource, error) { return want, nil })
+	src, err := unlessSignalled(sigc, func() (*mountSource, error) { return want, nil }, (*mountSource).close, interruptedBeforeMount)
 	require.NoError(t, err)
 	require.Same(t, want, src)
 
-	_, err = unlessSignalled(sigc, func() (*mountSource, error) { return nil, errors.New("bad image") })
+	_, err = unlessSignalled(sigc, func() (*mountSource, error) { return nil, errors.New("bad image") }, (*mountSource).close, interruptedBeforeMount)
 	require.EqualError(t, err, "bad image")
 
 	// A signal while preparing: the error at once, not when it ends.
@@ -126,7 +126,7 @@ func TestUnlessSignalled(t *testing.T) {
 	_, err = unlessSignalled(sigc, func() (*mountSource, error) {
 		<-release
 		return nil, errors.New("too late")
-	})
+	}, (*mountSource).close, interruptedBeforeMount)
 	require.EqualError(t, err, "interrupted by SIGINT before mounting; nothing was mounted")
 	require.Equal(t, exitError, exitStatus(err))
 	require.Less(t, time.Since(start), 5*time.Second)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/imgmount/imgmount/overlay/repack"
 	"golang.org/x/sys/unix"
@@ -42,81 +44,153 @@ func runExport(cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer r.end()
-	defer img.Close()
-	out, err := r.create(cfg.repack.output, stdout)
-	if err != nil {
-		return err
-	}
-	defer out.abort()
-	with := ""
-	if cfg.upper != "" {
-		with = " with the upper directory " + cfg.upper
-	}
-	r.progress("exporting the root filesystem of " + cfg.image + with)
-	n, err := repack.Export(img, out.w, repack.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn, Tasks: r.tasks, Free: out.free()})
-	if err != nil {
-		return err
-	}
-	if err := out.finish(); err != nil {
-		return err
-	}
-	r.summary(fmt.Sprintf("wrote %s: %d entries", cfg.repack.output, n))
-	return nil
+	return r.work(func() error {
+		defer img.Close() // here: the work may outlive runExport (see work)
+		out, err := r.create(cfg.repack.output, stdout)
+		if err != nil {
+			return err
+		}
+		defer out.abort()
+		with := ""
+		if cfg.upper != "" {
+			with = " with the upper directory " + cfg.upper
+		}
+		r.progress("exporting the root filesystem of " + cfg.image + with)
+		n, err := repack.Export(img, out.w, repack.ExportOptions{Upper: cfg.upper, TempDir: out.scratch, Warn: r.warn, Tasks: r.tasks, Free: out.free(), Context: r.ctx})
+		if err != nil {
+			return err
+		}
+		if err := out.finish(); err != nil {
+			return err
+		}
+		r.summary(fmt.Sprintf("wrote %s: %d entries", cfg.repack.output, n))
+		return nil
+	})
 }
 
-// repackRun is one commit or export: how it reports, and the output it
-// is writing, which it removes if the run fails or is interrupted.
+// repackRun is one commit, export, thin or complete: how it reports, the
+// signals that interrupt it, and the output it is writing, which it
+// removes if the run fails or is interrupted.
+//
+// Signals (SIGINT, SIGTERM, SIGHUP), as for a mount (runMount): while the
+// run opens what it reads (unlessSignalled), a signal makes it return at
+// once, nothing written; while it writes (work), a signal cancels ctx, the
+// work stops at its next write and returns through its deferred cleanup,
+// and the run returns the interruption (exitError). Either way the output
+// is never left half-written under its final name.
 type repackRun struct {
 	stderr io.Writer
 	tty    bool
 	tasks  *cliTasks // bars or lines on stderr (bars.go)
 
-	// mu orders the final rename against the signal handler's removal,
-	// and guards out.
-	mu   sync.Mutex
-	out  *output // the output being written, once created
-	stop func()  // stops watching signals
+	sigc chan os.Signal // from newRepackRun to end
+	// ctx is cancelled by a signal (and by end); the run hands it to
+	// repack, whose writes then fail.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// mu orders the final rename against an interruption, and guards out
+	// and sig.
+	mu  sync.Mutex
+	out *output   // the output being written, once created
+	sig os.Signal // what interrupted the run, once something has
 }
 
-// newRepackRun starts a run. From here on SIGINT, SIGTERM and SIGHUP end
-// it with exitError, removing whatever output it has begun; call end when
-// the run is over.
+// newRepackRun starts a run, watching for signals; call end when the run
+// is over.
 func newRepackRun(stderr io.Writer) *repackRun {
-	r := &repackRun{stderr: stderr, tty: isTerminal(stderr), tasks: newCLITasks(stderr)}
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		if s, ok := <-sigc; ok {
-			r.interrupted(s)
-		}
-	}()
-	r.stop = func() {
-		signal.Stop(sigc)
-		close(sigc)
-	}
+	r := &repackRun{stderr: stderr, tty: isTerminal(stderr), tasks: newCLITasks(stderr), sigc: make(chan os.Signal, 1)}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	signal.Notify(r.sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	return r
 }
 
-// interrupted removes the output being written and exits.
-func (r *repackRun) interrupted(s os.Signal) {
-	r.mu.Lock() // held until exit: finish cannot rename meanwhile
-	r.tasks.halt()
-	o := r.out
-	switch {
-	case o == nil:
-		fmt.Fprintf(r.stderr, "imgmount: interrupted by %s; nothing was written\n", sigName(s))
-	case o.done:
-		os.RemoveAll(o.dir)
-		fmt.Fprintf(r.stderr, "imgmount: interrupted by %s after %s was written\n", sigName(s), o.final)
-	default:
-		os.RemoveAll(o.dir)
-		fmt.Fprintf(r.stderr, "imgmount: interrupted by %s; %s was not written\n", sigName(s), o.final)
-	}
-	os.Exit(exitError)
+// end stops watching signals.
+func (r *repackRun) end() {
+	signal.Stop(r.sigc)
+	r.cancel()
 }
 
-// end stops watching signals.
-func (r *repackRun) end() { r.stop() }
+// interruptGrace is how long an interrupted run waits for its work to
+// stop. The work stops at its next write, unless that write cannot return
+// (stdout a full pipe nobody reads) or a long read comes first (hashing a
+// blob before writing it). A variable for the tests.
+var interruptGrace = 2 * time.Second
+
+// work runs do, the part of the run that writes, on a goroutine of its
+// own, and returns its error. On a signal it cancels r.ctx, waits for do
+// to return (its deferred cleanup removes the temporary file), and returns
+// the interruption. Work that has not stopped after interruptGrace, or by
+// a second signal, is left to end with the process: work removes the
+// output's directory itself, and finish, seeing r.ctx cancelled, no longer
+// renames anything into place. do must release what it holds (the image)
+// itself, with defer.
+func (r *repackRun) work(do func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- do() }()
+	select {
+	case err := <-done:
+		select {
+		case s := <-r.sigc: // came as the work ended
+			return r.interrupted(s)
+		default:
+			return err
+		}
+	case s := <-r.sigc:
+		r.interrupt(s)
+		select {
+		case <-done:
+		case <-r.sigc:
+			r.abandon()
+		case <-time.After(interruptGrace):
+			r.abandon()
+		}
+		return r.interruption()
+	}
+}
+
+// abandon removes the output's directory of a run whose work does not
+// stop, the temporary file in it.
+func (r *repackRun) abandon() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.out != nil {
+		os.RemoveAll(r.out.dir)
+	}
+}
+
+// interrupt records the signal s, stops the bars and cancels r.ctx.
+func (r *repackRun) interrupt(s os.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sig == nil {
+		r.sig = s
+	}
+	r.tasks.halt()
+	r.cancel()
+}
+
+// interrupted is interrupt, then the interruption.
+func (r *repackRun) interrupted(s os.Signal) error {
+	r.interrupt(s)
+	return r.interruption()
+}
+
+// interruption is the error an interrupted run returns: it says whether
+// the output was written.
+func (r *repackRun) interruption() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, s := r.out, sigName(r.sig)
+	switch {
+	case o == nil:
+		return fmt.Errorf("interrupted by %s; nothing was written", s)
+	case o.done:
+		return fmt.Errorf("interrupted by %s after %s was written", s, o.final)
+	default:
+		return fmt.Errorf("interrupted by %s; %s was not written", s, o.final)
+	}
+}
 
 // progress reports long steps on a terminal.
 func (r *repackRun) progress(msg string) {
@@ -142,9 +216,10 @@ type output struct {
 	file    *os.File
 	buf     *bufio.Writer
 	w       io.Writer
-	mu      *sync.Mutex
-	done    bool     // renamed into place (or all written to stdout)
-	lock    *os.File // flock'd while this run owns dir
+	mu      *sync.Mutex     // the run's: guards done and the rename
+	ctx     context.Context // the run's: once cancelled, finish fails
+	done    bool            // renamed into place (or all written to stdout)
+	lock    *os.File        // flock'd while this run owns dir
 }
 
 // scratchLock is the file in an output's private directory that its run
@@ -193,9 +268,13 @@ func checkStdout(output string, stdout io.Writer) error {
 	return nil
 }
 
-// create starts the output (stdout is where "-" goes).
+// create starts the output (stdout is where "-" goes), unless the run was
+// interrupted.
 func (r *repackRun) create(final string, stdout io.Writer) (*output, error) {
-	o := &output{final: final, mu: &r.mu}
+	o := &output{final: final, mu: &r.mu, ctx: r.ctx}
+	if err := o.interrupted(); err != nil {
+		return nil, err
+	}
 	parent, pattern := "", "imgmount-"
 	if final != "-" {
 		parent, pattern = filepath.Dir(final), "."+filepath.Base(final)+".imgmount-"
@@ -255,13 +334,18 @@ func (o *output) free() func() (int64, error) {
 }
 
 // finish flushes and syncs the file and renames it into place (or flushes
-// stdout).
+// stdout), unless the run was interrupted.
 func (o *output) finish() error {
+	if err := o.interrupted(); err != nil {
+		return err
+	}
 	if err := o.buf.Flush(); err != nil {
 		return fmt.Errorf("writing %s: %w", o.final, err)
 	}
 	if o.file == nil {
+		o.mu.Lock()
 		o.done = true
+		o.mu.Unlock()
 		return nil
 	}
 	// Synced before the rename: after a crash the final name holds the
@@ -275,11 +359,25 @@ func (o *output) finish() error {
 	o.file = nil
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	// Under the lock an interruption takes: once it has come, the
+	// temporary file is never renamed into place.
+	if err := o.interrupted(); err != nil {
+		return err
+	}
 	if err := os.Rename(filepath.Join(o.dir, filepath.Base(o.final)), o.final); err != nil {
 		return fmt.Errorf("moving the output into place: %w", err)
 	}
 	o.done = true
 	return nil
+}
+
+// interrupted is the error of the run's cancelled context (nil while it
+// runs, or when there is none).
+func (o *output) interrupted() error {
+	if o.ctx == nil {
+		return nil
+	}
+	return o.ctx.Err()
 }
 
 // abort removes what is left: the temporary file if finish did not run,

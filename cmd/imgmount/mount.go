@@ -64,7 +64,7 @@ func runMount(cfg *config, rep reporter) error {
 	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigc)
 
-	src, err := unlessSignalled(sigc, func() (*mountSource, error) { return prepareMount(cfg, rep) })
+	src, err := unlessSignalled(sigc, func() (*mountSource, error) { return prepareMount(cfg, rep) }, (*mountSource).close, interruptedBeforeMount)
 	if err != nil {
 		return err
 	}
@@ -122,29 +122,31 @@ func interruptedBeforeMount(s os.Signal) error {
 	return fmt.Errorf("interrupted by %s before mounting; nothing was mounted", sigName(s))
 }
 
-// unlessSignalled runs prepare (prepareMount) unless a signal comes first:
-// it then returns at once, and the preparation, abandoned, closes what it
-// opened if it ends before the process does.
-func unlessSignalled(sigc <-chan os.Signal, prepare func() (*mountSource, error)) (*mountSource, error) {
+// unlessSignalled runs prepare (prepareMount; a commit's or an export's
+// opening of the image) unless a signal comes first: it then returns at
+// once with the error interrupted gives, and the preparation, abandoned,
+// releases what it made if it ends before the process does.
+func unlessSignalled[T any](sigc <-chan os.Signal, prepare func() (T, error), release func(T), interrupted func(os.Signal) error) (T, error) {
 	type result struct {
-		src *mountSource
+		v   T
 		err error
 	}
 	resc := make(chan result, 1)
 	go func() {
-		src, err := prepare()
-		resc <- result{src, err}
+		v, err := prepare()
+		resc <- result{v, err}
 	}()
 	select {
 	case r := <-resc:
-		return r.src, r.err
+		return r.v, r.err
 	case s := <-sigc:
 		go func() {
-			if r := <-resc; r.src != nil {
-				r.src.close()
+			if r := <-resc; r.err == nil {
+				release(r.v)
 			}
 		}()
-		return nil, interruptedBeforeMount(s)
+		var none T
+		return none, interrupted(s)
 	}
 }
 

@@ -156,23 +156,35 @@ func runThin(cfg *config, stdout, stderr io.Writer) error {
 	}
 	r := newRepackRun(stderr)
 	defer r.end()
-	src, err := openShipSource(cfg, r)
+	src, err := unlessSignalled(r.sigc, func() (*archive.Contents, error) { return openShipSource(cfg, r) }, closeContents, r.interrupted)
 	if err != nil {
 		return err
 	}
-	defer src.Close()
-	out, err := r.create(sc.output, stdout)
-	if err != nil {
-		return err
-	}
-	defer out.abort()
-	res, err := repack.Thin(src, out.w, repack.ThinOptions{Have: have, Images: sc.images, Progress: r.progress, Tasks: r.tasks, Free: out.free()})
-	if err != nil {
-		return err
-	}
-	if err := out.finish(); err != nil {
-		return err
-	}
+	return r.work(func() error {
+		defer src.Close() // here: the work may outlive runThin (see work)
+		out, err := r.create(sc.output, stdout)
+		if err != nil {
+			return err
+		}
+		defer out.abort()
+		res, err := repack.Thin(src, out.w, repack.ThinOptions{Have: have, Images: sc.images, Progress: r.progress, Tasks: r.tasks, Free: out.free(), Context: r.ctx})
+		if err != nil {
+			return err
+		}
+		if err := out.finish(); err != nil {
+			return err
+		}
+		r.summary(thinSummary(sc, res))
+		for _, w := range thinWarnings(src, have, res, sc.output) {
+			r.warn(w)
+		}
+		return nil
+	})
+}
+
+// thinSummary is the line a terminal gets once the thin tarball is
+// written.
+func thinSummary(sc *shipConfig, res *repack.ThinResult) string {
 	s := fmt.Sprintf("wrote %s (%s): %s; left out %d layer blobs (%s) the receiving side has",
 		sc.output, archive.HumanSize(res.Size), strings.Join(res.Images, ", "), len(res.Omitted), archive.HumanSize(res.OmittedBytes))
 	if len(res.Dropped) > 0 {
@@ -181,12 +193,10 @@ func runThin(cfg *config, stdout, stderr io.Writer) error {
 	if len(res.Absent) > 0 {
 		s += fmt.Sprintf("; %d layers were left out already", len(res.Absent))
 	}
-	r.summary(s)
-	for _, w := range thinWarnings(src, have, res, sc.output) {
-		r.warn(w)
-	}
-	return nil
+	return s
 }
+
+func closeContents(c *archive.Contents) { c.Close() }
 
 // thinWarnings are what thin tells even when it succeeds: that nothing
 // was left out (the output is a full copy), and which layers the

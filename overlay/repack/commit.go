@@ -12,6 +12,7 @@
 package repack
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -81,6 +82,9 @@ type CommitOptions struct {
 	// Free, if set, tells the bytes free where the output and TempDir are:
 	// a commit that would not fit stops before writing (ErrNoSpace).
 	Free func() (int64, error)
+	// Context, if set, cancels the work: it stops at its next write,
+	// returning the context's error.
+	Context context.Context
 }
 
 // CommitResult describes what Commit wrote.
@@ -113,6 +117,7 @@ func Commit(img *archive.Image, w io.Writer, opts CommitOptions) (*CommitResult,
 		err    error
 	)
 	sink := newTarSink(w)
+	sink.ctx = opts.Context
 	defer sink.close()
 	if opts.Squash {
 		t, release, err := squashTree(img, &opts)
@@ -210,7 +215,7 @@ func upperLayer(opts *CommitOptions) (*LayerBlob, error) {
 	opts.progress("writing the new layer from %s (%s)", opts.Upper, opts.Compression)
 	task := progress.Start(opts.Tasks, "writing the new layer from "+opts.Upper, 0)
 	blob, err := writeLayerBlob(filepath.Join(opts.TempDir, "new-layer"), opts.Compression, func(w io.Writer) (int, error) {
-		return cow.WriteUpperLayer(taskWriter{w: w, t: task}, opts.Upper, opts.Warn)
+		return cow.WriteUpperLayer(taskWriter{w: cancellable(opts.Context, w), t: task}, opts.Upper, opts.Warn)
 	})
 	task.Done(err)
 	if err != nil {
@@ -226,7 +231,7 @@ func upperLayer(opts *CommitOptions) (*LayerBlob, error) {
 // squashTree is the whole union, edits included, to squash; release
 // frees it.
 func squashTree(img *archive.Image, opts *CommitOptions) (*union.Tree, func() error, error) {
-	t, release, err := unionWithUpper(img, opts.Upper, opts.TempDir, opts.Warn)
+	t, release, err := unionWithUpper(opts.Context, img, opts.Upper, opts.TempDir, opts.Warn)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -255,7 +260,7 @@ func squashLayer(img *archive.Image, t *union.Tree, sink *tarSink, opts *CommitO
 		}
 	}
 	fill := func(w io.Writer) (int, error) {
-		return WriteTreeTar(taskWriter{w: w, t: task}, t)
+		return WriteTreeTar(taskWriter{w: cancellable(opts.Context, w), t: task}, t)
 	}
 	if sink.inPlace() {
 		l := outLayer{where: img.Archive + ": the squashed layer", size: treeBytes(t), mediaType: layerMediaType(opts.Compression),

@@ -2,6 +2,7 @@ package repack
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -258,7 +259,7 @@ func TestCommitSquash(t *testing.T) {
 	require.Equal(t, img.Config.Config.ExposedPorts, re.Config.Config.ExposedPorts)
 
 	// The squashed union is the union of the image with the upper on top.
-	want, release, err := unionWithUpper(img, u.Dir, t.TempDir(), nil)
+	want, release, err := unionWithUpper(context.Background(), img, u.Dir, t.TempDir(), nil)
 	require.NoError(t, err)
 	defer release()
 	got, err := union.BuildUnion(re)

@@ -2,6 +2,7 @@ package repack
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,9 @@ type CompleteOptions struct {
 	// Tasks, if set, hears the bytes written.
 	Tasks progress.Tasks
 	Free  func() (int64, error)
+	// Context, if set, cancels the work: it stops at its next write,
+	// returning the context's error.
+	Context context.Context
 }
 
 func (o *CompleteOptions) progress(format string, a ...any) { progressf(o.Progress, format, a...) }
@@ -69,7 +73,7 @@ func Complete(src *archive.Contents, bases []*archive.Contents, w io.Writer, opt
 
 	res := &CompleteResult{Images: layers.images}
 	opts.progress("copying %s, checking every layer blob", src.Path)
-	err = withTask(opts.Tasks, "writing the completed tarball", completeSize(members, restores), w, func(w io.Writer) error {
+	err = withTask(opts.Context, opts.Tasks, "writing the completed tarball", completeSize(members, restores), w, func(w io.Writer) error {
 		written, err := copyVerified(w, src.Path, members, layers.present, res)
 		if err != nil {
 			return err
@@ -374,7 +378,7 @@ func decompressFromBases(restores []*restore, opts *CompleteOptions) error {
 		}
 		opts.progress("decompressing layer %s from %s", archive.ShortDigest(r.want.diffID), r.from.base.Path)
 		b, _ := r.from.base.Bytes(r.from.member)
-		file, size, err := decompressVerified(b, r.from.comp, r.want.diffID, opts.TempDir)
+		file, size, err := decompressVerified(opts.Context, b, r.from.comp, r.want.diffID, opts.TempDir)
 		if err != nil {
 			return fmt.Errorf("%s: layer %s: %w", r.from.base.Path, r.want.diffID, err)
 		}

@@ -2,6 +2,7 @@ package repack
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -208,13 +209,16 @@ type ExportOptions struct {
 	// Free, if set, tells the bytes free where the output goes: an export
 	// that would not fit stops before writing (ErrNoSpace).
 	Free func() (int64, error)
+	// Context, if set, cancels the work: it stops at its next write,
+	// returning the context's error.
+	Context context.Context
 }
 
 // Export writes the union root filesystem of img, with the upper
 // directory's edits if one is given, to w as one plain tar (see
 // WriteTreeTar). It returns the number of entries written.
 func Export(img *archive.Image, w io.Writer, opts ExportOptions) (int, error) {
-	t, release, err := unionWithUpper(img, opts.Upper, opts.TempDir, opts.Warn)
+	t, release, err := unionWithUpper(opts.Context, img, opts.Upper, opts.TempDir, opts.Warn)
 	if err != nil {
 		return 0, err
 	}
@@ -224,7 +228,7 @@ func Export(img *archive.Image, w io.Writer, opts ExportOptions) (int, error) {
 		return 0, fmt.Errorf("%s: %w", img.Archive, err)
 	}
 	var n int
-	err = withTask(opts.Tasks, "exporting the root filesystem", need, w, func(w io.Writer) (err error) {
+	err = withTask(opts.Context, opts.Tasks, "exporting the root filesystem", need, w, func(w io.Writer) (err error) {
 		n, err = WriteTreeTar(w, t)
 		return err
 	})

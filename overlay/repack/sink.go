@@ -3,6 +3,7 @@ package repack
 import (
 	"archive/tar"
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,8 @@ type tarSink struct {
 	// end gives back.
 	preallocated bool
 	task         progress.Task
+	// ctx, if set, stops the writes once it is done (see cancellable).
+	ctx context.Context
 }
 
 // preallocate reserves about n bytes of blocks for the output, when it is
@@ -103,6 +106,9 @@ func directFile(f *os.File) (direct, readable bool) {
 func (s *tarSink) inPlace() bool { return s.file != nil && s.readable }
 
 func (s *tarSink) Write(p []byte) (int, error) {
+	if err := ctxErr(s.ctx); err != nil {
+		return 0, err
+	}
 	var n int
 	var err error
 	if len(p) >= s.buf.Size() {
@@ -254,6 +260,9 @@ func (s *tarSink) copyRange(src *os.File, off, n int64) error {
 		return err
 	}
 	for done := int64(0); done < n; {
+		if err := ctxErr(s.ctx); err != nil {
+			return err
+		}
 		k, err := unix.CopyFileRange(int(src.Fd()), &off, int(s.file.Fd()), nil, int(min(copyChunk, n-done)), 0)
 		if err != nil || k == 0 {
 			if done == 0 && (k == 0 || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP)) {

@@ -2,6 +2,7 @@ package repack
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ import (
 // more layer, so that the union rules are exactly those of the mount of a
 // committed image. release frees the layer's mapping and file; the tree
 // must not be used afterwards.
-func unionWithUpper(img *archive.Image, upper, tempDir string, warn func(string)) (t *union.Tree, release func() error, err error) {
+func unionWithUpper(ctx context.Context, img *archive.Image, upper, tempDir string, warn func(string)) (t *union.Tree, release func() error, err error) {
 	nothing := func() error { return nil }
 	if upper == "" {
 		t, err := union.BuildUnion(img)
@@ -32,14 +33,14 @@ func unionWithUpper(img *archive.Image, upper, tempDir string, warn func(string)
 	}
 	path := filepath.Join(tempDir, "upper-layer.tar")
 	blob, err := writeLayerBlob(path, tarindex.CompressionNone, func(w io.Writer) (int, error) {
-		return cow.WriteUpperLayer(w, upper, warn)
+		return cow.WriteUpperLayer(cancellable(ctx, w), upper, warn)
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	if blob.Entries == 0 {
 		os.Remove(path)
-		return unionWithUpper(img, "", tempDir, warn)
+		return unionWithUpper(ctx, img, "", tempDir, warn)
 	}
 	layer, unmap, err := mapLayerFile(blob, len(img.Layers))
 	if err != nil {

@@ -2,6 +2,7 @@ package repack
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,9 @@ type ThinOptions struct {
 	Tasks progress.Tasks
 	// Free, if set, tells the bytes free where the output goes.
 	Free func() (int64, error)
+	// Context, if set, cancels the work: it stops at its next write,
+	// returning the context's error.
+	Context context.Context
 }
 
 func (o *ThinOptions) progress(format string, a ...any) { progressf(o.Progress, format, a...) }
@@ -97,7 +101,7 @@ func Thin(src *archive.Contents, w io.Writer, opts ThinOptions) (*ThinResult, er
 		return nil, fmt.Errorf("%s: %w", src.Path, err)
 	}
 	opts.progress("leaving out %d layer blobs (%s) of %s", len(res.Omitted), archive.HumanSize(res.OmittedBytes), src.Path)
-	if err := withTask(opts.Tasks, "writing the thin tarball", res.Size, w, func(w io.Writer) error {
+	if err := withTask(opts.Context, opts.Tasks, "writing the thin tarball", res.Size, w, func(w io.Writer) error {
 		return writeTar(w, out)
 	}); err != nil {
 		return nil, err

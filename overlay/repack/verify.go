@@ -3,6 +3,7 @@ package repack
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -90,12 +91,12 @@ func decompressDigest(r io.Reader, comp tarindex.Compression, w io.Writer) (dige
 
 // decompressVerified decompresses a layer into a file in dir, checking
 // that it matches diffID.
-func decompressVerified(b []byte, comp tarindex.Compression, diffID digest.Digest, dir string) (string, int64, error) {
+func decompressVerified(ctx context.Context, b []byte, comp tarindex.Compression, diffID digest.Digest, dir string) (string, int64, error) {
 	f, err := os.CreateTemp(dir, "layer-")
 	if err != nil {
 		return "", 0, err
 	}
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := bufio.NewWriterSize(cancellable(ctx, f), 1<<20)
 	got, n, err := decompressDigest(bytes.NewReader(b), comp, bw)
 	if err == nil {
 		err = bw.Flush()

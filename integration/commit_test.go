@@ -573,6 +573,10 @@ func TestCommitLeavesNothing(t *testing.T) {
 
 	// Interrupted: SIGINT while the commit is writing to a pipe nobody
 	// reads (so it is surely still at work), its scratch files in outDir.
+	// The signal cancels the work, which stops at its next write and
+	// removes its scratch files; a write blocked on the pipe cannot stop,
+	// and the commit is left to end with the process: either way it exits
+	// soon, having written nothing.
 	cmd := exec.Command(binPath, "commit", "--cache-dir", sharedCache, img.path(), "--squash", "--compress", "zstd", "-o", "-")
 	cmd.Env = append(binEnv(), "TMPDIR="+outDir)
 	pr, pw, err := os.Pipe()
@@ -589,9 +593,16 @@ func TestCommitLeavesNothing(t *testing.T) {
 	}, time.Minute, 10*time.Millisecond, "the commit's scratch directory")
 	time.Sleep(200 * time.Millisecond)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
-	err = cmd.Wait()
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case err = <-waited:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("commit still running 30 s after SIGINT; stderr: %s", stderr.String())
+	}
 	require.Equal(t, 1, exitCode(err), "stderr: %s", stderr.String())
-	require.Contains(t, stderr.String(), "interrupted by SIGINT")
+	require.Contains(t, stderr.String(), "interrupted by SIGINT; - was not written")
 	requireEmptyDir(t, outDir)
 }
 

@@ -60,7 +60,7 @@ var bigContent = func() []byte {
 
 const capability = "\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
 
-func unionImage(t testing.TB) *archive.Image {
+func fixtureImage(t testing.TB) *archive.Image {
 	l0 := imagetest.LayerTar(t, []imagetest.Entry{
 		imagetest.DirMode("bin", 0o755),
 		imagetest.FileMode("bin/su", "#!/bin/true\n", 0o4755),
@@ -127,7 +127,7 @@ func lstat(t *testing.T, p string) unix.Stat_t {
 }
 
 func TestMountUnion(t *testing.T) {
-	img := unionImage(t)
+	img := fixtureImage(t)
 	tree, err := union.BuildUnion(img)
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{FsName: "imgmount:/images/test.tar"})
@@ -468,7 +468,7 @@ func TestMountUnion(t *testing.T) {
 // TestMountLayersView mounts the per-layer view: one directory per layer,
 // whiteout files visible where they are stored.
 func TestMountLayersView(t *testing.T) {
-	img := unionImage(t)
+	img := fixtureImage(t)
 	tree, err := union.BuildLayersView(img)
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{})
@@ -505,7 +505,7 @@ func TestAllowOtherAndRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run a process as another user")
 	}
-	img := unionImage(t)
+	img := fixtureImage(t)
 	tree, err := union.BuildUnion(img)
 	require.NoError(t, err)
 	asNobody := func(t *testing.T, mnt string) error {
@@ -545,7 +545,7 @@ func TestAllowOtherAndRoot(t *testing.T) {
 
 // TestMountOptionSuid: -o suid,dev lift the defaults.
 func TestMountOptionSuid(t *testing.T) {
-	tree, err := union.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(fixtureImage(t))
 	require.NoError(t, err)
 	mnt, _ := mountTree(t, tree, Options{MountOptions: []string{"suid", "dev"}})
 	mi, ok, err := MountedAt(mnt)
@@ -561,7 +561,7 @@ func TestMountOptionSuid(t *testing.T) {
 // unmounts, and Unmount of a busy mount says busy.
 func TestUnmountExternally(t *testing.T) {
 	requireFUSE(t)
-	tree, err := union.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(fixtureImage(t))
 	require.NoError(t, err)
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	require.NoError(t, os.Mkdir(mnt, 0o755))
@@ -588,7 +588,7 @@ func TestUnmountExternally(t *testing.T) {
 }
 
 func TestMountRefusesRW(t *testing.T) {
-	tree, err := union.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(fixtureImage(t))
 	require.NoError(t, err)
 	_, err = Mount(t.TempDir(), tree, Options{MountOptions: []string{"rw"}})
 	require.ErrorContains(t, err, "--upper")

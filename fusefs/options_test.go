@@ -54,7 +54,7 @@ func TestNormalizeOptions(t *testing.T) {
 }
 
 func TestBuildOptions(t *testing.T) {
-	tree, err := union.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(fixtureImage(t))
 	require.NoError(t, err)
 	mo, err := normalize(Options{AllowOther: true, FsName: "imgmount:/x.tar"}, false)
 	require.NoError(t, err)
@@ -115,7 +115,7 @@ garbage
 }
 
 func TestAllowRootDenies(t *testing.T) {
-	tree, err := union.BuildUnion(unionImage(t))
+	tree, err := union.BuildUnion(fixtureImage(t))
 	require.NoError(t, err)
 	as := func(uid uint32) context.Context {
 		return &fuse.Context{Caller: fuse.Caller{Owner: fuse.Owner{Uid: uid}}}

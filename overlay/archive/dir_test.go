@@ -77,7 +77,7 @@ func TestDirSameAsTarball(t *testing.T) {
 	gz := imagetest.Build(t, imagetest.Simple([]string{"gz:1"}, tarindex.CompressionGzip, tarindex.CompressionZstd))
 	other := imagetest.Build(t, imagetest.Spec{
 		Tags:   []string{"other:latest"},
-		Layers: []imagetest.LayerSpec{{Files: archBaseFiles}, {Files: map[string]string{"other": "x"}}},
+		Layers: []imagetest.LayerSpec{{Files: simpleBaseFiles}, {Files: map[string]string{"other": "x"}}},
 	})
 	amd := imagetest.Build(t, imagetest.Spec{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"},
 		Layers: []imagetest.LayerSpec{{Files: map[string]string{"arch": "amd64"}, Comp: tarindex.CompressionGzip}}})
@@ -158,7 +158,7 @@ func TestDirLayerIsItsOwnFile(t *testing.T) {
 
 	again, err := imagetest.Open(t, p, archive.OpenOptions{CacheDir: cache})
 	require.NoError(t, err, "the saved indexes of the members are used again")
-	require.Equal(t, archAppFiles, imagetest.Files(t, again.Layers[1]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, again.Layers[1]))
 
 	lp := filepath.Join(p, "blobs", "sha256", b.BlobDigests[1].Encoded())
 	fi, err := os.Stat(lp)
@@ -179,13 +179,13 @@ func TestDirLayerIsItsOwnFile(t *testing.T) {
 func TestDirMissingBlobAndBase(t *testing.T) {
 	dir := t.TempDir()
 	base := imagetest.Build(t, imagetest.Spec{Tags: []string{"base:1"}, Layers: []imagetest.LayerSpec{
-		{Files: archBaseFiles, Comp: tarindex.CompressionGzip},
+		{Files: simpleBaseFiles, Comp: tarindex.CompressionGzip},
 		{Files: map[string]string{"usr/lib/x": "lib"}},
 	}})
 	app := imagetest.Build(t, imagetest.Spec{Tags: []string{"app:1"}, Layers: []imagetest.LayerSpec{
-		{Files: archBaseFiles, Comp: tarindex.CompressionGzip},
+		{Files: simpleBaseFiles, Comp: tarindex.CompressionGzip},
 		{Files: map[string]string{"usr/lib/x": "lib"}},
-		{Files: archAppFiles},
+		{Files: simpleAppFiles},
 	}})
 	thin := imagetest.OCI(t, false, app)
 	thin.DelBlob(app.BlobDigests[0])
@@ -204,9 +204,9 @@ func TestDirMissingBlobAndBase(t *testing.T) {
 		img, err := imagetest.Open(t, c[0], archive.OpenOptions{Bases: []string{c[1]}})
 		require.NoError(t, err, c)
 		require.Len(t, img.Layers, 3)
-		require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
+		require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
 		require.Equal(t, map[string]string{"usr/lib/x": "lib"}, imagetest.Files(t, img.Layers[1]))
-		require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[2]))
+		require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[2]))
 		require.Equal(t, app.DiffIDs, []digest.Digest{img.Layers[0].DiffID, img.Layers[1].DiffID, img.Layers[2].DiffID})
 	}
 	ids, err := archive.StoredDiffIDs(thinDir, "")
@@ -270,7 +270,7 @@ func TestDirSymlinkEscapeRefused(t *testing.T) {
 	lay.Put(imagetest.TarFile{Name: layer, Link: "../../st/./layer.tar"})
 	img, err := imagetest.Open(t, writeLayoutDir(t, lay, dir, "inside"), archive.OpenOptions{})
 	require.NoError(t, err)
-	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 
 	// A loop.
 	lay = imagetest.OCI(t, false, b)

@@ -106,12 +106,12 @@ func TestInspectJSONNoNulls(t *testing.T) {
 
 func TestInspectWriteTextError(t *testing.T) {
 	r := archive.Inspect(&archive.Image{}, nil)
-	require.Error(t, r.WriteText(archFailWriter{}))
+	require.Error(t, r.WriteText(failingWriter{}))
 }
 
-type archFailWriter struct{}
+type failingWriter struct{}
 
-func (archFailWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestInspectHumanSize(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 999: "999 B", 1000: "1.00 kB", 45_200_000: "45.2 MB", 123_456_789_012: "123 GB"} {

@@ -21,9 +21,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// The files of imagetest.Simple's two layers.
 var (
-	archBaseFiles = map[string]string{"etc/os-release": "ID=test\n", "bin/sh": "#!shell"}
-	archAppFiles  = map[string]string{"app/main": "hello world", "etc/os-release": "ID=app\n"}
+	simpleBaseFiles = map[string]string{"etc/os-release": "ID=test\n", "bin/sh": "#!shell"}
+	simpleAppFiles  = map[string]string{"app/main": "hello world", "etc/os-release": "ID=app\n"}
 )
 
 func TestArchOpenDockerLegacySharedLayer(t *testing.T) {
@@ -31,7 +32,7 @@ func TestArchOpenDockerLegacySharedLayer(t *testing.T) {
 	app := imagetest.Build(t, imagetest.Simple([]string{"app:1"}, tarindex.CompressionNone, tarindex.CompressionNone))
 	other := imagetest.Build(t, imagetest.Spec{
 		Tags:   []string{"other:latest", "other:v2"},
-		Layers: []imagetest.LayerSpec{{Files: archBaseFiles}, {Files: map[string]string{"other": "x"}}},
+		Layers: []imagetest.LayerSpec{{Files: simpleBaseFiles}, {Files: map[string]string{"other": "x"}}},
 	})
 	require.Equal(t, app.DiffIDs[0], other.DiffIDs[0], "the base layer is shared")
 	lay := imagetest.Legacy(t, app, other)
@@ -54,7 +55,7 @@ func TestArchOpenDockerLegacySharedLayer(t *testing.T) {
 	require.Equal(t, "linux/amd64", img.Ref.Platform)
 	require.Len(t, img.Layers, 2)
 	require.Equal(t, other.DiffIDs, []digest.Digest{img.Layers[0].DiffID, img.Layers[1].DiffID})
-	require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
+	require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
 	require.Equal(t, map[string]string{"other": "x"}, imagetest.Files(t, img.Layers[1]))
 	for i, l := range img.Layers {
 		require.Equal(t, i, l.Index)
@@ -71,8 +72,8 @@ func TestArchOpenDockerLegacySharedLayer(t *testing.T) {
 	img, err = imagetest.Open(t, p, archive.OpenOptions{Image: "app:1"})
 	require.NoError(t, err)
 	require.Equal(t, app.DiffIDs, []digest.Digest{img.Layers[0].DiffID, img.Layers[1].DiffID})
-	require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
-	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+	require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 	require.Equal(t, "ADD rootfs.tar /", img.Layers[0].CreatedBy)
 	require.Equal(t, "COPY main /app/main", img.Layers[1].CreatedBy)
 	require.Equal(t, []string{"/app/main"}, img.Config.Config.Entrypoint)
@@ -162,11 +163,11 @@ func TestArchOpenDockerOCI(t *testing.T) {
 	require.Equal(t, int64(len(b.Tars[0])), l0.Size)
 	require.Nil(t, l0.Data, "compressed layers are served in place, not from a decompressed copy")
 	require.Positive(t, l0.Checkpoints)
-	require.Equal(t, archBaseFiles, imagetest.Files(t, l0))
+	require.Equal(t, simpleBaseFiles, imagetest.Files(t, l0))
 
 	require.Equal(t, tarindex.CompressionNone, l1.Compression)
 	require.Equal(t, b.DiffIDs[1], l1.Digest)
-	require.Equal(t, archAppFiles, imagetest.Files(t, l1))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, l1))
 	// What repack may copy without hashing again: the uncompressed blob was
 	// checked against its diff_id; the gzip blob's own digest was not.
 	require.True(t, l1.StoredVerified)
@@ -200,8 +201,8 @@ func TestArchOpenOCIArchiveGzipZstd(t *testing.T) {
 		require.Equal(t, ocispec.MediaTypeImageLayerZstd, img.Layers[1].MediaType)
 		require.Equal(t, b.DiffIDs, []digest.Digest{img.Layers[0].DiffID, img.Layers[1].DiffID})
 		require.Equal(t, b.BlobDigests, []digest.Digest{img.Layers[0].Digest, img.Layers[1].Digest})
-		require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
-		require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+		require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
+		require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 		require.Equal(t, "COPY main /app/main", img.Layers[1].CreatedBy)
 	}
 	// Media types lie; magic bytes decide.
@@ -216,7 +217,7 @@ func TestArchOpenOCIArchiveGzipZstd(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, tarindex.CompressionZstd, img.Layers[0].Compression)
 	require.Equal(t, tarindex.CompressionNone, img.Layers[1].Compression)
-	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 }
 
 func TestArchOpenCompressedOuter(t *testing.T) {
@@ -228,14 +229,14 @@ func TestArchOpenCompressedOuter(t *testing.T) {
 		img, err := imagetest.Open(t, p, archive.OpenOptions{})
 		require.NoError(t, err, comp)
 		require.Equal(t, archive.FormatDockerLegacy, img.Format)
-		require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+		require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 		require.True(t, img.Layers[1].StoredVerified, "the pass over the outer hashed the layer")
 		// Small enough for zstd's one frame to be read in place too (a big
 		// one is decompressed: tarindex's TestIndexCompressedZstdFrames).
 		require.Nil(t, img.Layers[1].Data, "layers are read in place through the outer's checkpoints")
 		img, err = archive.Open(p, archive.OpenOptions{})
 		require.NoError(t, err, "in place needs no cache directory")
-		require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+		require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 		require.NoError(t, img.Close())
 		img, err = imagetest.Open(t, p, archive.OpenOptions{Materialize: true})
 		require.NoError(t, err, comp)
@@ -248,8 +249,8 @@ func TestArchOpenCompressedOuter(t *testing.T) {
 	pz := imagetest.WriteFile(t, dir, "oci.tar.gz", imagetest.Compress(t, tarindex.CompressionGzip, imagetest.OCI(t, false, bz).Tar(t)))
 	img, err := imagetest.Open(t, pz, archive.OpenOptions{})
 	require.NoError(t, err)
-	require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
-	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+	require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 	require.Nil(t, img.Layers[0].Data)
 	badSpec := imagetest.Simple([]string{"app:1"}, tarindex.CompressionNone, tarindex.CompressionNone)
 	badSpec.Mutate = func(c *ocispec.Image) { c.RootFS.DiffIDs[1] = digest.FromString("other") }
@@ -341,14 +342,14 @@ func TestArchOpenMultiPlatform(t *testing.T) {
 func TestArchOpenThinWithBase(t *testing.T) {
 	dir := t.TempDir()
 	base := imagetest.Build(t, imagetest.Spec{Tags: []string{"base:1"}, Layers: []imagetest.LayerSpec{
-		{Files: archBaseFiles, Comp: tarindex.CompressionGzip},
+		{Files: simpleBaseFiles, Comp: tarindex.CompressionGzip},
 		{Files: map[string]string{"usr/lib/x": "lib"}},
 	}})
 	basePath := imagetest.Legacy(t, base).Write(t, dir, "base.tar")
 	app := imagetest.Build(t, imagetest.Spec{Tags: []string{"app:1"}, Layers: []imagetest.LayerSpec{
-		{Files: archBaseFiles, Comp: tarindex.CompressionGzip},
+		{Files: simpleBaseFiles, Comp: tarindex.CompressionGzip},
 		{Files: map[string]string{"usr/lib/x": "lib"}},
-		{Files: archAppFiles, Comp: tarindex.CompressionGzip},
+		{Files: simpleAppFiles, Comp: tarindex.CompressionGzip},
 	}})
 	require.Equal(t, base.DiffIDs, app.DiffIDs[:2])
 	lay := imagetest.OCI(t, false, app)
@@ -366,9 +367,9 @@ func TestArchOpenThinWithBase(t *testing.T) {
 	img, err := imagetest.Open(t, p, archive.OpenOptions{Bases: []string{other, basePath}})
 	require.NoError(t, err)
 	require.Len(t, img.Layers, 3)
-	require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
+	require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
 	require.Equal(t, map[string]string{"usr/lib/x": "lib"}, imagetest.Files(t, img.Layers[1]))
-	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[2]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[2]))
 	require.Equal(t, app.DiffIDs, []digest.Digest{img.Layers[0].DiffID, img.Layers[1].DiffID, img.Layers[2].DiffID})
 
 	_, err = imagetest.Open(t, p, archive.OpenOptions{Bases: []string{other}})
@@ -612,8 +613,8 @@ func TestArchOpenHardlinkedBlob(t *testing.T) {
 	l.Add("manifest.json", imagetest.JSON(t, []imagetest.DockerEntry{{Config: b.ConfigDigest.Encoded() + ".json", RepoTags: []string{"app:1"}, Layers: []string{"x/layer.tar", "./y/layer.tar"}}}))
 	img, err := imagetest.Open(t, l.Write(t, dir, "skopeo.tar"), archive.OpenOptions{CacheDir: ""})
 	require.NoError(t, err)
-	require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
-	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+	require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 
 	// Without a cache directory, uncompressed images still open, unchecked.
 	img2, err := archive.Open(filepath.Join(dir, "skopeo.tar"), archive.OpenOptions{})
@@ -658,7 +659,7 @@ func TestArchOpenSkopeoUmoci(t *testing.T) {
 		require.NoError(t, err, "%s %v: %s", name, args, out)
 	}
 	lay := filepath.Join(dir, "lay")
-	for sub, files := range map[string]map[string]string{"r1": archBaseFiles, "r2": archAppFiles} {
+	for sub, files := range map[string]map[string]string{"r1": simpleBaseFiles, "r2": simpleAppFiles} {
 		for n, c := range files {
 			p := filepath.Join(dir, sub, n)
 			require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
@@ -694,8 +695,8 @@ func TestArchOpenSkopeoUmoci(t *testing.T) {
 		require.Equal(t, []string{"/app/main"}, img.Config.Config.Entrypoint)
 		require.Len(t, img.Layers, 2)
 		require.Equal(t, c.comp, img.Layers[0].Compression)
-		require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
-		require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+		require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
+		require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 		require.Equal(t, "umoci insert", img.Layers[1].CreatedBy)
 		if c.path == da {
 			_, err := imagetest.Open(t, c.path, archive.OpenOptions{Image: "myapp:v1"})
@@ -728,7 +729,7 @@ func TestArchOpenDockerOCIQuirks(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, archive.FormatDockerOCI, img.Format)
 	require.Len(t, img.Layers, 2)
-	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 
 	lay = imagetest.OCI(t, true, b)
 	lay.Add("index.json", []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":null}`))
@@ -737,7 +738,7 @@ func TestArchOpenDockerOCIQuirks(t *testing.T) {
 	require.Equal(t, b.ConfigDigest, img.Ref.ConfigDigest)
 	require.Empty(t, img.Ref.ManifestDigest)
 	require.Equal(t, []string{"app:1"}, img.Ref.Tags)
-	require.Equal(t, archBaseFiles, imagetest.Files(t, img.Layers[0]))
+	require.Equal(t, simpleBaseFiles, imagetest.Files(t, img.Layers[0]))
 }
 
 // An index that lists itself must neither loop nor explode.
@@ -781,7 +782,7 @@ func TestArchOpenIndexCycle(t *testing.T) {
 	img, err := imagetest.Open(t, lay.Write(t, dir, "fan.tar"), archive.OpenOptions{Image: "fan"})
 	require.NoError(t, err)
 	require.Len(t, img.Images, 1)
-	require.Equal(t, archAppFiles, imagetest.Files(t, img.Layers[1]))
+	require.Equal(t, simpleAppFiles, imagetest.Files(t, img.Layers[1]))
 }
 
 // A blob whose content is another's (image B's config stored under image

@@ -16,9 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cowFixture is a writable view over a two-layer image with a hardlink, a
+// sampleView is a writable view over a two-layer image with a hardlink, a
 // deep directory and a symlink.
-func cowFixture(t *testing.T) (*View, string) {
+func sampleView(t *testing.T) (*View, string) {
 	t.Helper()
 	return newView(t,
 		[]imagetest.Entry{imagetest.Dir("etc"), imagetest.File("etc/a", "aaaa"), imagetest.File("etc/b", "bbbb"), imagetest.Hardlink("etc/a2", "etc/a"),
@@ -40,7 +40,7 @@ func newView(t *testing.T, layers ...[]imagetest.Entry) (*View, string) {
 	return c, dir
 }
 
-func cowRead(t *testing.T, c *View, path string) string {
+func readFile(t *testing.T, c *View, path string) string {
 	t.Helper()
 	f, err := c.Open(path, unix.O_RDONLY)
 	require.NoError(t, err)
@@ -55,7 +55,7 @@ func cowRead(t *testing.T, c *View, path string) string {
 	return string(buf[:n])
 }
 
-func cowNames(t *testing.T, c *View, path string) []string {
+func dirNames(t *testing.T, c *View, path string) []string {
 	t.Helper()
 	ents, err := c.ReadDir(path)
 	require.NoError(t, err)
@@ -84,7 +84,7 @@ func upperNames(t *testing.T, dir string) []string {
 }
 
 func TestCOWWriteCopiesUpAndKeepsInode(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	before, err := c.Lookup("etc/b")
 	require.NoError(t, err)
 	f, err := c.Open("etc/b", unix.O_RDWR)
@@ -92,7 +92,7 @@ func TestCOWWriteCopiesUpAndKeepsInode(t *testing.T) {
 	_, err = f.WriteAt([]byte("XY"), 1)
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
-	require.Equal(t, "bXYb", cowRead(t, c, "etc/b"), "an in-place write keeps the bytes around it")
+	require.Equal(t, "bXYb", readFile(t, c, "etc/b"), "an in-place write keeps the bytes around it")
 	after, err := c.Lookup("etc/b")
 	require.NoError(t, err)
 	require.Equal(t, before.Ino, after.Ino, "copy-up keeps the inode number")
@@ -100,21 +100,21 @@ func TestCOWWriteCopiesUpAndKeepsInode(t *testing.T) {
 }
 
 func TestCOWTruncatingOpenCopiesNoData(t *testing.T) {
-	c, _ := cowFixture(t)
+	c, _ := sampleView(t)
 	f, err := c.Open("etc/c", unix.O_WRONLY|unix.O_TRUNC)
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
-	require.Equal(t, "", cowRead(t, c, "etc/c"))
+	require.Equal(t, "", readFile(t, c, "etc/c"))
 }
 
 func TestCOWHardlinkStaysOneFile(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	f, err := c.Open("etc/a2", unix.O_WRONLY|unix.O_APPEND)
 	require.NoError(t, err)
 	_, err = f.WriteAt([]byte("!"), 4)
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
-	require.Equal(t, "aaaa!", cowRead(t, c, "etc/a"), "the other name of a lower hardlink sees the write")
+	require.Equal(t, "aaaa!", readFile(t, c, "etc/a"), "the other name of a lower hardlink sees the write")
 	a, _ := c.Lookup("etc/a")
 	a2, _ := c.Lookup("etc/a2")
 	require.Equal(t, a.Ino, a2.Ino)
@@ -126,22 +126,22 @@ func TestCOWHardlinkStaysOneFile(t *testing.T) {
 }
 
 func TestCOWUnlinkAndRecreate(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	require.NoError(t, c.Unlink("etc/a"))
 	_, err := c.Lookup("etc/a")
 	require.ErrorIs(t, err, unix.ENOENT)
-	require.Equal(t, []string{"a2", "b", "c"}, cowNames(t, c, "etc"))
+	require.Equal(t, []string{"a2", "b", "c"}, dirNames(t, c, "etc"))
 	require.FileExists(t, filepath.Join(dir, "etc/.wh.a"))
 
 	f, _, err := c.Create("etc/a", unix.O_RDWR, 0o600, Owner{})
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
 	require.NoFileExists(t, filepath.Join(dir, "etc/.wh.a"), "the whiteout goes once the name is used again")
-	require.Equal(t, "", cowRead(t, c, "etc/a"))
+	require.Equal(t, "", readFile(t, c, "etc/a"))
 }
 
 func TestCOWRmdirAndMkdirIsOpaque(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	require.ErrorIs(t, c.Rmdir("d"), unix.ENOTEMPTY)
 	require.NoError(t, c.Unlink("d/e/f"))
 	require.NoError(t, c.Rmdir("d/e"))
@@ -150,18 +150,18 @@ func TestCOWRmdirAndMkdirIsOpaque(t *testing.T) {
 	require.ErrorIs(t, err, unix.ENOENT)
 	_, err = c.Mkdir("d", 0o755, Owner{})
 	require.NoError(t, err)
-	require.Empty(t, cowNames(t, c, "d"), "the old contents do not come back")
+	require.Empty(t, dirNames(t, c, "d"), "the old contents do not come back")
 	require.FileExists(t, filepath.Join(dir, "d", union.OpaqueMarker))
 }
 
 func TestCOWRenameLowerDir(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	ino, err := c.Lookup("d")
 	require.NoError(t, err)
 	require.NoError(t, c.Rename("d", "moved", 0))
 	_, err = c.Lookup("d")
 	require.ErrorIs(t, err, unix.ENOENT)
-	require.Equal(t, "deep", cowRead(t, c, "moved/e/f"))
+	require.Equal(t, "deep", readFile(t, c, "moved/e/f"))
 	got, err := c.Lookup("moved")
 	require.NoError(t, err)
 	require.Equal(t, ino.Ino, got.Ino, "a moved directory keeps its inode number")
@@ -171,18 +171,18 @@ func TestCOWRenameLowerDir(t *testing.T) {
 }
 
 func TestCOWRenameErrors(t *testing.T) {
-	c, _ := cowFixture(t)
+	c, _ := sampleView(t)
 	require.ErrorIs(t, c.Rename("etc", "etc/c", 0), unix.ENOTDIR)
 	require.ErrorIs(t, c.Rename("etc/c", "d", 0), unix.EISDIR)
 	require.ErrorIs(t, c.Rename("etc/c", "etc/b", unix.RENAME_NOREPLACE), unix.EEXIST)
 	require.ErrorIs(t, c.Rename("d/e", "etc", 0), unix.ENOTEMPTY)
 	require.NoError(t, c.Rename("etc/c", "etc/b", unix.RENAME_EXCHANGE))
-	require.Equal(t, "cccc", cowRead(t, c, "etc/b"))
-	require.Equal(t, "bbbb", cowRead(t, c, "etc/c"))
+	require.Equal(t, "cccc", readFile(t, c, "etc/b"))
+	require.Equal(t, "bbbb", readFile(t, c, "etc/c"))
 }
 
 func TestCOWReservedNames(t *testing.T) {
-	c, _ := cowFixture(t)
+	c, _ := sampleView(t)
 	_, _, err := c.Create("etc/.wh.x", unix.O_RDWR, 0o644, Owner{})
 	require.ErrorIs(t, err, ErrReservedName)
 	_, err = c.Mkdir(union.OpaqueMarker, 0o755, Owner{})
@@ -193,7 +193,7 @@ func TestCOWReservedNames(t *testing.T) {
 }
 
 func TestCOWXattrsAndPrivateNames(t *testing.T) {
-	c, _ := cowFixture(t)
+	c, _ := sampleView(t)
 	require.NoError(t, c.Setxattr("etc/c", nil, "user.k", []byte("v"), 0))
 	v, err := c.Getxattr("etc/c", nil, "user.k")
 	require.NoError(t, err)
@@ -207,7 +207,7 @@ func TestCOWXattrsAndPrivateNames(t *testing.T) {
 }
 
 func TestCOWReopenSeesEdits(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	require.NoError(t, c.Unlink("etc/b"))
 	require.NoError(t, c.Rename("etc/c", "cc", 0))
 	tree := c.Tree()
@@ -215,12 +215,12 @@ func TestCOWReopenSeesEdits(t *testing.T) {
 	c2, err := New(tree, dir)
 	require.NoError(t, err)
 	defer c2.Close()
-	require.Equal(t, []string{"a", "a2"}, cowNames(t, c2, "etc"))
-	require.Equal(t, "cccc", cowRead(t, c2, "cc"))
+	require.Equal(t, []string{"a", "a2"}, dirNames(t, c2, "etc"))
+	require.Equal(t, "cccc", readFile(t, c2, "cc"))
 }
 
 func TestCOWConcurrent(t *testing.T) {
-	c, _ := cowFixture(t)
+	c, _ := sampleView(t)
 	var wg sync.WaitGroup
 	for i := range 8 {
 		wg.Add(1)
@@ -237,11 +237,11 @@ func TestCOWConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	require.Len(t, cowNames(t, c, "d/e"), 9)
+	require.Len(t, dirNames(t, c, "d/e"), 9)
 }
 
 func TestCOWUpperLocked(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	_, err := New(c.Tree(), dir)
 	require.ErrorContains(t, err, "in use by another imgmount mount")
 	require.NoError(t, c.Close())
@@ -251,7 +251,7 @@ func TestCOWUpperLocked(t *testing.T) {
 }
 
 func TestCOWOverOtherLayers(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	require.NoError(t, c.Setxattr("etc/b", nil, "user.k", []byte("v"), 0))
 	_, err := getxattrPath(filepath.Join(dir, "etc/b"), originXattr)
 	require.NoError(t, err, "copy-up records the origin")
@@ -260,7 +260,7 @@ func TestCOWOverOtherLayers(t *testing.T) {
 	require.True(t, c2.Rebased, "the upper directory was made over other layers")
 	_, err = getxattrPath(filepath.Join(dir, "etc/b"), originXattr)
 	require.ErrorIs(t, err, unix.ENODATA, "inode numbers of the other tree are forgotten")
-	require.Equal(t, []string{"b", "z"}, cowNames(t, c2, "etc"), "the edits apply over the new layers")
+	require.Equal(t, []string{"b", "z"}, dirNames(t, c2, "etc"), "the edits apply over the new layers")
 }
 
 // reopenOver closes c and opens its upper directory dir over an image of
@@ -279,18 +279,18 @@ func reopenOver(t *testing.T, c *View, dir string, entries ...imagetest.Entry) *
 // Changing the root's own mode, times or xattrs is a change the layer
 // carries (as "./"); creating a file in the root is not.
 func TestCOWRootAttributesInLayer(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	f, _, err := c.Create("new", unix.O_RDWR, 0o644, Owner{})
 	require.NoError(t, err)
 	require.NoError(t, f.Close())
-	b, _ := rpLayer(t, dir)
+	b, _ := upperLayerTar(t, dir)
 	require.Equal(t, []string{"new"}, imagetest.Names(imagetest.ReadTar(t, b)), "no root entry for a root only written into")
 
 	mode := uint32(0o750)
 	_, err = c.Setattr("", nil, SetAttr{Mode: &mode})
 	require.NoError(t, err)
 	require.NoError(t, c.Setxattr("", nil, "user.note", []byte("root"), 0))
-	b, _ = rpLayer(t, dir)
+	b, _ = upperLayerTar(t, dir)
 	es := imagetest.ReadTar(t, b)
 	require.Equal(t, []string{"./", "new"}, imagetest.Names(es))
 	root := es[0].Hdr
@@ -306,20 +306,20 @@ func TestCOWRootAttributesInLayer(t *testing.T) {
 // copied up whole and opaque: the whiteouts of those entries go, in the
 // upper directory and so in the layer.
 func TestCOWRenameLowerDirDropsWhiteouts(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	require.NoError(t, c.Unlink("d/e/f"))
 	require.NoError(t, c.Unlink("etc/b"))
 	require.FileExists(t, filepath.Join(dir, "d/e/.wh.f"))
 	require.NoError(t, c.Rename("d", "moved", 0))
 	require.NoError(t, c.Rename("etc", "etc2", 0))
-	require.Empty(t, cowNames(t, c, "moved/e"))
-	require.Equal(t, []string{"a", "a2", "c"}, cowNames(t, c, "etc2"))
+	require.Empty(t, dirNames(t, c, "moved/e"))
+	require.Equal(t, []string{"a", "a2", "c"}, dirNames(t, c, "etc2"))
 	require.Equal(t, []string{
 		".wh.d", ".wh.etc",
 		"etc2", "etc2/.wh..wh..opq", "etc2/a", "etc2/a2", "etc2/c",
 		"moved", "moved/.wh..wh..opq", "moved/e", "moved/e/.wh..wh..opq",
 	}, upperNames(t, dir))
-	b, _ := rpLayer(t, dir)
+	b, _ := upperLayerTar(t, dir)
 	for _, n := range imagetest.Names(imagetest.ReadTar(t, b)) {
 		require.NotRegexp(t, `/\.wh\.[^.]`, n, "a whiteout in an opaque directory")
 	}

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func rpLayer(t *testing.T, dir string) ([]byte, []string) {
+func upperLayerTar(t *testing.T, dir string) ([]byte, []string) {
 	t.Helper()
 	var buf bytes.Buffer
 	var warnings []string
@@ -26,7 +26,7 @@ func rpLayer(t *testing.T, dir string) ([]byte, []string) {
 
 func TestWriteUpperLayerOrder(t *testing.T) {
 	u := imagetest.SampleUpper(t)
-	b, _ := rpLayer(t, u.Dir)
+	b, _ := upperLayerTar(t, u.Dir)
 	require.Equal(t, []string{
 		".wh.srv",
 		"a-first-name",
@@ -40,7 +40,7 @@ func TestWriteUpperLayerOrder(t *testing.T) {
 
 func TestWriteUpperLayerAttributes(t *testing.T) {
 	u := imagetest.SampleUpper(t)
-	b, _ := rpLayer(t, u.Dir)
+	b, _ := upperLayerTar(t, u.Dir)
 	es := imagetest.ReadTar(t, b)
 	t0 := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
 
@@ -94,26 +94,26 @@ func TestWriteUpperLayerAttributes(t *testing.T) {
 
 func TestWriteUpperLayerDeterministic(t *testing.T) {
 	u := imagetest.SampleUpper(t)
-	a, _ := rpLayer(t, u.Dir)
+	a, _ := upperLayerTar(t, u.Dir)
 	// Reading files changes their atime, and listing order on disk may
 	// differ after new entries come and go: neither may change the bytes.
 	u.File("tmp-entry", "x", 0o644)
 	require.NoError(t, os.Remove(u.Path("tmp-entry")))
 	u.Mtimes(time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC))
-	b, _ := rpLayer(t, u.Dir)
+	b, _ := upperLayerTar(t, u.Dir)
 	require.True(t, bytes.Equal(a, b), "two layers of the same upper directory differ")
 }
 
 func TestWriteUpperLayerEmptyAndSocket(t *testing.T) {
 	u := imagetest.NewUpper(t)
-	b, _ := rpLayer(t, u.Dir)
+	b, _ := upperLayerTar(t, u.Dir)
 	require.Empty(t, imagetest.ReadTar(t, b), "an empty upper directory is an empty layer")
 
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	require.NoError(t, err)
 	defer unix.Close(fd)
 	require.NoError(t, unix.Bind(fd, &unix.SockaddrUnix{Name: u.Path("sock")}))
-	b, warnings := rpLayer(t, u.Dir)
+	b, warnings := upperLayerTar(t, u.Dir)
 	require.Empty(t, imagetest.ReadTar(t, b))
 	require.Len(t, warnings, 1)
 	require.Contains(t, warnings[0], "sock")
@@ -166,7 +166,7 @@ func TestWriteUpperLayerRefusesLinksOutside(t *testing.T) {
 	require.ErrorContains(t, err, "etc/key1")
 
 	require.NoError(t, os.Remove(host))
-	b, _ := rpLayer(t, u.Dir)
+	b, _ := upperLayerTar(t, u.Dir)
 	require.Equal(t, "etc/key1", imagetest.Find(t, imagetest.ReadTar(t, b), "etc/key2").Hdr.Linkname, "links all inside are fine")
 }
 
@@ -179,6 +179,6 @@ func TestWriteUpperLayerOpaqueDropsWhiteouts(t *testing.T) {
 	u.Whiteout("etc/moved", "gone")
 	u.File("etc/moved/kept", "k", 0o644)
 	u.Whiteout("etc", "old")
-	b, _ := rpLayer(t, u.Dir)
+	b, _ := upperLayerTar(t, u.Dir)
 	require.Equal(t, []string{"etc/", "etc/.wh.old", "etc/moved/", "etc/moved/.wh..wh..opq", "etc/moved/kept"}, imagetest.Names(imagetest.ReadTar(t, b)))
 }

@@ -12,7 +12,7 @@ import (
 // privilege has (the tests run as root, which would chown for real):
 // owners, modes and devices are recorded in StatXattr and shown by stat.
 func TestCOWRootlessMeta(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	c.metaStore = rootlessMeta{}
 	statXattr := func(rel string) string {
 		t.Helper()

@@ -101,7 +101,7 @@ func TestCOWSpecialCopyUp(t *testing.T) {
 	}
 
 	// The layer carries the entries, and no bookkeeping.
-	b, _ := rpLayer(t, dir)
+	b, _ := upperLayerTar(t, dir)
 	es := imagetest.ReadTar(t, b)
 	require.Equal(t, byte(tar.TypeFifo), imagetest.Find(t, es, "dev/fifo").Hdr.Typeflag)
 	require.Equal(t, byte(tar.TypeChar), imagetest.Find(t, es, "dev/null").Hdr.Typeflag)
@@ -206,7 +206,7 @@ func TestCOWRootlessFifo(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, fi.Mode().IsRegular())
 
-	b, _ := rpLayer(t, dir)
+	b, _ := upperLayerTar(t, dir)
 	es := imagetest.ReadTar(t, b)
 	require.Equal(t, byte(tar.TypeFifo), imagetest.Find(t, es, "run/newfifo").Hdr.Typeflag)
 	require.Equal(t, byte(tar.TypeFifo), imagetest.Find(t, es, "dev/fifo").Hdr.Typeflag)
@@ -271,7 +271,7 @@ func openUnlinked(t *testing.T, c *View, path string, flags int) File {
 // gone: on the upper file, and on a private copy of a lower file opened
 // for reading, which every open of that file then shows.
 func TestCOWChangesThroughOpenFile(t *testing.T) {
-	c, dir := cowFixture(t)
+	c, dir := sampleView(t)
 	mode := uint32(0o604)
 	uid := uint32(77)
 	newF, _, err := c.Create("etc/new", unix.O_RDWR, 0o644, Owner{})
@@ -323,7 +323,7 @@ func TestCOWChangesThroughOpenFile(t *testing.T) {
 // A lower file opened for reading shows its copy-up once it is made: its
 // new attributes, and what is written to it.
 func TestCOWOpenLowerSeesCopyUp(t *testing.T) {
-	c, _ := cowFixture(t)
+	c, _ := sampleView(t)
 	ro, err := c.Open("etc/a2", unix.O_RDONLY)
 	require.NoError(t, err)
 	defer ro.Close()

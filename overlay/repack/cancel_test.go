@@ -16,8 +16,8 @@ import (
 func TestCancelledContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	img, _, full := rpImage(t, "docker25")
-	u := rpSmallUpper(t)
+	img, _, full := simpleImage(t, "docker25")
+	u := smallUpper(t)
 	for name, run := range map[string]func(w io.Writer, tmp string) error{
 		"commit": func(w io.Writer, tmp string) error {
 			_, err := Commit(img, w, CommitOptions{Upper: u.Dir, TempDir: tmp, Context: ctx})

@@ -21,11 +21,11 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var rpCreated = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+var commitTime = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// rpImage writes imagetest.Simple (gzip base, uncompressed top) in the layout
+// simpleImage writes imagetest.Simple (gzip base, uncompressed top) in the layout
 // named ("legacy", "oci", "docker25") and opens it.
-func rpImage(t *testing.T, layout string) (*archive.Image, *imagetest.Built, string) {
+func simpleImage(t *testing.T, layout string) (*archive.Image, *imagetest.Built, string) {
 	t.Helper()
 	b := imagetest.Build(t, imagetest.Simple([]string{"example/app:1.0"}, tarindex.CompressionGzip, tarindex.CompressionNone))
 	var l *imagetest.Layout
@@ -44,11 +44,11 @@ func rpImage(t *testing.T, layout string) (*archive.Image, *imagetest.Built, str
 	return img, b, p
 }
 
-// rpCommit commits img with opts into a file and returns its path.
-func rpCommit(t *testing.T, img *archive.Image, opts CommitOptions) (string, *CommitResult) {
+// commitToFile commits img with opts into a file and returns its path.
+func commitToFile(t *testing.T, img *archive.Image, opts CommitOptions) (string, *CommitResult) {
 	t.Helper()
 	if opts.Created.IsZero() {
-		opts.Created = rpCreated
+		opts.Created = commitTime
 	}
 	opts.TempDir = t.TempDir()
 	out := filepath.Join(t.TempDir(), "out.tar")
@@ -66,8 +66,8 @@ func rpCommit(t *testing.T, img *archive.Image, opts CommitOptions) (string, *Co
 	return out, res
 }
 
-// rpMembers reads an outer tarball's regular members.
-func rpMembers(t *testing.T, path string) map[string][]byte {
+// tarMembers reads an outer tarball's regular members.
+func tarMembers(t *testing.T, path string) map[string][]byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -80,8 +80,8 @@ func rpMembers(t *testing.T, path string) map[string][]byte {
 	return out
 }
 
-// rpCheckBlobs checks that every blob is named by its own digest.
-func rpCheckBlobs(t *testing.T, m map[string][]byte) {
+// checkBlobDigests checks that every blob is named by its own digest.
+func checkBlobDigests(t *testing.T, m map[string][]byte) {
 	t.Helper()
 	for name, body := range m {
 		if d := blobDigest(name); d != "" {
@@ -90,8 +90,8 @@ func rpCheckBlobs(t *testing.T, m map[string][]byte) {
 	}
 }
 
-// rpTreeFacts flattens a tree: path → type, mode, owner, content.
-func rpTreeFacts(t *testing.T, tr *union.Tree) map[string]string {
+// treeFacts flattens a tree: path → type, mode, owner, content.
+func treeFacts(t *testing.T, tr *union.Tree) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	union.Walk(tr.Root, func(n *union.Node) {
@@ -118,9 +118,9 @@ func fmtFact(mode, uid, gid uint32, nlink uint64, s string) string {
 	return string(b)
 }
 
-// rpSmallUpper edits imagetest.Simple's image: changes a file, adds one,
+// smallUpper edits imagetest.Simple's image: changes a file, adds one,
 // deletes one, makes a hardlink.
-func rpSmallUpper(t *testing.T) *imagetest.Upper {
+func smallUpper(t *testing.T) *imagetest.Upper {
 	u := imagetest.NewUpper(t)
 	u.Mkdir("etc", 0o755)
 	u.File("etc/os-release", "ID=edited\n", 0o644)
@@ -134,12 +134,12 @@ func rpSmallUpper(t *testing.T) *imagetest.Upper {
 func TestCommitAppendsOneLayer(t *testing.T) {
 	for _, layout := range []string{"legacy", "oci", "docker25"} {
 		t.Run(layout, func(t *testing.T) {
-			img, built, _ := rpImage(t, layout)
-			u := rpSmallUpper(t)
-			out, res := rpCommit(t, img, CommitOptions{Upper: u.Dir, Compression: tarindex.CompressionGzip, Message: "edited", CreatedBy: "imgmount commit"})
+			img, built, _ := simpleImage(t, layout)
+			u := smallUpper(t)
+			out, res := commitToFile(t, img, CommitOptions{Upper: u.Dir, Compression: tarindex.CompressionGzip, Message: "edited", CreatedBy: "imgmount commit"})
 			require.Equal(t, 3, res.Layers)
-			m := rpMembers(t, out)
-			rpCheckBlobs(t, m)
+			m := tarMembers(t, out)
+			checkBlobDigests(t, m)
 			for i, blob := range built.Blobs {
 				d := digest.FromBytes(blob)
 				require.Equal(t, blob, m[archive.BlobPath(d)], "layer %d is copied byte for byte", i)
@@ -162,12 +162,12 @@ func TestCommitAppendsOneLayer(t *testing.T) {
 			require.Equal(t, "edited", h[3].Comment)
 			require.Equal(t, "imgmount commit", h[3].CreatedBy)
 			require.False(t, h[3].EmptyLayer)
-			require.True(t, re.Config.Created.Equal(rpCreated))
+			require.True(t, re.Config.Created.Equal(commitTime))
 			require.Equal(t, img.Config.Config.Env, re.Config.Config.Env)
 
 			tr, err := union.BuildUnion(re)
 			require.NoError(t, err)
-			facts := rpTreeFacts(t, tr)
+			facts := treeFacts(t, tr)
 			require.Contains(t, facts["etc/os-release"], "ID=edited")
 			require.NotContains(t, facts, "bin/sh")
 			require.Contains(t, facts["app/new"], "new file")
@@ -179,10 +179,10 @@ func TestCommitAppendsOneLayer(t *testing.T) {
 
 func TestCommitDeterministic(t *testing.T) {
 	for _, comp := range []tarindex.Compression{tarindex.CompressionNone, tarindex.CompressionGzip, tarindex.CompressionZstd} {
-		img, _, _ := rpImage(t, "oci")
+		img, _, _ := simpleImage(t, "oci")
 		u := imagetest.SampleUpper(t)
-		a, _ := rpCommit(t, img, CommitOptions{Upper: u.Dir, Compression: comp})
-		b, _ := rpCommit(t, img, CommitOptions{Upper: u.Dir, Compression: comp})
+		a, _ := commitToFile(t, img, CommitOptions{Upper: u.Dir, Compression: comp})
+		b, _ := commitToFile(t, img, CommitOptions{Upper: u.Dir, Compression: comp})
 		ab, err := os.ReadFile(a)
 		require.NoError(t, err)
 		bb, err := os.ReadFile(b)
@@ -192,10 +192,10 @@ func TestCommitDeterministic(t *testing.T) {
 }
 
 func TestCommitFormats(t *testing.T) {
-	img, _, _ := rpImage(t, "docker25")
-	u := rpSmallUpper(t)
-	out, res := rpCommit(t, img, CommitOptions{Upper: u.Dir, Format: OutputDocker, Tags: []string{"mine/app:2"}})
-	m := rpMembers(t, out)
+	img, _, _ := simpleImage(t, "docker25")
+	u := smallUpper(t)
+	out, res := commitToFile(t, img, CommitOptions{Upper: u.Dir, Format: OutputDocker, Tags: []string{"mine/app:2"}})
+	m := tarMembers(t, out)
 	require.NotContains(t, m, "index.json")
 	require.NotContains(t, m, "oci-layout")
 	require.Empty(t, res.ManifestDigest)
@@ -208,8 +208,8 @@ func TestCommitFormats(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, archive.FormatDockerLegacy, re.Format)
 
-	out, res = rpCommit(t, img, CommitOptions{Upper: u.Dir, Format: OutputOCI, Tags: []string{"mine/app:2", "plainname"}})
-	m = rpMembers(t, out)
+	out, res = commitToFile(t, img, CommitOptions{Upper: u.Dir, Format: OutputOCI, Tags: []string{"mine/app:2", "plainname"}})
+	m = tarMembers(t, out)
 	require.NotContains(t, m, "manifest.json")
 	var idx ocispec.Index
 	require.NoError(t, json.Unmarshal(m["index.json"], &idx))
@@ -232,8 +232,8 @@ func TestCommitFormats(t *testing.T) {
 }
 
 func TestCommitEmptyUpper(t *testing.T) {
-	img, _, _ := rpImage(t, "oci")
-	out, res := rpCommit(t, img, CommitOptions{Upper: imagetest.NewUpper(t).Dir, Config: ConfigEdits{Env: []string{"A=c"}}})
+	img, _, _ := simpleImage(t, "oci")
+	out, res := commitToFile(t, img, CommitOptions{Upper: imagetest.NewUpper(t).Dir, Config: ConfigEdits{Env: []string{"A=c"}}})
 	require.Nil(t, res.NewLayer)
 	require.Equal(t, 2, res.Layers)
 	re, err := imagetest.Open(t, out, archive.OpenOptions{})
@@ -245,11 +245,11 @@ func TestCommitEmptyUpper(t *testing.T) {
 }
 
 func TestCommitSquash(t *testing.T) {
-	img, _, _ := rpImage(t, "docker25")
-	u := rpSmallUpper(t)
-	out, res := rpCommit(t, img, CommitOptions{Upper: u.Dir, Squash: true, Compression: tarindex.CompressionZstd})
+	img, _, _ := simpleImage(t, "docker25")
+	u := smallUpper(t)
+	out, res := commitToFile(t, img, CommitOptions{Upper: u.Dir, Squash: true, Compression: tarindex.CompressionZstd})
 	require.Equal(t, 1, res.Layers)
-	rpCheckBlobs(t, rpMembers(t, out))
+	checkBlobDigests(t, tarMembers(t, out))
 	re, err := imagetest.Open(t, out, archive.OpenOptions{})
 	require.NoError(t, err)
 	require.Len(t, re.Layers, 1)
@@ -264,20 +264,20 @@ func TestCommitSquash(t *testing.T) {
 	defer release()
 	got, err := union.BuildUnion(re)
 	require.NoError(t, err)
-	wf, gf := rpTreeFacts(t, want), rpTreeFacts(t, got)
+	wf, gf := treeFacts(t, want), treeFacts(t, got)
 	require.Equal(t, wf, gf)
 	require.Contains(t, gf["etc/os-release"], "ID=edited")
 }
 
 func TestCommitThin(t *testing.T) {
-	img, built, in := rpImage(t, "docker25")
-	u := rpSmallUpper(t)
+	img, built, in := simpleImage(t, "docker25")
+	u := smallUpper(t)
 	base, err := archive.StoredDiffIDs(in, t.TempDir())
 	require.NoError(t, err)
 	require.Len(t, base, 2)
-	out, res := rpCommit(t, img, CommitOptions{Upper: u.Dir, ThinFrom: base})
+	out, res := commitToFile(t, img, CommitOptions{Upper: u.Dir, ThinFrom: base})
 	require.ElementsMatch(t, built.DiffIDs, res.Omitted)
-	m := rpMembers(t, out)
+	m := tarMembers(t, out)
 	for _, blob := range built.Blobs {
 		require.NotContains(t, m, archive.BlobPath(digest.FromBytes(blob)), "a base layer's blob is left out")
 	}
@@ -293,8 +293,8 @@ func TestCommitThin(t *testing.T) {
 }
 
 func TestExportUnion(t *testing.T) {
-	img, _, _ := rpImage(t, "oci")
-	u := rpSmallUpper(t)
+	img, _, _ := simpleImage(t, "oci")
+	u := smallUpper(t)
 	var buf bytes.Buffer
 	n, err := Export(img, &buf, ExportOptions{Upper: u.Dir, TempDir: t.TempDir()})
 	require.NoError(t, err)
@@ -327,7 +327,7 @@ func TestCommitRefusesCorruptBlob(t *testing.T) {
 	require.NoError(t, err)
 	defer img.Close()
 	require.False(t, img.Layers[1].StoredVerified)
-	_, err = Commit(img, io.Discard, CommitOptions{Upper: rpSmallUpper(t).Dir, Created: rpCreated, TempDir: t.TempDir()})
+	_, err = Commit(img, io.Discard, CommitOptions{Upper: smallUpper(t).Dir, Created: commitTime, TempDir: t.TempDir()})
 	require.ErrorContains(t, err, "does not match its digest")
 	require.ErrorContains(t, err, "the input is corrupt")
 }

@@ -9,9 +9,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// rpDockerConfig is a config as Docker writes it, with fields ocispec.Image
+// dockerConfig is a config as Docker writes it, with fields ocispec.Image
 // does not know.
-const rpDockerConfig = `{
+const dockerConfig = `{
   "architecture": "amd64",
   "os": "linux",
   "config": {
@@ -39,14 +39,14 @@ const rpDockerConfig = `{
   ]
 }`
 
-var rpNewDiffID = digest.Digest("sha256:2222222222222222222222222222222222222222222222222222222222222222")
+var newDiffID = digest.Digest("sha256:2222222222222222222222222222222222222222222222222222222222222222")
 
-func rpEdit(t *testing.T, ch configChange) (map[string]json.RawMessage, map[string]any) {
+func editedConfig(t *testing.T, ch configChange) (map[string]json.RawMessage, map[string]any) {
 	t.Helper()
 	if ch.created.IsZero() {
 		ch.created = time.Date(2025, 6, 7, 8, 9, 10, 11, time.UTC)
 	}
-	out, err := editConfig([]byte(rpDockerConfig), ch)
+	out, err := editConfig([]byte(dockerConfig), ch)
 	require.NoError(t, err)
 	var top map[string]json.RawMessage
 	require.NoError(t, json.Unmarshal(out, &top))
@@ -58,7 +58,7 @@ func rpEdit(t *testing.T, ch configChange) (map[string]json.RawMessage, map[stri
 func strp(s string) *string { return &s }
 
 func TestEditConfigKeepsUnknownFields(t *testing.T) {
-	top, cfg := rpEdit(t, configChange{diffIDs: []digest.Digest{rpNewDiffID}, history: historyEntry{Created: "2025-06-07T08:09:10.000000011Z", CreatedBy: "imgmount commit", Comment: "hi"}})
+	top, cfg := editedConfig(t, configChange{diffIDs: []digest.Digest{newDiffID}, history: historyEntry{Created: "2025-06-07T08:09:10.000000011Z", CreatedBy: "imgmount commit", Comment: "hi"}})
 	require.JSONEq(t, `{"Cmd": ["/bin/sh", "-c", "#(nop) CMD [\"bash\"]"]}`, string(top["container_config"]))
 	require.JSONEq(t, `"24.0.7"`, string(top["docker_version"]))
 	require.Equal(t, true, cfg["ArgsEscaped"])
@@ -71,13 +71,13 @@ func TestEditConfigKeepsUnknownFields(t *testing.T) {
 	require.Equal(t, true, hist[1]["empty_layer"])
 	require.Equal(t, map[string]any{"created": "2025-06-07T08:09:10.000000011Z", "created_by": "imgmount commit", "comment": "hi"}, hist[2])
 
-	out, err := editConfig([]byte(rpDockerConfig), configChange{created: time.Unix(0, 0)})
+	out, err := editConfig([]byte(dockerConfig), configChange{created: time.Unix(0, 0)})
 	require.NoError(t, err)
 	require.Contains(t, string(out), `"html":"<b>"`, "no HTML escaping")
 }
 
 func TestEditConfigRuntimeSettings(t *testing.T) {
-	_, cfg := rpEdit(t, configChange{edits: ConfigEdits{
+	_, cfg := editedConfig(t, configChange{edits: ConfigEdits{
 		Env:        []string{"LANG=C.UTF-8", "NEW=1", "EMPTY=x"},
 		Cmd:        strp(`["serve", "--port", "80"]`),
 		WorkingDir: strp("/app"),
@@ -92,24 +92,24 @@ func TestEditConfigRuntimeSettings(t *testing.T) {
 	require.Equal(t, map[string]any{"a": "changed", "b": "2", "html": "<b>"}, cfg["Labels"])
 	require.Equal(t, "SIGQUIT", cfg["StopSignal"])
 
-	_, cfg = rpEdit(t, configChange{edits: ConfigEdits{Entrypoint: strp("exec /app/run $ARGS")}})
+	_, cfg = editedConfig(t, configChange{edits: ConfigEdits{Entrypoint: strp("exec /app/run $ARGS")}})
 	require.Equal(t, []any{"/bin/bash", "-euc", "exec /app/run $ARGS"}, cfg["Entrypoint"], "shell form runs through the image's Shell")
 	require.Nil(t, cfg["Cmd"], "a new entrypoint clears Cmd, as in a Dockerfile")
 
-	_, cfg = rpEdit(t, configChange{edits: ConfigEdits{Entrypoint: strp(`["/app/run"]`), Cmd: strp("")}})
+	_, cfg = editedConfig(t, configChange{edits: ConfigEdits{Entrypoint: strp(`["/app/run"]`), Cmd: strp("")}})
 	require.Equal(t, []any{"/app/run"}, cfg["Entrypoint"])
 	require.Nil(t, cfg["Cmd"])
 
-	_, err := editConfig([]byte(rpDockerConfig), configChange{edits: ConfigEdits{Env: []string{"NOEQUALS"}}})
+	_, err := editConfig([]byte(dockerConfig), configChange{edits: ConfigEdits{Env: []string{"NOEQUALS"}}})
 	require.ErrorContains(t, err, "NOEQUALS")
-	_, err = editConfig([]byte(rpDockerConfig), configChange{edits: ConfigEdits{Cmd: strp(`["unterminated"`)}})
+	_, err = editConfig([]byte(dockerConfig), configChange{edits: ConfigEdits{Cmd: strp(`["unterminated"`)}})
 	require.ErrorContains(t, err, "JSON array")
 	_, err = editConfig([]byte(`{"config": [1]`), configChange{})
 	require.ErrorContains(t, err, "malformed")
 }
 
 func TestEditConfigSquash(t *testing.T) {
-	top, cfg := rpEdit(t, configChange{squash: true, diffIDs: []digest.Digest{rpNewDiffID}, history: historyEntry{CreatedBy: "imgmount commit --squash"}})
+	top, cfg := editedConfig(t, configChange{squash: true, diffIDs: []digest.Digest{newDiffID}, history: historyEntry{CreatedBy: "imgmount commit --squash"}})
 	var keys []string
 	for k := range top {
 		keys = append(keys, k)

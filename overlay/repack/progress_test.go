@@ -46,8 +46,8 @@ func (r *recTasks) names() []string {
 }
 
 func TestExportReportsBytes(t *testing.T) {
-	img, _, _ := rpImage(t, "oci")
-	u := rpSmallUpper(t)
+	img, _, _ := simpleImage(t, "oci")
+	u := smallUpper(t)
 	var buf bytes.Buffer
 	var rec recTasks
 	_, err := Export(img, &buf, ExportOptions{Upper: u.Dir, TempDir: t.TempDir(), Tasks: &rec})
@@ -61,10 +61,10 @@ func TestExportReportsBytes(t *testing.T) {
 }
 
 func TestCommitReportsBytes(t *testing.T) {
-	img, _, _ := rpImage(t, "docker25")
-	u := rpSmallUpper(t)
+	img, _, _ := simpleImage(t, "docker25")
+	u := smallUpper(t)
 	var rec recTasks
-	out, res := rpCommit(t, img, CommitOptions{Upper: u.Dir, Compression: tarindex.CompressionGzip, Tasks: &rec})
+	out, res := commitToFile(t, img, CommitOptions{Upper: u.Dir, Compression: tarindex.CompressionGzip, Tasks: &rec})
 	require.Equal(t, []string{"writing the new layer from " + u.Dir, "writing the image"}, rec.names())
 	for _, task := range rec.tasks {
 		require.True(t, task.ended, task.name)
@@ -78,7 +78,7 @@ func TestCommitReportsBytes(t *testing.T) {
 	require.GreaterOrEqual(t, rec.tasks[1].total, st.Size()-64<<10, "the total is about the output")
 
 	rec = recTasks{}
-	rpCommit(t, img, CommitOptions{Upper: u.Dir, Squash: true, Tasks: &rec})
+	commitToFile(t, img, CommitOptions{Upper: u.Dir, Squash: true, Tasks: &rec})
 	require.Equal(t, []string{"writing the squashed layer", "writing the image"}, rec.names())
 	require.Positive(t, rec.tasks[0].total)
 }
@@ -89,7 +89,7 @@ type failingWriter struct{}
 func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk on fire") }
 
 func TestExportTaskFails(t *testing.T) {
-	img, _, _ := rpImage(t, "oci")
+	img, _, _ := simpleImage(t, "oci")
 	var rec recTasks
 	_, err := Export(img, failingWriter{}, ExportOptions{TempDir: t.TempDir(), Tasks: &rec})
 	require.Error(t, err)

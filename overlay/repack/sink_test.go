@@ -17,7 +17,7 @@ import (
 // into memory (flag < 0), and returns the bytes.
 func commitTo(t *testing.T, img *archive.Image, opts CommitOptions, flag int) ([]byte, *CommitResult) {
 	t.Helper()
-	opts.Created = rpCreated
+	opts.Created = commitTime
 	opts.TempDir = t.TempDir()
 	if flag < 0 {
 		var buf bytes.Buffer
@@ -47,9 +47,9 @@ func commitTo(t *testing.T, img *archive.Image, opts CommitOptions, flag int) ([
 // Writing into a file (layers copied file to file, a squash written in
 // place) gives the very bytes writing into a pipe gives.
 func TestCommitIntoFileSameBytes(t *testing.T) {
-	img, _, in := rpImage(t, "docker25")
+	img, _, in := simpleImage(t, "docker25")
 	require.NotNil(t, img.Layers[1].StoredFile, "an uncompressed tarball's layers can be copied file to file")
-	u := rpSmallUpper(t)
+	u := smallUpper(t)
 	base, err := archive.StoredDiffIDs(in, t.TempDir())
 	require.NoError(t, err)
 	for _, tc := range []struct {
@@ -79,7 +79,7 @@ func TestCommitIntoFileSameBytes(t *testing.T) {
 // A squash whose layer the receiving side already has is left out, in
 // place as through a file.
 func TestCommitSquashThinInPlace(t *testing.T) {
-	img, _, _ := rpImage(t, "docker25")
+	img, _, _ := simpleImage(t, "docker25")
 	_, first := commitTo(t, img, CommitOptions{Squash: true}, os.O_RDWR)
 	thin := map[digest.Digest]bool{first.NewLayer.DiffID: true}
 	want, wres := commitTo(t, img, CommitOptions{Squash: true, ThinFrom: thin}, -1)
@@ -87,13 +87,13 @@ func TestCommitSquashThinInPlace(t *testing.T) {
 	require.Equal(t, want, got)
 	require.Equal(t, []digest.Digest{first.NewLayer.DiffID}, res.Omitted)
 	require.Equal(t, wres.Omitted, res.Omitted)
-	require.NotContains(t, rpMembersOf(t, got), archive.BlobPath(first.NewLayer.Digest))
+	require.NotContains(t, tarMembersOf(t, got), archive.BlobPath(first.NewLayer.Digest))
 }
 
-func rpMembersOf(t *testing.T, b []byte) map[string][]byte {
+func tarMembersOf(t *testing.T, b []byte) map[string][]byte {
 	p := filepath.Join(t.TempDir(), "x.tar")
 	require.NoError(t, os.WriteFile(p, b, 0o644))
-	return rpMembers(t, p)
+	return tarMembers(t, p)
 }
 
 // A header that outgrows the block reserved for it (a layer past 8 GiB

@@ -110,7 +110,7 @@ func FuzzBuildUnion(f *testing.F) {
 		if err != nil {
 			require.ErrorIs(t, err, archive.ErrCorruptLayer)
 		} else {
-			unionCheckInvariants(t, tr)
+			checkInvariants(t, tr)
 			Walk(tr.Root, func(n *Node) {
 				if n.Parent != nil {
 					require.NotContains(t, []string{"", ".", ".."}, n.Name, "a path component that leaves its directory")

@@ -10,12 +10,12 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func unionViewName(img *archive.Image, i int) string {
+func viewName(img *archive.Image, i int) string {
 	return fmt.Sprintf("%02d-%s", i, img.Layers[i].DiffID.Encoded()[:12])
 }
 
-// unionCheckView checks what must hold of every layers view.
-func unionCheckView(t *testing.T, img *archive.Image, tr *Tree) {
+// checkView checks what must hold of every layers view.
+func checkView(t *testing.T, img *archive.Image, tr *Tree) {
 	t.Helper()
 	require.Equal(t, uint64(1), tr.Root.Ino)
 	require.Nil(t, tr.Root.Entry)
@@ -69,8 +69,8 @@ func TestLayersView(t *testing.T) {
 		[]imagetest.Entry{imagetest.File("x", "x"), imagetest.Hardlink("y", "x"), imagetest.Hardlink("z", "y")})
 	tr, err := BuildLayersView(img)
 	require.NoError(t, err)
-	unionCheckView(t, img, tr)
-	l0, l1, l2 := unionViewName(img, 0), unionViewName(img, 1), unionViewName(img, 2)
+	checkView(t, img, tr)
+	l0, l1, l2 := viewName(img, 0), viewName(img, 1), viewName(img, 2)
 	var names []string
 	for _, c := range tr.Root.Children() {
 		names = append(names, c.Name)
@@ -81,8 +81,8 @@ func TestLayersView(t *testing.T) {
 	top0 := tr.Find(l0)
 	require.EqualValues(t, 0o700, top0.Entry.Mode)
 	require.Equal(t, 0, top0.Layer)
-	require.Equal(t, "1", unionContent(t, tr, l0+"/a"))
-	require.Equal(t, "o", unionContent(t, tr, l0+"/d/old"))
+	require.Equal(t, "1", fileContent(t, tr, l0+"/a"))
+	require.Equal(t, "o", fileContent(t, tr, l0+"/d/old"))
 
 	// Layer 1: whiteouts and the opaque marker are the empty files they
 	// are; nothing of layer 0 shows; duplicates: last wins; implied
@@ -91,14 +91,14 @@ func TestLayersView(t *testing.T) {
 	top1 := tr.Find(l1)
 	require.Nil(t, top1.Entry)
 	require.Equal(t, -1, top1.Layer)
-	require.Equal(t, "", unionContent(t, tr, l1+"/.wh.a"))
-	require.Equal(t, "", unionContent(t, tr, l1+"/d/.wh..wh..opq"))
-	require.Equal(t, "p", unionContent(t, tr, l1+"/.wh..wh.plnk/1.2"))
+	require.Equal(t, "", fileContent(t, tr, l1+"/.wh.a"))
+	require.Equal(t, "", fileContent(t, tr, l1+"/d/.wh..wh..opq"))
+	require.Equal(t, "p", fileContent(t, tr, l1+"/.wh..wh.plnk/1.2"))
 	require.Nil(t, tr.Find(l1+"/a"))
 	require.Nil(t, tr.Find(l1+"/d/old"))
-	require.Equal(t, "3", unionContent(t, tr, l1+"/d/c"))
+	require.Equal(t, "3", fileContent(t, tr, l1+"/d/c"))
 	require.Nil(t, tr.Find(l1+"/d").Entry, "implied parent")
-	require.Equal(t, "second", unionContent(t, tr, l1+"/dup"))
+	require.Equal(t, "second", fileContent(t, tr, l1+"/dup"))
 	h := tr.Find(l1 + "/h")
 	require.Equal(t, tarindex.TypeReg, h.Entry.Type)
 	require.Zero(t, h.Entry.Size)
@@ -112,12 +112,12 @@ func TestLayersView(t *testing.T) {
 	require.Equal(t, x.Ino, y.Ino)
 	require.Equal(t, x.Ino, z.Ino)
 	require.EqualValues(t, 3, z.Nlink)
-	require.Equal(t, "x", unionContent(t, tr, l2+"/z"))
+	require.Equal(t, "x", fileContent(t, tr, l2+"/z"))
 
 	// Stable: a second build numbers every path alike.
 	again, err := BuildLayersView(img)
 	require.NoError(t, err)
-	require.Equal(t, unionInos(tr), unionInos(again))
+	require.Equal(t, inodes(tr), inodes(again))
 }
 
 func TestLayersViewDuplicatesAndTypeChanges(t *testing.T) {
@@ -132,17 +132,17 @@ func TestLayersViewDuplicatesAndTypeChanges(t *testing.T) {
 		})
 	tr, err := BuildLayersView(img)
 	require.NoError(t, err)
-	unionCheckView(t, img, tr)
-	l0 := unionViewName(img, 0)
+	checkView(t, img, tr)
+	l0 := viewName(img, 0)
 	dd := tr.Find(l0 + "/dd")
 	require.EqualValues(t, 0o750, dd.Entry.Mode)
 	require.Len(t, dd.Children(), 2)
-	require.Equal(t, "file", unionContent(t, tr, l0+"/d2f"))
-	require.Equal(t, "g", unionContent(t, tr, l0+"/f/g"), "a later entry below a file replaces it, as in the union")
-	require.Equal(t, "v1", unionContent(t, tr, l0+"/early"), "the link keeps what it linked to")
-	require.Equal(t, "v2", unionContent(t, tr, l0+"/later"))
-	require.Equal(t, "", unionContent(t, tr, l0+"/fwd"), "target only later in the layer: the stored entry")
-	require.Equal(t, "", unionContent(t, tr, l0+"/todir"), "directory target: the stored entry")
+	require.Equal(t, "file", fileContent(t, tr, l0+"/d2f"))
+	require.Equal(t, "g", fileContent(t, tr, l0+"/f/g"), "a later entry below a file replaces it, as in the union")
+	require.Equal(t, "v1", fileContent(t, tr, l0+"/early"), "the link keeps what it linked to")
+	require.Equal(t, "v2", fileContent(t, tr, l0+"/later"))
+	require.Equal(t, "", fileContent(t, tr, l0+"/fwd"), "target only later in the layer: the stored entry")
+	require.Equal(t, "", fileContent(t, tr, l0+"/todir"), "directory target: the stored entry")
 }
 
 func TestLayersViewWhiteoutBelowFile(t *testing.T) {
@@ -151,12 +151,12 @@ func TestLayersViewWhiteoutBelowFile(t *testing.T) {
 		[]imagetest.Entry{imagetest.File("srv/shared", "now a file"), imagetest.Whiteout("srv/shared/owned")})
 	lv, err := BuildLayersView(img)
 	require.NoError(t, err)
-	unionCheckView(t, img, lv)
-	l1 := unionViewName(img, 1)
-	require.Equal(t, "now a file", unionContent(t, lv, l1+"/srv/shared"), "a whiteout never displaces a file")
+	checkView(t, img, lv)
+	l1 := viewName(img, 1)
+	require.Equal(t, "now a file", fileContent(t, lv, l1+"/srv/shared"), "a whiteout never displaces a file")
 	u, err := BuildUnion(img)
 	require.NoError(t, err)
-	require.Equal(t, "now a file", unionContent(t, u, "srv/shared"))
+	require.Equal(t, "now a file", fileContent(t, u, "srv/shared"))
 }
 
 func TestLayersViewNames(t *testing.T) {
@@ -167,7 +167,7 @@ func TestLayersViewNames(t *testing.T) {
 	img := imagetest.Layers(t, layers...)
 	tr, err := BuildLayersView(img)
 	require.NoError(t, err)
-	unionCheckView(t, img, tr)
+	checkView(t, img, tr)
 	kids := tr.Root.Children()
 	require.Equal(t, "000-"+img.Layers[0].DiffID.Encoded()[:12], kids[0].Name, "three digits from 100 layers on")
 	require.Equal(t, "099-"+img.Layers[99].DiffID.Encoded()[:12], kids[99].Name)

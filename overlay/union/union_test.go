@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,7 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func unionContent(t *testing.T, tr *Tree, p string) string {
+func fileContent(t *testing.T, tr *Tree, p string) string {
 	t.Helper()
 	n := tr.Find(p)
 	require.NotNil(t, n, "%s missing", p)
@@ -38,7 +39,7 @@ func unionContent(t *testing.T, tr *Tree, p string) string {
 	return string(buf)
 }
 
-func unionPaths(tr *Tree) []string {
+func treePaths(tr *Tree) []string {
 	var out []string
 	Walk(tr.Root, func(n *Node) {
 		if n.Parent != nil {
@@ -48,19 +49,19 @@ func unionPaths(tr *Tree) []string {
 	return out
 }
 
-// unionFact is what one path looks like: from our tree or from disk.
-type unionFact struct {
+// pathFact is what one path looks like: from our tree or from disk.
+type pathFact struct {
 	typ     tarindex.Type
 	mode    uint32 // permission bits (07777)
 	content string // regular files
 	link    string // symlinks
 }
 
-func unionTreeFacts(t *testing.T, tr *Tree) map[string]unionFact {
+func treeFacts(t *testing.T, tr *Tree) map[string]pathFact {
 	t.Helper()
-	facts := map[string]unionFact{}
+	facts := map[string]pathFact{}
 	Walk(tr.Root, func(n *Node) {
-		f := unionFact{typ: tarindex.TypeDir, mode: 0o755}
+		f := pathFact{typ: tarindex.TypeDir, mode: 0o755}
 		if n.Entry != nil {
 			f.typ, f.mode = n.Entry.Type, n.Entry.Mode
 			switch f.typ {
@@ -80,9 +81,9 @@ func unionTreeFacts(t *testing.T, tr *Tree) map[string]unionFact {
 	return facts
 }
 
-// unionLinkGroups maps each non-directory path to the first path (in sorted
+// linkGroups maps each non-directory path to the first path (in sorted
 // order) of the set of paths sharing its inode.
-func unionLinkGroups(inos map[string]uint64) map[string]string {
+func linkGroups(inos map[string]uint64) map[string]string {
 	first := map[uint64]string{}
 	paths := make([]string, 0, len(inos))
 	for p := range inos {
@@ -99,8 +100,8 @@ func unionLinkGroups(inos map[string]uint64) map[string]string {
 	return out
 }
 
-// unionCheckInvariants checks what must hold of every union tree.
-func unionCheckInvariants(t *testing.T, tr *Tree) {
+// checkInvariants checks what must hold of every union tree.
+func checkInvariants(t *testing.T, tr *Tree) {
 	t.Helper()
 	require.Nil(t, tr.Root.Parent)
 	require.Empty(t, tr.Root.Name)
@@ -150,17 +151,17 @@ func unionCheckInvariants(t *testing.T, tr *Tree) {
 	}
 }
 
-// unionOracleCheck unpacks the layers with `umoci unpack` (skipped when
+// checkAgainstUmoci unpacks the layers with `umoci unpack` (skipped when
 // umoci is not installed) and requires the same paths, types, permission
 // bits, contents, symlink targets and hardlink groups as tr.
-func unionOracleCheck(t *testing.T, layers [][]imagetest.Entry, tr *Tree) {
+func checkAgainstUmoci(t *testing.T, layers [][]imagetest.Entry, tr *Tree) {
 	t.Helper()
-	rootfs, ok := unionUmoci(t, layers, true)
+	rootfs, ok := umociUnpack(t, layers, true)
 	if !ok {
 		return
 	}
-	disk, diskInos := unionDiskFacts(t, rootfs)
-	ours := unionTreeFacts(t, tr)
+	disk, diskInos := diskFacts(t, rootfs)
+	ours := treeFacts(t, tr)
 	oursInos := map[string]uint64{}
 	Walk(tr.Root, func(n *Node) {
 		if !n.IsDir() {
@@ -168,13 +169,13 @@ func unionOracleCheck(t *testing.T, layers [][]imagetest.Entry, tr *Tree) {
 		}
 	})
 	require.Equal(t, disk, ours, "union differs from umoci unpack")
-	require.Equal(t, unionLinkGroups(diskInos), unionLinkGroups(oursInos), "hardlink groups differ from umoci unpack")
+	require.Equal(t, linkGroups(diskInos), linkGroups(oursInos), "hardlink groups differ from umoci unpack")
 }
 
-// unionUmoci writes layers as an OCI layout and unpacks it with umoci. ok
+// umociUnpack writes layers as an OCI layout and unpacks it with umoci. ok
 // is false when umoci is missing (the test is then not failed); with
 // mustWork, an unpack failure fails the test.
-func unionUmoci(t *testing.T, layers [][]imagetest.Entry, mustWork bool) (rootfs string, ok bool) {
+func umociUnpack(t *testing.T, layers [][]imagetest.Entry, mustWork bool) (rootfs string, ok bool) {
 	t.Helper()
 	if _, err := exec.LookPath("umoci"); err != nil {
 		t.Log("umoci not installed: oracle comparison skipped")
@@ -224,9 +225,9 @@ func unionUmoci(t *testing.T, layers [][]imagetest.Entry, mustWork bool) (rootfs
 	return filepath.Join(dir, "bundle", "rootfs"), true
 }
 
-func unionDiskFacts(t *testing.T, rootfs string) (map[string]unionFact, map[string]uint64) {
+func diskFacts(t *testing.T, rootfs string) (map[string]pathFact, map[string]uint64) {
 	t.Helper()
-	facts := map[string]unionFact{}
+	facts := map[string]pathFact{}
 	inos := map[string]uint64{}
 	err := filepath.WalkDir(rootfs, func(p string, d fs.DirEntry, err error) error {
 		require.NoError(t, err)
@@ -235,7 +236,7 @@ func unionDiskFacts(t *testing.T, rootfs string) (map[string]unionFact, map[stri
 		fi, err := d.Info()
 		require.NoError(t, err)
 		st := fi.Sys().(*syscall.Stat_t)
-		f := unionFact{mode: st.Mode & 0o7777}
+		f := pathFact{mode: st.Mode & 0o7777}
 		switch fi.Mode().Type() {
 		case 0:
 			f.typ = tarindex.TypeReg
@@ -263,12 +264,12 @@ func unionDiskFacts(t *testing.T, rootfs string) (map[string]unionFact, map[stri
 	return facts, inos
 }
 
-// unionCase is one table case: layers, what some paths must look like,
+// tableCase is one table case: layers, what some paths must look like,
 // what must be absent.
-type unionCase struct {
+type tableCase struct {
 	name   string
 	layers [][]imagetest.Entry
-	want   map[string]unionFact // typ defaults to TypeReg; mode 0 is not checked
+	want   map[string]pathFact // typ defaults to TypeReg; mode 0 is not checked
 	absent []string
 	// noOracle says why umoci's result differs from ours (a choice we
 	// made where extraction fails or depends on the whiteout's position);
@@ -276,55 +277,55 @@ type unionCase struct {
 	noOracle string
 }
 
-func unionReg(content string) unionFact { return unionFact{typ: tarindex.TypeReg, content: content} }
-func unionIsDir(mode uint32) unionFact  { return unionFact{typ: tarindex.TypeDir, mode: mode} }
-func unionLink(target string) unionFact { return unionFact{typ: tarindex.TypeSymlink, link: target} }
+func regFact(content string) pathFact    { return pathFact{typ: tarindex.TypeReg, content: content} }
+func dirFact(mode uint32) pathFact       { return pathFact{typ: tarindex.TypeDir, mode: mode} }
+func symlinkFact(target string) pathFact { return pathFact{typ: tarindex.TypeSymlink, link: target} }
 
-var unionCases = []unionCase{
+var tableCases = []tableCase{
 	{name: "hardlink keeps old content when its target is replaced",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("a", "old"), imagetest.Hardlink("b", "a")},
 			{imagetest.File("a", "new")}},
-		want: map[string]unionFact{"a": unionReg("new"), "b": unionReg("old")}},
+		want: map[string]pathFact{"a": regFact("new"), "b": regFact("old")}},
 	{name: "hardlink survives a whiteout of its target",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("d"), imagetest.File("d/a", "x"), imagetest.Hardlink("d/b", "d/a")},
 			{imagetest.Whiteout("d/a")}},
-		want:   map[string]unionFact{"d/b": unionReg("x")},
+		want:   map[string]pathFact{"d/b": regFact("x")},
 		absent: []string{"d/a"}},
 	{name: "hardlink survives a whiteout of its target's directory",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("d"), imagetest.File("d/a", "x"), imagetest.Hardlink("b", "d/a")},
 			{imagetest.Whiteout("d")}},
-		want:   map[string]unionFact{"b": unionReg("x")},
+		want:   map[string]pathFact{"b": regFact("x")},
 		absent: []string{"d"}},
 	{name: "whiteout before the same name in one layer: the file stays",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("foo", "lower")},
 			{imagetest.Whiteout("foo"), imagetest.File("foo", "upper")}},
-		want: map[string]unionFact{"foo": unionReg("upper")}},
+		want: map[string]pathFact{"foo": regFact("upper")}},
 	{name: "whiteout after the same name in one layer: the file stays",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("foo", "lower")},
 			{imagetest.File("foo", "upper"), imagetest.Whiteout("foo")}},
-		want: map[string]unionFact{"foo": unionReg("upper")}},
+		want: map[string]pathFact{"foo": regFact("upper")}},
 	{name: "whiteout after the same directory in one layer: lower children go",
 		layers: [][]imagetest.Entry{
 			{imagetest.DirMode("t", 0o700), imagetest.File("t/old", "o")},
 			{imagetest.DirMode("t", 0o750), imagetest.File("t/new", "n"), imagetest.Whiteout("t")}},
-		want:   map[string]unionFact{"t": unionIsDir(0o750), "t/new": unionReg("n")},
+		want:   map[string]pathFact{"t": dirFact(0o750), "t/new": regFact("n")},
 		absent: []string{"t/old"}},
 	{name: "opaque marker after new siblings",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("d"), imagetest.File("d/old", "o"), imagetest.Dir("d/sub"), imagetest.File("d/sub/y", "y")},
 			{imagetest.Dir("d"), imagetest.File("d/new", "n"), imagetest.Opaque("d")}},
-		want:   map[string]unionFact{"d/new": unionReg("n")},
+		want:   map[string]pathFact{"d/new": regFact("n")},
 		absent: []string{"d/old", "d/sub"}},
 	{name: "opaque marker before new siblings",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("d"), imagetest.File("d/old", "o"), imagetest.Dir("d/sub"), imagetest.File("d/sub/y", "y")},
 			{imagetest.Opaque("d"), imagetest.File("d/new", "n"), imagetest.File("d/sub/z", "z")}},
-		want:   map[string]unionFact{"d/new": unionReg("n"), "d/sub": unionIsDir(0o755), "d/sub/z": unionReg("z")},
+		want:   map[string]pathFact{"d/new": regFact("n"), "d/sub": dirFact(0o755), "d/sub/z": regFact("z")},
 		absent: []string{"d/old", "d/sub/y"}},
 	{name: "opaque marker after a new child of a lower subdirectory",
 		layers: [][]imagetest.Entry{
@@ -332,43 +333,43 @@ var unionCases = []unionCase{
 			{imagetest.File("d/sub/z", "z"), imagetest.Opaque("d")}},
 		// The lower d/sub is hidden; this layer's d/sub/z needs a parent,
 		// synthesized: the same result as with the marker first.
-		want:     map[string]unionFact{"d/sub": unionIsDir(0o755), "d/sub/z": unionReg("z")},
+		want:     map[string]pathFact{"d/sub": dirFact(0o755), "d/sub/z": regFact("z")},
 		absent:   []string{"d/sub/y"},
 		noOracle: "umoci keeps the hidden lower d/sub's mode 0700 when the marker comes after d/sub/z (and 0755 when it comes first)"},
 	{name: "opaque marker on a directory new in its layer",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("x", "x")},
 			{imagetest.Dir("n"), imagetest.Opaque("n"), imagetest.File("n/f", "f")}},
-		want: map[string]unionFact{"n/f": unionReg("f"), "x": unionReg("x")}},
+		want: map[string]pathFact{"n/f": regFact("f"), "x": regFact("x")}},
 	{name: "opaque marker at the root",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("a", "a"), imagetest.Dir("b"), imagetest.File("b/c", "c")},
 			{imagetest.File("n", "n"), imagetest.Opaque("")}},
-		want:   map[string]unionFact{"n": unionReg("n")},
+		want:   map[string]pathFact{"n": regFact("n")},
 		absent: []string{"a", "b"}},
 	{name: "file replaced by a directory and back",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("x", "f1")},
 			{imagetest.Dir("x"), imagetest.File("x/in", "i")},
 			{imagetest.File("x", "f2")}},
-		want:   map[string]unionFact{"x": unionReg("f2")},
+		want:   map[string]pathFact{"x": regFact("f2")},
 		absent: []string{"x/in"}},
 	{name: "directory over a file takes the directory's attributes",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("x", "f1")},
 			{imagetest.DirMode("x", 0o700)}},
-		want: map[string]unionFact{"x": unionIsDir(0o700)}},
+		want: map[string]pathFact{"x": dirFact(0o700)}},
 	{name: "directory over a symlink",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("real"), imagetest.File("real/r", "r"), imagetest.Symlink("s", "real")},
 			{imagetest.Dir("s"), imagetest.File("s/f", "z")}},
-		want:   map[string]unionFact{"s": unionIsDir(0o755), "s/f": unionReg("z"), "real/r": unionReg("r")},
+		want:   map[string]pathFact{"s": dirFact(0o755), "s/f": regFact("z"), "real/r": regFact("r")},
 		absent: []string{"s/r", "real/f"}},
 	{name: "symlink over a directory hides its subtree",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("d"), imagetest.File("d/f", "f")},
 			{imagetest.Symlink("d", "elsewhere")}},
-		want:   map[string]unionFact{"d": {typ: tarindex.TypeSymlink, link: "elsewhere"}},
+		want:   map[string]pathFact{"d": {typ: tarindex.TypeSymlink, link: "elsewhere"}},
 		absent: []string{"d/f"}},
 	{name: "duplicate entries in one layer: the last wins",
 		layers: [][]imagetest.Entry{
@@ -377,189 +378,189 @@ var unionCases = []unionCase{
 				imagetest.Dir("d2f"), imagetest.File("d2f/c", "c"), imagetest.File("d2f", "now a file"),
 				imagetest.DirMode("dd", 0o700), imagetest.File("dd/a", "a"), imagetest.DirMode("dd", 0o750), imagetest.File("dd/b", "b"),
 				imagetest.Symlink("s", "t1"), imagetest.Symlink("s", "t2")}},
-		want: map[string]unionFact{
-			"dup": unionReg("two"), "f2d": unionIsDir(0o711), "d2f": unionReg("now a file"),
-			"dd": unionIsDir(0o750), "dd/a": unionReg("a"), "dd/b": unionReg("b"),
+		want: map[string]pathFact{
+			"dup": regFact("two"), "f2d": dirFact(0o711), "d2f": regFact("now a file"),
+			"dd": dirFact(0o750), "dd/a": regFact("a"), "dd/b": regFact("b"),
 			"s": {typ: tarindex.TypeSymlink, link: "t2"}},
 		absent: []string{"d2f/c"}},
 	{name: "whiteout of a subtree, then one child re-created",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("t"), imagetest.File("t/a", "a"), imagetest.File("t/b", "b"), imagetest.Dir("t/sub"), imagetest.File("t/sub/c", "c")},
 			{imagetest.Whiteout("t"), imagetest.Dir("t"), imagetest.File("t/a", "A")}},
-		want:   map[string]unionFact{"t/a": unionReg("A")},
+		want:   map[string]pathFact{"t/a": regFact("A")},
 		absent: []string{"t/b", "t/sub"}},
 	{name: "whiteout of a subtree after one child was re-created",
 		layers: [][]imagetest.Entry{
 			{imagetest.DirMode("t", 0o700), imagetest.File("t/a", "a"), imagetest.File("t/b", "b")},
 			{imagetest.File("t/a", "A"), imagetest.Whiteout("t")}},
-		want:     map[string]unionFact{"t": unionIsDir(0o755), "t/a": unionReg("A")},
+		want:     map[string]pathFact{"t": dirFact(0o755), "t/a": regFact("A")},
 		absent:   []string{"t/b"},
 		noOracle: "umoci keeps the whited-out t's mode 0700 when the whiteout comes after t/a (and 0755 when it comes first)"},
 	{name: "implied parents are synthesized",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("p/q/r", "deep")}},
-		want: map[string]unionFact{"p": unionIsDir(0o755), "p/q": unionIsDir(0o755), "p/q/r": unionReg("deep")}},
+		want: map[string]pathFact{"p": dirFact(0o755), "p/q": dirFact(0o755), "p/q/r": regFact("deep")}},
 	{name: "implied parent keeps a lower directory's attributes",
 		layers: [][]imagetest.Entry{
 			{imagetest.DirMode("a", 0o700), imagetest.File("a/old", "o")},
 			{imagetest.File("a/b", "b")}},
-		want: map[string]unionFact{"a": unionIsDir(0o700), "a/old": unionReg("o"), "a/b": unionReg("b")}},
+		want: map[string]pathFact{"a": dirFact(0o700), "a/old": regFact("o"), "a/b": regFact("b")}},
 	{name: "implied parent replaces a lower file",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("a", "file")},
 			{imagetest.File("a/b", "b")}},
-		want:     map[string]unionFact{"a": unionIsDir(0o755), "a/b": unionReg("b")},
+		want:     map[string]pathFact{"a": dirFact(0o755), "a/b": regFact("b")},
 		noOracle: "umoci fails: a is not a directory"},
 	{name: "an entry under a lower symlink lands in its target",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("real"), imagetest.File("real/r", "r"), imagetest.Symlink("l", "real")},
 			{imagetest.File("l/c", "c")}},
-		want: map[string]unionFact{"l": unionLink("real"), "real/c": unionReg("c"), "real/r": unionReg("r")}},
+		want: map[string]pathFact{"l": symlinkFact("real"), "real/c": regFact("c"), "real/r": regFact("r")}},
 	{name: "absolute and chained symlinks are followed within the root",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("usr"), imagetest.Dir("usr/lib"), imagetest.Symlink("lib", "/usr/lib"), imagetest.Symlink("lib64", "lib"),
 				imagetest.Dir("a"), imagetest.Dir("a/b"), imagetest.Dir("c"), imagetest.Symlink("a/b/up", "../../c"), imagetest.Symlink("a/esc", "../../../../c")},
 			{imagetest.File("lib/x", "x"), imagetest.File("lib64/y", "y"), imagetest.File("a/b/up/z", "z"), imagetest.File("a/esc/w", "w")}},
-		want: map[string]unionFact{"lib": unionLink("/usr/lib"), "lib64": unionLink("lib"), "a/b/up": unionLink("../../c"),
-			"usr/lib/x": unionReg("x"), "usr/lib/y": unionReg("y"), "c/z": unionReg("z"), "c/w": unionReg("w")}},
+		want: map[string]pathFact{"lib": symlinkFact("/usr/lib"), "lib64": symlinkFact("lib"), "a/b/up": symlinkFact("../../c"),
+			"usr/lib/x": regFact("x"), "usr/lib/y": regFact("y"), "c/z": regFact("z"), "c/w": regFact("w")}},
 	{name: "whiteouts and hardlink targets under a symlink",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("real"), imagetest.File("real/gone", "g"), imagetest.File("real/keep", "k"), imagetest.File("real/t", "t"), imagetest.Symlink("l", "real")},
 			{imagetest.Whiteout("l/gone"), imagetest.Hardlink("hl", "l/t")}},
-		want:   map[string]unionFact{"l": unionLink("real"), "real/keep": unionReg("k"), "hl": unionReg("t")},
+		want:   map[string]pathFact{"l": symlinkFact("real"), "real/keep": regFact("k"), "hl": regFact("t")},
 		absent: []string{"real/gone"}},
 	{name: "a symlink whited out, then a path under its name in the same layer",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("real"), imagetest.Symlink("l", "real")},
 			{imagetest.File("l/a", "a"), imagetest.Whiteout("l"), imagetest.File("l/b", "b")}},
-		want:   map[string]unionFact{"real/a": unionReg("a"), "l": unionIsDir(0o755), "l/b": unionReg("b")},
+		want:   map[string]pathFact{"real/a": regFact("a"), "l": dirFact(0o755), "l/b": regFact("b")},
 		absent: []string{"real/b"}},
 	{name: "an entry under a symlink to a file replaces the symlink",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("f", "f"), imagetest.Symlink("l", "f")},
 			{imagetest.File("l/c", "c")}},
-		want:     map[string]unionFact{"f": unionReg("f"), "l": unionIsDir(0o755), "l/c": unionReg("c")},
+		want:     map[string]pathFact{"f": regFact("f"), "l": dirFact(0o755), "l/c": regFact("c")},
 		noOracle: "umoci fails: l is not a directory"},
 	{name: "an entry under a dangling symlink makes its target",
 		layers: [][]imagetest.Entry{
 			{imagetest.Symlink("l", "missing/../missing/dir")},
 			{imagetest.File("l/c", "c")}},
-		want: map[string]unionFact{"l": unionLink("missing/../missing/dir"), "missing/dir": unionIsDir(0o755), "missing/dir/c": unionReg("c")}},
+		want: map[string]pathFact{"l": symlinkFact("missing/../missing/dir"), "missing/dir": dirFact(0o755), "missing/dir/c": regFact("c")}},
 	{name: "an entry under a looping symlink replaces the symlink",
 		layers: [][]imagetest.Entry{
 			{imagetest.Symlink("l", "l")},
 			{imagetest.File("l/c", "c")}},
-		want:     map[string]unionFact{"l": unionIsDir(0o755), "l/c": unionReg("c")},
+		want:     map[string]pathFact{"l": dirFact(0o755), "l/c": regFact("c")},
 		noOracle: "umoci fails: too many levels of symbolic links"},
 	{name: "opaque marker before a new child of a lower subdirectory",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("d"), imagetest.DirMode("d/sub", 0o700), imagetest.File("d/sub/y", "y")},
 			{imagetest.Opaque("d"), imagetest.File("d/sub/z", "z")}},
-		want:   map[string]unionFact{"d/sub": unionIsDir(0o755), "d/sub/z": unionReg("z")},
+		want:   map[string]pathFact{"d/sub": dirFact(0o755), "d/sub/z": regFact("z")},
 		absent: []string{"d/sub/y"}},
 	{name: "whiteout of a subtree before one child is re-created",
 		layers: [][]imagetest.Entry{
 			{imagetest.DirMode("t", 0o700), imagetest.File("t/a", "a"), imagetest.File("t/b", "b")},
 			{imagetest.Whiteout("t"), imagetest.File("t/a", "A")}},
-		want:   map[string]unionFact{"t": unionIsDir(0o755), "t/a": unionReg("A")},
+		want:   map[string]pathFact{"t": dirFact(0o755), "t/a": regFact("A")},
 		absent: []string{"t/b"}},
 	{name: "AUFS metadata is skipped",
 		layers: [][]imagetest.Entry{
 			{imagetest.File(".wh..wh.aufs", ""), imagetest.Dir(".wh..wh.orph"), imagetest.Dir("d"), imagetest.File("d/.wh..wh.foo", ""), imagetest.File("d/f", "f")}},
-		want:   map[string]unionFact{"d/f": unionReg("f")},
+		want:   map[string]pathFact{"d/f": regFact("f")},
 		absent: []string{".wh..wh.aufs", ".wh..wh.orph", "d/.wh..wh.foo"}},
 	{name: "AUFS hardlink stash serves links and stays hidden",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir(".wh..wh.plnk"), imagetest.File(".wh..wh.plnk/123.456", "stashed"), imagetest.Hardlink("x", ".wh..wh.plnk/123.456"), imagetest.Hardlink("y", ".wh..wh.plnk/123.456")}},
-		want:     map[string]unionFact{"x": unionReg("stashed"), "y": unionReg("stashed")},
+		want:     map[string]pathFact{"x": regFact("stashed"), "y": regFact("stashed")},
 		absent:   []string{".wh..wh.plnk"},
 		noOracle: "umoci shows .wh..wh.plnk (Docker hides it and resolves links into it, as we do)"},
 	{name: "entries below a whiteout-named directory are skipped",
 		layers: [][]imagetest.Entry{
 			{imagetest.File(".wh.x/y", "y"), imagetest.File("d/.wh.z/w", "w"), imagetest.File("d/ok", "ok")}},
-		want:     map[string]unionFact{"d/ok": unionReg("ok")},
+		want:     map[string]pathFact{"d/ok": regFact("ok")},
 		absent:   []string{".wh.x", "d/.wh.z"},
 		noOracle: "umoci extracts them (no .wh. name is ever shown in our union)"},
 	{name: "whiteout in a lower layer does not hide upper content",
 		layers: [][]imagetest.Entry{
 			{imagetest.Whiteout("z")},
 			{imagetest.File("z", "up")}},
-		want: map[string]unionFact{"z": unionReg("up")}},
+		want: map[string]pathFact{"z": regFact("up")}},
 	{name: "whiteout of a missing path creates nothing",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("keep", "k")},
 			{imagetest.Whiteout("x/y/z"), imagetest.Whiteout("nothing"), imagetest.Opaque("nodir")}},
-		want:   map[string]unionFact{"keep": unionReg("k")},
+		want:   map[string]pathFact{"keep": regFact("k")},
 		absent: []string{"x", "nothing", "nodir"}},
 	{name: "whiteout below a file that replaced its directory",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("srv/shared"), imagetest.File("srv/shared/owned", "o")},
 			{imagetest.File("srv/shared", "now a file"), imagetest.Whiteout("srv/shared/owned")}},
-		want: map[string]unionFact{"srv/shared": unionReg("now a file")}},
+		want: map[string]pathFact{"srv/shared": regFact("now a file")}},
 	{name: "whiteout of a fifo and a symlink",
 		layers: [][]imagetest.Entry{
 			{imagetest.Dir("dev"), imagetest.Fifo("dev/fifo"), imagetest.Fifo("dev/keep"), imagetest.Symlink("s", "x")},
 			{imagetest.Whiteout("dev/fifo"), imagetest.Whiteout("s")}},
-		want:   map[string]unionFact{"dev/keep": {typ: tarindex.TypeFifo, mode: 0o600}},
+		want:   map[string]pathFact{"dev/keep": {typ: tarindex.TypeFifo, mode: 0o600}},
 		absent: []string{"dev/fifo", "s"}},
 	{name: "hardlink to a hardlink follows it",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("a", "x"), imagetest.Hardlink("b", "a"), imagetest.Hardlink("c", "b")},
 			{imagetest.File("a", "y")}},
-		want: map[string]unionFact{"a": unionReg("y"), "b": unionReg("x"), "c": unionReg("x")}},
+		want: map[string]pathFact{"a": regFact("y"), "b": regFact("x"), "c": regFact("x")}},
 	{name: "hardlink in an upper layer to a lower file",
 		layers: [][]imagetest.Entry{
 			{imagetest.FileMode("a", "x", 0o4755)},
 			{imagetest.Hardlink("b", "a")}},
-		want: map[string]unionFact{"a": {typ: tarindex.TypeReg, content: "x", mode: 0o4755}, "b": {typ: tarindex.TypeReg, content: "x", mode: 0o4755}}},
+		want: map[string]pathFact{"a": {typ: tarindex.TypeReg, content: "x", mode: 0o4755}, "b": {typ: tarindex.TypeReg, content: "x", mode: 0o4755}}},
 	{name: "hardlink made before a same-layer whiteout of its lower target",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("a", "x")},
 			{imagetest.Hardlink("b", "a"), imagetest.Whiteout("a")}},
-		want:   map[string]unionFact{"b": unionReg("x")},
+		want:   map[string]pathFact{"b": regFact("x")},
 		absent: []string{"a"}},
 	{name: "hardlink to a target replaced earlier in its layer",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("a", "1")},
 			{imagetest.File("a", "2"), imagetest.Hardlink("b", "a")}},
-		want: map[string]unionFact{"a": unionReg("2"), "b": unionReg("2")}},
+		want: map[string]pathFact{"a": regFact("2"), "b": regFact("2")}},
 	{name: "hardlink to itself keeps the file",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("a", "x"), imagetest.Hardlink("a", "a")}},
-		want:     map[string]unionFact{"a": unionReg("x")},
+		want:     map[string]pathFact{"a": regFact("x")},
 		noOracle: "umoci removes a before linking to it and fails; GNU tar keeps a, as we do"},
 	{name: "hardlink to a symlink",
 		layers: [][]imagetest.Entry{
 			{imagetest.Symlink("s", "t"), imagetest.Hardlink("h", "s")}},
-		want: map[string]unionFact{"h": {typ: tarindex.TypeSymlink, link: "t"}}},
+		want: map[string]pathFact{"h": {typ: tarindex.TypeSymlink, link: "t"}}},
 	{name: "hardlink whose path a later layer replaces",
 		layers: [][]imagetest.Entry{
 			{imagetest.File("a", "x"), imagetest.Hardlink("b", "a")},
 			{imagetest.File("b", "own")}},
-		want: map[string]unionFact{"a": unionReg("x"), "b": unionReg("own")}},
+		want: map[string]pathFact{"a": regFact("x"), "b": regFact("own")}},
 	{name: "root attributes from the last \".\" entry",
 		layers: [][]imagetest.Entry{
 			{imagetest.DirMode("./", 0o700), imagetest.File("f", "f")},
 			{imagetest.DirMode(".", 0o750)},
 			{imagetest.File("g", "g")}},
-		want: map[string]unionFact{".": unionIsDir(0o750)}},
+		want: map[string]pathFact{".": dirFact(0o750)}},
 	{name: "modes of files and directories are kept",
 		layers: [][]imagetest.Entry{
 			{imagetest.DirMode("tmp", 0o1777), imagetest.FileMode("su", "s", 0o4755), imagetest.FileMode("wall", "w", 0o2755)}},
-		want: map[string]unionFact{"tmp": unionIsDir(0o1777), "su": {typ: tarindex.TypeReg, content: "s", mode: 0o4755}}},
+		want: map[string]pathFact{"tmp": dirFact(0o1777), "su": {typ: tarindex.TypeReg, content: "s", mode: 0o4755}}},
 }
 
 func TestUnionCases(t *testing.T) {
-	for _, tc := range unionCases {
+	for _, tc := range tableCases {
 		t.Run(tc.name, func(t *testing.T) {
 			img := imagetest.Layers(t, tc.layers...)
 			tr, err := BuildUnion(img)
 			require.NoError(t, err)
-			unionCheckInvariants(t, tr)
-			facts := unionTreeFacts(t, tr)
+			checkInvariants(t, tr)
+			facts := treeFacts(t, tr)
 			for p, w := range tc.want {
 				got, ok := facts[p]
-				require.True(t, ok, "%s missing; have %v", p, unionPaths(tr))
+				require.True(t, ok, "%s missing; have %v", p, treePaths(tr))
 				require.Equal(t, w.typ, got.typ, "%s: type", p)
 				if w.mode != 0 {
 					require.Equal(t, w.mode, got.mode, "%s: mode %o", p, got.mode)
@@ -573,15 +574,15 @@ func TestUnionCases(t *testing.T) {
 			// Deterministic: a second build numbers every path alike.
 			again, err := BuildUnion(img)
 			require.NoError(t, err)
-			require.Equal(t, unionInos(tr), unionInos(again))
+			require.Equal(t, inodes(tr), inodes(again))
 			if tc.noOracle == "" {
-				unionOracleCheck(t, tc.layers, tr)
+				checkAgainstUmoci(t, tc.layers, tr)
 			}
 		})
 	}
 }
 
-func unionInos(tr *Tree) map[string]uint64 {
+func inodes(tr *Tree) map[string]uint64 {
 	m := map[string]uint64{}
 	Walk(tr.Root, func(n *Node) { m[n.Path()] = n.Ino })
 	return m
@@ -593,7 +594,7 @@ func TestUnionHardlinkInodesAndNlink(t *testing.T) {
 		[]imagetest.Entry{imagetest.Hardlink("d", "c")},
 		[]imagetest.Entry{imagetest.File("a", "y")}))
 	require.NoError(t, err)
-	unionCheckInvariants(t, tr)
+	checkInvariants(t, tr)
 	a, b, c, d := tr.Find("a"), tr.Find("b"), tr.Find("c"), tr.Find("d")
 	require.Equal(t, b.Ino, c.Ino)
 	require.Equal(t, b.Ino, d.Ino, "a link made in a later layer shares the inode too")
@@ -604,8 +605,8 @@ func TestUnionHardlinkInodesAndNlink(t *testing.T) {
 	require.Same(t, b.Entry, d.Entry)
 	require.Equal(t, "a", b.Entry.Name, "the entry is the target's")
 	require.Equal(t, tarindex.TypeReg, b.Entry.Type)
-	require.Equal(t, "x", unionContent(t, tr, "d"))
-	require.Equal(t, "y", unionContent(t, tr, "a"))
+	require.Equal(t, "x", fileContent(t, tr, "d"))
+	require.Equal(t, "y", fileContent(t, tr, "a"))
 	require.Equal(t, uint64(1), tr.Root.Ino)
 	data, ok := tr.Slice(d, 0, 10)
 	require.True(t, ok)
@@ -636,14 +637,14 @@ func TestUnionHardlinkErrors(t *testing.T) {
 			_, err := BuildUnion(img)
 			require.Error(t, err)
 			require.ErrorIs(t, err, archive.ErrCorruptLayer)
-			require.Contains(t, err.Error(), "layer "+unionItoa(tc.layer)+" ("+archive.ShortDigest(img.Layers[tc.layer].DiffID)+")")
+			require.Contains(t, err.Error(), "layer "+strconv.Itoa(tc.layer)+" ("+archive.ShortDigest(img.Layers[tc.layer].DiffID)+")")
 			for _, m := range tc.msg {
 				require.Contains(t, err.Error(), m)
 			}
 			if tc.name == "target whited out earlier in the same layer" {
 				// The oracle agrees: extraction has nothing to link to.
 				if _, err := exec.LookPath("umoci"); err == nil {
-					_, ok := unionUmoci(t, tc.layers, false)
+					_, ok := umociUnpack(t, tc.layers, false)
 					require.False(t, ok, "umoci unpacked a layer we refuse")
 				}
 			}
@@ -717,7 +718,7 @@ func TestUnionScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
 	}
-	img := unionSyntheticImage(200_000, 3)
+	img := syntheticImage(200_000, 3)
 	tr, err := BuildUnion(img)
 	require.NoError(t, err)
 	files, dirs := 0, 0
@@ -732,12 +733,12 @@ func TestUnionScale(t *testing.T) {
 	require.Positive(t, files)
 }
 
-// unionSyntheticImage makes an image of about n entries over the given
+// syntheticImage makes an image of about n entries over the given
 // number of layers without writing tars (only the indexes matter to the
 // build): a base with a deep tree of directories and files, then layers
 // that overwrite every tenth file, add new files, hardlink, white out
 // files and whole directories and mark some directories opaque.
-func unionSyntheticImage(n, layers int) *archive.Image {
+func syntheticImage(n, layers int) *archive.Image {
 	img := &archive.Image{}
 	per := n / layers
 	for l := 0; l < layers; l++ {
@@ -746,15 +747,15 @@ func unionSyntheticImage(n, layers int) *archive.Image {
 			es = append(es, tarindex.Entry{Name: name, Type: typ, Size: size, Mode: 0o644, Linkname: link})
 		}
 		for i := 0; len(es) < per; i++ {
-			top := "usr/share/pkg" + unionItoa(i/1000)
-			sub := top + "/sub" + unionItoa(i/50%20)
+			top := "usr/share/pkg" + strconv.Itoa(i/1000)
+			sub := top + "/sub" + strconv.Itoa(i/50%20)
 			if i%50 == 0 {
 				if i%1000 == 0 {
 					add(top, tarindex.TypeDir, 0, "")
 				}
 				add(sub, tarindex.TypeDir, 0, "")
 			}
-			file := sub + "/file-with-a-longish-name-" + unionItoa(i) + ".txt"
+			file := sub + "/file-with-a-longish-name-" + strconv.Itoa(i) + ".txt"
 			switch {
 			case l == 0:
 				add(file, tarindex.TypeReg, int64(100+i%4000), "")
@@ -764,16 +765,16 @@ func unionSyntheticImage(n, layers int) *archive.Image {
 			case i%10 == 0:
 				add(file, tarindex.TypeReg, 10, "") // overwrite
 			case i%10 == 1:
-				add(sub+"/.wh.file-with-a-longish-name-"+unionItoa(i)+".txt", tarindex.TypeReg, 0, "")
+				add(sub+"/.wh.file-with-a-longish-name-"+strconv.Itoa(i)+".txt", tarindex.TypeReg, 0, "")
 			case i%5000 == 2:
-				add(top+"/.wh.sub"+unionItoa(i/50%20), tarindex.TypeReg, 0, "")
+				add(top+"/.wh.sub"+strconv.Itoa(i/50%20), tarindex.TypeReg, 0, "")
 			case i%7000 == 3:
 				add(sub+"/.wh..wh..opq", tarindex.TypeReg, 0, "")
 			default:
-				add(sub+"/new-"+unionItoa(l)+"-"+unionItoa(i), tarindex.TypeReg, 5, "")
+				add(sub+"/new-"+strconv.Itoa(l)+"-"+strconv.Itoa(i), tarindex.TypeReg, 5, "")
 			}
 		}
-		d := digest.FromString("layer " + unionItoa(l))
+		d := digest.FromString("layer " + strconv.Itoa(l))
 		img.Layers = append(img.Layers, &archive.Layer{Index: l, DiffID: d, TarIndex: &tarindex.Index{Entries: es}})
 	}
 	return img
@@ -781,8 +782,8 @@ func unionSyntheticImage(n, layers int) *archive.Image {
 
 func BenchmarkBuildUnion(b *testing.B) {
 	for _, size := range []int{200_000, 1_000_000} {
-		b.Run(unionItoa(size/1000)+"k", func(b *testing.B) {
-			img := unionSyntheticImage(size, 3)
+		b.Run(strconv.Itoa(size/1000)+"k", func(b *testing.B) {
+			img := syntheticImage(size, 3)
 			entries := 0
 			for _, l := range img.Layers {
 				entries += len(l.TarIndex.Entries)
@@ -797,14 +798,14 @@ func BenchmarkBuildUnion(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			b.ReportMetric(float64(unionRetained(func() any { t, _ := BuildUnion(img); return t }))/float64(entries), "retained-B/entry")
+			b.ReportMetric(float64(retainedHeap(func() any { t, _ := BuildUnion(img); return t }))/float64(entries), "retained-B/entry")
 			_ = tr
 		})
 	}
 }
 
-// unionRetained measures the heap that the value made by build keeps alive.
-func unionRetained(build func() any) uint64 {
+// retainedHeap measures the heap that the value made by build keeps alive.
+func retainedHeap(build func() any) uint64 {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -816,18 +817,6 @@ func unionRetained(build func() any) uint64 {
 		return 0
 	}
 	return after.HeapAlloc - before.HeapAlloc
-}
-
-func unionItoa(i int) string {
-	var buf [20]byte
-	n := len(buf)
-	for {
-		n--
-		buf[n] = byte('0' + i%10)
-		if i /= 10; i == 0 {
-			return string(buf[n:])
-		}
-	}
 }
 
 // TestUnionHiddenSparse counts a sparse file's stored fragments, not its
@@ -868,7 +857,7 @@ func TestUnionOverlongNames(t *testing.T) {
 		imagetest.Hardlink("d/link", "d/"+long),
 	}))
 	require.NoError(t, err)
-	require.Equal(t, []string{"d", "d/near", "d/ok"}, unionPaths(tr))
+	require.Equal(t, []string{"d", "d/near", "d/ok"}, treePaths(tr))
 	require.Len(t, tr.Warnings, 4)
 	require.Contains(t, tr.Warnings[2], `"d/far" left out: its symlink target is 4096 bytes`)
 	for _, w := range tr.Warnings {
@@ -891,7 +880,7 @@ func TestUnionSymlinkFanOut(t *testing.T) {
 	tr, err := BuildUnion(imagetest.Layers(t, entries))
 	require.NoError(t, err)
 	require.Len(t, tr.Find("real").Children(), 20000)
-	require.Equal(t, "x", unionContent(t, tr, "real/d19999/f"))
+	require.Equal(t, "x", fileContent(t, tr, "real/d19999/f"))
 
 	// Removals between the entries defeat any cache: the work is bounded
 	// and the layer refused.
@@ -948,8 +937,8 @@ func TestUnionDanglingLinkToWhiteoutName(t *testing.T) {
 		imagetest.File("l/f", "f"),
 	}))
 	require.NoError(t, err)
-	unionCheckInvariants(t, tr)
-	require.Equal(t, []string{"l", "l/f"}, unionPaths(tr))
+	checkInvariants(t, tr)
+	require.Equal(t, []string{"l", "l/f"}, treePaths(tr))
 	require.True(t, tr.Find("l").IsDir())
 }
 
@@ -963,5 +952,5 @@ func TestUnionWhiteoutOfLongName(t *testing.T) {
 	))
 	require.NoError(t, err)
 	require.Empty(t, tr.Warnings)
-	require.Equal(t, []string{"d", "d/keep"}, unionPaths(tr))
+	require.Equal(t, []string{"d", "d/keep"}, treePaths(tr))
 }

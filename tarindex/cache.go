@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"os"
@@ -323,15 +324,12 @@ func (c *Cache) VerifyOnce(key string, want digest.Digest, data []byte) error {
 	if err := want.Validate(); err != nil {
 		return fmt.Errorf("verify %s: digest %q: %w", key, want, err)
 	}
-	marker := ""
-	if c.Dir != "" {
-		marker = filepath.Join(c.Dir, "verified", keyName(key+"|"+want.String()))
-		if isRegular(marker) {
-			if eh := c.takeHash(key); eh != nil {
-				eh.cancel()
-			}
-			return nil
+	marker := c.verifiedMarker(key, want)
+	if marker != "" && isRegular(marker) {
+		if eh := c.takeHash(key); eh != nil {
+			eh.cancel()
 		}
+		return nil
 	}
 	var got digest.Digest
 	if eh := c.takeHash(key); eh != nil {
@@ -350,14 +348,26 @@ func (c *Cache) VerifyOnce(key string, want digest.Digest, data []byte) error {
 	if got != want {
 		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, want)
 	}
-	if marker == "" {
-		return nil
+	c.rememberVerified(marker)
+	return nil
+}
+
+// verifiedMarker is the file whose presence says the bytes under key
+// hashed to want ("" without a cache directory).
+func (c *Cache) verifiedMarker(key string, want digest.Digest) string {
+	if c.Dir == "" {
+		return ""
 	}
-	if err := os.MkdirAll(filepath.Dir(marker), 0o755); err != nil {
-		return nil // the check passed; failing to remember it costs a rehash later
+	return filepath.Join(c.Dir, "verified", keyName(key+"|"+want.String()))
+}
+
+// rememberVerified creates marker (nothing for ""). Failing to is not an
+// error: the check passed, and forgetting it costs a rehash later.
+func (c *Cache) rememberVerified(marker string) {
+	if marker == "" || os.MkdirAll(filepath.Dir(marker), 0o755) != nil {
+		return
 	}
 	_ = writeAtomic(marker, func(*os.File) error { return nil }, false)
-	return nil
 }
 
 // blobName is the path under blobs/ for a stream. want comes from image
@@ -579,23 +589,56 @@ func (c *Cache) startHash(key string, r io.ReaderAt, base, size int64) *earlyHas
 	go func() {
 		defer close(eh.done)
 		h := sha256.New()
-		buf := make([]byte, 256<<10)
-		drop := newDropBehind(r, base)
-		for off := int64(0); off < size; drop.passed(base + off) {
-			if eh.stop.Load() {
-				return
-			}
-			n := int(min(int64(len(buf)), size-off))
-			if err := readFullAt(r, buf[:n], base+off); err != nil {
-				return // VerifyOnce hashes the bytes itself
-			}
-			h.Write(buf[:n])
-			off += int64(n)
+		if hashRange(h, r, base, size, &eh.stop) == nil { // else VerifyOnce hashes the bytes itself
+			eh.sum = digest.NewDigest(digest.SHA256, h)
 		}
-		drop.done(base + size)
-		eh.sum = digest.NewDigest(digest.SHA256, h)
 	}()
 	return eh
+}
+
+// errStopped: a hash was stopped before its end.
+var errStopped = errors.New("stopped")
+
+// hashRange writes [base, base+size) of r into h, read in chunks (a
+// mapping's pages given back behind it), until stop is set.
+func hashRange(h hash.Hash, r io.ReaderAt, base, size int64, stop *atomic.Bool) error {
+	buf := make([]byte, 256<<10)
+	drop := newDropBehind(r, base)
+	defer func() { drop.done(base + size) }()
+	for off := int64(0); off < size; drop.passed(base + off) {
+		if stop != nil && stop.Load() {
+			return errStopped
+		}
+		n := int(min(int64(len(buf)), size-off))
+		if err := readFullAt(r, buf[:n], base+off); err != nil {
+			return err
+		}
+		h.Write(buf[:n])
+		off += int64(n)
+	}
+	return nil
+}
+
+// VerifyAt is VerifyOnce of [base, base+size) of r, read in chunks rather
+// than as one slice: a compressed layer's own bytes against the digest
+// that names them.
+func (c *Cache) VerifyAt(key string, want digest.Digest, r io.ReaderAt, base, size int64) error {
+	if err := want.Validate(); err != nil {
+		return fmt.Errorf("verify %s: digest %q: %w", key, want, err)
+	}
+	marker := c.verifiedMarker(key, want)
+	if marker != "" && isRegular(marker) {
+		return nil
+	}
+	h := want.Algorithm().Hash()
+	if err := hashRange(h, r, base, size, nil); err != nil {
+		return fmt.Errorf("verify %s: %w", key, err)
+	}
+	if got := digest.NewDigest(want.Algorithm(), h); got != want {
+		return fmt.Errorf("%w: got %s, want %s", ErrDigestMismatch, got, want)
+	}
+	c.rememberVerified(marker)
+	return nil
 }
 
 // cancel stops the hash and waits until it no longer reads: the caller

@@ -489,6 +489,7 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 	case tarindex.CompressionNone:
 		err = o.indexStored(l, s, where)
 	case tarindex.CompressionGzip, tarindex.CompressionZstd:
+		checked := o.checkBlobDigest(l, s, where)
 		inPlace := !o.opts.Materialize && tarindex.CanSeek(s.blob.reader(), s.blob.size, comp)
 		if inPlace {
 			err = o.indexInPlace(l, s, where, job)
@@ -497,6 +498,13 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 		if !inPlace {
 			closer, err = o.indexDecompressed(l, s, where, job)
 		}
+		if digestErr := <-checked; err == nil && digestErr != nil {
+			err = digestErr
+			if closer != nil {
+				closer()
+				closer = nil
+			}
+		}
 	default:
 		err = fmt.Errorf("%s: %s-compressed layers are not supported", where, comp)
 	}
@@ -504,6 +512,47 @@ func (o *opener) loadLayer(path string, s layerSrc, job func() string) (*Layer, 
 		return nil, nil, err
 	}
 	return l, closer, nil
+}
+
+// checkBlobDigest checks a compressed layer's own bytes against the digest
+// that names them (its descriptor's or its member name's), on the other
+// core while the layer is indexed, and once per cache like the diff_id: a
+// blob stored under another's digest would otherwise be reported as the
+// one it is not, which skopeo refuses. The diff_id already binds what the
+// mount shows. A blob in a compressed tarball has its digest from the
+// pass over that tarball.
+func (o *opener) checkBlobDigest(l *Layer, s layerSrc, where string) <-chan error {
+	done := make(chan error, 1)
+	want := l.Digest
+	if want == "" || want.Validate() != nil || !want.Algorithm().Available() {
+		done <- nil
+		return done
+	}
+	mismatch := func(got string) error {
+		return Errorf(ErrDigestMismatch, "%s: %s, compressed, is not the blob %s the manifest names: %s", where, s.member, want, got)
+	}
+	if m := s.blob.member; m != nil {
+		if m.Digest != "" && m.Digest.Algorithm() == want.Algorithm() && m.Digest != want {
+			done <- mismatch("its digest is " + m.Digest.String())
+		} else {
+			done <- nil
+		}
+		return done
+	}
+	cache := o.cache
+	if cache == nil {
+		cache = &tarindex.Cache{}
+	}
+	go func() {
+		err := cache.VerifyAt(s.blob.key()+"#blob", want, s.blob.src, s.blob.off, s.blob.size)
+		if errors.Is(err, tarindex.ErrDigestMismatch) {
+			err = mismatch(err.Error())
+		} else if err != nil {
+			err = fmt.Errorf("%s: %s: %w", where, s.member, err)
+		}
+		done <- err
+	}()
+	return done
 }
 
 // indexStored indexes an uncompressed layer in place: its reads are slices

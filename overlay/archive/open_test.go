@@ -959,3 +959,48 @@ func (t *recordedTask) Done(err error) {
 	defer t.r.mu.Unlock()
 	t.r.done = append(t.r.done, fmt.Sprintf("%s: %d/%d bytes, %s", t.name, t.done, t.total, res))
 }
+
+// A compressed layer blob is checked against the digest that names it,
+// not only its content against the diff_id: one changed byte of the gzip
+// header (same size, same tar once inflated) is refused, in place, with
+// -o materialize, and in a docker save | gzip of the layout, whose pass
+// over the outer stream hashes every member.
+func TestArchOpenCompressedBlobDigest(t *testing.T) {
+	dir := t.TempDir()
+	b := imagetest.Build(t, imagetest.Simple([]string{"a:1"}, tarindex.CompressionGzip, tarindex.CompressionGzip))
+	good := imagetest.OCI(t, false, b).Write(t, dir, "good.tar")
+	_, err := imagetest.Open(t, good, archive.OpenOptions{CacheDir: t.TempDir()})
+	require.NoError(t, err)
+
+	lay := imagetest.OCI(t, false, b)
+	swapped := bytes.Clone(b.Blobs[0])
+	swapped[9] ^= 0x7f // the gzip header's OS byte
+	lay.Add("blobs/sha256/"+b.BlobDigests[0].Encoded(), swapped)
+	bad := lay.Write(t, dir, "swapped.tar")
+	for _, mat := range []bool{false, true} {
+		_, err := imagetest.Open(t, bad, archive.OpenOptions{CacheDir: t.TempDir(), Materialize: mat})
+		require.ErrorIs(t, err, archive.ErrDigestMismatch, "materialize %v", mat)
+		require.ErrorContains(t, err, b.BlobDigests[0].String())
+	}
+	gz := filepath.Join(dir, "swapped.tar.gz")
+	out, err := exec.Command("sh", "-c", "gzip -c "+bad+" > "+gz).CombinedOutput()
+	require.NoError(t, err, string(out))
+	_, err = imagetest.Open(t, gz, archive.OpenOptions{CacheDir: t.TempDir()})
+	require.ErrorIs(t, err, archive.ErrDigestMismatch, "docker save | gzip")
+}
+
+// The memory budget counts long names: 300 members with 90 KB PAX names
+// in a gzip layer are refused under a budget of 8,192 entries rather
+// than taking ten times what the budget allows.
+func TestArchOpenMaxEntriesCountsNames(t *testing.T) {
+	var ms []imagetest.TarFile
+	comp := strings.Repeat("c", 200)
+	for i := range 300 {
+		ms = append(ms, imagetest.TarFile{Name: fmt.Sprintf("x%d/", i) + strings.Repeat(comp+"/", 450) + "f"})
+	}
+	b := imagetest.Build(t, imagetest.Spec{Tags: []string{"a:1"}, Layers: []imagetest.LayerSpec{{Tar: imagetest.Tar(t, ms...), Comp: tarindex.CompressionGzip}}})
+	p := imagetest.OCI(t, false, b).Write(t, t.TempDir(), "long.tar")
+	_, err := imagetest.Open(t, p, archive.OpenOptions{CacheDir: t.TempDir(), MaxEntries: 8192})
+	require.ErrorIs(t, err, archive.ErrTooLarge)
+	require.ErrorContains(t, err, "a name longer than 2048 bytes counting as more")
+}

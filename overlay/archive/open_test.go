@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/imgmount/imgmount/internal/progress"
 	"github.com/imgmount/imgmount/overlay/archive"
@@ -874,6 +875,70 @@ func TestArchOpenManyImagesShortError(t *testing.T) {
 	require.ErrorIs(t, err, archive.ErrAmbiguous)
 	require.Less(t, len(err.Error()), 2000, err.Error())
 	require.ErrorContains(t, err, "and 4990 more (imgmount inspect lists them all)")
+}
+
+// Each image's tags are capped in messages too: the first three, each cut
+// to 200 bytes, then how many more. Two images of 50,000 tags made a
+// "choose one with --image" error 1.6 MB long; one tag of 100 KB made it
+// 200 KB. A multi-platform image of 50,000 names, none of its platforms
+// the host's, says it has several platforms as briefly.
+func TestArchOpenManyTagsShortError(t *testing.T) {
+	dir := t.TempDir()
+	a := imagetest.Build(t, imagetest.Simple([]string{"a:1"}, tarindex.CompressionNone, tarindex.CompressionNone))
+	other := imagetest.Build(t, imagetest.Spec{Tags: []string{"b:1"}, Layers: []imagetest.LayerSpec{{Files: map[string]string{"x": "y"}}}})
+	withTags := func(tags func(i int) []string) string {
+		lay := imagetest.Legacy(t, a, other)
+		var m []map[string]any
+		require.NoError(t, json.Unmarshal(lay.Files["manifest.json"].Body, &m))
+		for i := range m {
+			m[i]["RepoTags"] = tags(i)
+		}
+		lay.Add("manifest.json", imagetest.JSON(t, m))
+		return lay.Write(t, dir, fmt.Sprintf("tags-%d.tar", len(tags(0))))
+	}
+
+	many := withTags(func(i int) []string {
+		tags := make([]string, 50000)
+		for j := range tags {
+			tags[j] = fmt.Sprintf("img%d:tag-%d", i, j)
+		}
+		return tags
+	})
+	_, err := imagetest.Open(t, many, archive.OpenOptions{})
+	require.ErrorIs(t, err, archive.ErrAmbiguous)
+	require.Less(t, len(err.Error()), 1000, err.Error())
+	require.ErrorContains(t, err, "img0:tag-0, img0:tag-1, img0:tag-2, +49997 more (")
+	require.ErrorContains(t, err, "img1:tag-0, img1:tag-1, img1:tag-2, +49997 more (")
+	_, err = imagetest.Open(t, many, archive.OpenOptions{Image: "nothing-like-it"})
+	require.ErrorIs(t, err, archive.ErrNoSuchImage)
+	require.Less(t, len(err.Error()), 1000, err.Error())
+
+	long := withTags(func(i int) []string { return []string{fmt.Sprintf("img%d:%s", i, strings.Repeat("é", 50000))} })
+	_, err = imagetest.Open(t, long, archive.OpenOptions{})
+	require.ErrorIs(t, err, archive.ErrAmbiguous)
+	require.Less(t, len(err.Error()), 1000, err.Error())
+	require.ErrorContains(t, err, "img0:"+strings.Repeat("é", 97)+"... (")
+	require.True(t, utf8.ValidString(err.Error()), "cut at a character boundary")
+
+	var plats []*imagetest.Built
+	for _, arch := range []string{"s390x", "ppc64le"} {
+		plats = append(plats, imagetest.Build(t, imagetest.Spec{Platform: ocispec.Platform{OS: "linux", Architecture: arch},
+			Layers: []imagetest.LayerSpec{{Files: map[string]string{"arch": arch}}}}))
+	}
+	lay, _ := imagetest.MultiPlatform(t, "multi:1", plats...)
+	var idx ocispec.Index
+	require.NoError(t, json.Unmarshal(lay.Files["index.json"].Body, &idx))
+	d := idx.Manifests[0]
+	idx.Manifests = nil
+	for j := range 50000 {
+		d.Annotations = map[string]string{ocispec.AnnotationRefName: fmt.Sprintf("multi:%d", j)}
+		idx.Manifests = append(idx.Manifests, d)
+	}
+	lay.Add("index.json", imagetest.JSON(t, idx))
+	_, err = imagetest.Open(t, lay.Write(t, dir, "multi.tar"), archive.OpenOptions{})
+	require.ErrorIs(t, err, archive.ErrAmbiguous)
+	require.Less(t, len(err.Error()), 1000, err.Error())
+	require.ErrorContains(t, err, "image multi:0, multi:1, multi:2, +49997 more has several platforms")
 }
 
 // A layer edited in place, its size and mtime restored, is checked again:

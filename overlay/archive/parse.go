@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 
 	"github.com/imgmount/imgmount/tarindex"
@@ -36,15 +35,21 @@ type imageGroup struct {
 	key    string        // dedupe key: top-level digest, or config digest for docker entries
 	digest digest.Digest // top-level descriptor digest (index or manifest); "" for docker legacy
 	tags   []string
+	hasTag map[string]bool // the tags, for addTags: a manifest.json may list a hundred thousand
 	cands  []*candidate
 	seen   map[digest.Digest]bool // indexes already walked
 }
 
 func (g *imageGroup) addTags(tags ...string) {
 	for _, t := range tags {
-		if t != "" && !slices.Contains(g.tags, t) {
-			g.tags = append(g.tags, t)
+		if t == "" || g.hasTag[t] {
+			continue
 		}
+		if g.hasTag == nil {
+			g.hasTag = map[string]bool{}
+		}
+		g.hasTag[t] = true
+		g.tags = append(g.tags, t)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -173,10 +174,11 @@ func (g *imageGroup) id() digest.Digest {
 	return g.digest
 }
 
-// name is g's tags, or its short digest when it has none.
+// name is g's tags for messages (see tagList), or its short digest when it
+// has none.
 func (g *imageGroup) name() string {
 	if len(g.tags) > 0 {
-		return strings.Join(g.tags, ", ")
+		return tagList(g.tags)
 	}
 	return ShortDigest(g.id())
 }
@@ -184,6 +186,44 @@ func (g *imageGroup) name() string {
 // maxListed is how many images (or platforms) an error message lists: a
 // hostile index can name hundreds of thousands.
 const maxListed = 10
+
+// maxTagsListed is how many tags of one image a message lists, and
+// maxTagLen how many bytes of each: a hostile manifest.json can give an
+// image a hundred thousand tags, of any length.
+const (
+	maxTagsListed = 3
+	maxTagLen     = 200
+)
+
+// tagList is tags for messages: the first maxTagsListed, each cut to
+// maxTagLen bytes, then how many more there are ("a:1, a:2, a:3, +7 more").
+func tagList(tags []string) string {
+	var b strings.Builder
+	for i, t := range tags {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if i == maxTagsListed {
+			fmt.Fprintf(&b, "+%d more", len(tags)-maxTagsListed)
+			break
+		}
+		b.WriteString(shortTag(t))
+	}
+	return b.String()
+}
+
+// shortTag is t cut to maxTagLen bytes (at a character boundary), "..."
+// marking the cut.
+func shortTag(t string) string {
+	if len(t) <= maxTagLen {
+		return t
+	}
+	cut := maxTagLen
+	for cut > 0 && !utf8.RuneStart(t[cut]) {
+		cut--
+	}
+	return t[:cut] + "..."
+}
 
 // describeGroups lists images for error messages:
 // "alpine:3.19 (sha256:0123456789ab; linux/amd64, linux/arm64 [absent])".
@@ -197,7 +237,7 @@ func describeGroups(ar *archive, gs []*imageGroup, baseHas map[digest.Digest]boo
 			parts = append(parts, fmt.Sprintf("and %d more (imgmount inspect lists them all)", len(gs)-maxListed))
 			break
 		}
-		name := strings.Join(g.tags, ", ")
+		name := tagList(g.tags)
 		if name == "" {
 			name = "(untagged)"
 		}

@@ -24,8 +24,9 @@ type TarballReport struct {
 	// Layers lists every layer of the images once, by diff_id, in the
 	// order the images list them.
 	Layers []TarballLayer `json:"layers"`
-	// StoredSize is what the layer blobs take in the archive, each
-	// counted once.
+	// StoredSize is what the layer blobs take in the archive, each blob
+	// counted once (a layer stored twice, compressed for one image and not
+	// for another, counts twice).
 	StoredSize int64 `json:"stored_size"`
 }
 
@@ -47,8 +48,10 @@ type TarballImage struct {
 
 // TarballLayer is one layer of a TarballReport.
 type TarballLayer struct {
-	DiffID     digest.Digest `json:"diff_id"`
-	StoredSize int64         `json:"stored_size"` // in the archive; 0 when it leaves the layer out
+	DiffID digest.Digest `json:"diff_id"`
+	// StoredSize is what its blob takes in the archive (the first image's,
+	// if it is stored twice); 0 when the archive leaves it out.
+	StoredSize int64 `json:"stored_size"`
 	// Absent: neither the archive nor a --base holds it. Base names the
 	// --base that holds a layer the archive leaves out.
 	Absent bool   `json:"absent"`
@@ -84,6 +87,7 @@ func InspectTarball(path string, opts OpenOptions) (TarballReport, error) {
 		bases = append(bases, baseHolds{bp, ids})
 	}
 	byDiffID := map[digest.Digest]int{} // index in r.Layers
+	blobs := map[string]bool{}          // the members holding layer blobs, links followed
 	for _, g := range groups {
 		for _, c := range g.cands {
 			im := TarballImage{ImageRef: normRefJSON(c.ref()), Missing: c.missing, DiffIDs: []digest.Digest{}}
@@ -127,6 +131,10 @@ func InspectTarball(path string, opts OpenOptions) (TarballReport, error) {
 					return r, fmt.Errorf("%s: image %s: layer %d (%s): %w", ar.path, g.name(), i, d, err)
 				}
 				if err == nil {
+					if !blobs[b.name] {
+						blobs[b.name] = true
+						r.StoredSize += b.size
+					}
 					if l.Absent || l.Base != "" {
 						l.Absent, l.Base, l.StoredSize = false, "", b.size
 					}
@@ -148,9 +156,6 @@ func InspectTarball(path string, opts OpenOptions) (TarballReport, error) {
 			}
 			r.Images = append(r.Images, im)
 		}
-	}
-	for _, l := range r.Layers {
-		r.StoredSize += l.StoredSize
 	}
 	return r, nil
 }
@@ -233,11 +238,12 @@ func (r TarballReport) layerStored(l TarballLayer) string {
 	return HumanSize(l.StoredSize)
 }
 
-// imageName names image i: "#i" and its tags (or "(untagged)"), and its
-// platform when another image has the same tags and withPlatform.
+// imageName names image i by its tags (or "(untagged)"; at most a few, as
+// messages do: the JSON has them all); withPlatform: "#i" first, and its
+// platform after them when another image has the same tags.
 func (r TarballReport) imageName(i int, withPlatform bool) string {
 	im := r.Images[i]
-	name := strings.Join(im.Tags, ", ")
+	name := tagList(im.Tags)
 	if name == "" {
 		name = "(untagged)"
 	}

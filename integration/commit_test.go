@@ -489,7 +489,13 @@ func TestCommitThin(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("thin tarball: %d bytes", thinFi.Size())
 
+	// inspect describes it without the base, the base's layers absent
+	// (issue 12); --files, which needs them, names the first.
 	r := run(t, time.Minute, "inspect", "--cache-dir", sharedCache, thin)
+	require.Equal(t, 0, r.code, "%s", r)
+	require.Regexp(t, `(?m)^  0  `+baseLayers[0].Encoded()[:12]+`  absent `, r.stdout)
+	require.Contains(t, r.stdout, "--base BASE.tar")
+	r = run(t, time.Minute, "inspect", "--files", "--cache-dir", sharedCache, thin)
 	requireClearError(t, r, baseLayers[0].Encoded()[:12], "--base")
 
 	mnt := mountImage(t, thin, "--base", img.path())

@@ -525,4 +525,33 @@ func TestInspectShared(t *testing.T) {
 	r = run(t, 5*time.Minute, "inspect", "--image", "app:2", "--cache-dir", sharedCache, both)
 	require.Equal(t, 0, r.code, "%s", r)
 	require.Regexp(t, `(?m)^Shared with the other images of the tarball:\n  0  [0-9a-f]{12}  .*app:1\n  1  [0-9a-f]{12}  .*app:1\nTotal:`, r.stdout)
+
+	// Without --image: the whole tarball, each image and the layers they
+	// share (issue 12), as archive/tar reads its manifest.json and
+	// configs; the shared ones are skopeo's too.
+	requireTarballInspect(t, both)
+	r = run(t, 5*time.Minute, "inspect", "--json", "--cache-dir", sharedCache, both)
+	require.Equal(t, 0, r.code, "%s", r)
+	var all struct {
+		Layers []struct {
+			DiffID digest.Digest `json:"diff_id"`
+			UsedBy []int         `json:"used_by"`
+		} `json:"layers"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &all))
+	var sharedIDs []digest.Digest
+	for _, l := range all.Layers {
+		if len(l.UsedBy) > 1 {
+			sharedIDs = append(sharedIDs, l.DiffID)
+		}
+	}
+	var skopeoShared []digest.Digest
+	for _, d := range ids["2"] {
+		if slices.Contains(ids["1"], d) {
+			skopeoShared = append(skopeoShared, d)
+		}
+	}
+	require.Equal(t, skopeoShared, sharedIDs)
+	// And the multi-image fixture (Docker 25's layout, nothing shared).
+	requireTarballInspect(t, filepath.Join(dataDir, "multi-image.tar"))
 }

@@ -117,7 +117,12 @@ func TestDirSourceBase(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 
 	for _, thin := range []string{thinTar, thinDir} {
+		// inspect describes it, layer 0 absent (issue 12); --files needs
+		// every layer.
 		r := run(t, time.Minute, "inspect", "--cache-dir", sharedCache, thin)
+		require.Equal(t, 0, r.code, "%s", r)
+		require.Regexp(t, `(?m)^  0  [0-9a-f]{12}  absent `, r.stdout)
+		r = run(t, time.Minute, "inspect", "--files", "--cache-dir", sharedCache, thin)
 		requireClearError(t, r, "layer 0", "--base")
 	}
 	for _, c := range [][2]string{{thinTar, full}, {thinDir, full}, {thinDir, img.path()}} {

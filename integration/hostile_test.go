@@ -75,6 +75,10 @@ type hostileWant struct {
 	// warn lists phrases that the stderr of mount, inspect and export must
 	// each hold (entries left out of the tree).
 	warn []string
+	// absent, with refuse: the refusal is a layer no member holds (a thin
+	// image, to what stays inside the archive), which inspect describes
+	// instead of refusing, marking layer absent[0] absent (issue 12).
+	absent []int
 	// check runs more checks on the mount.
 	check func(t *testing.T, mnt string)
 	// checkExport runs more checks on the exported tar and its extraction.
@@ -585,10 +589,14 @@ func runHostile(t *testing.T, image []byte, want hostileWant) {
 	// inspect: the same verdict
 	r = run(t, hostileTimeout, "inspect", "--cache-dir", b.cache("inspect"), b.image)
 	noHostData(r)
-	if tree == nil {
+	switch {
+	case tree == nil && want.absent != nil:
+		require.Equal(t, 0, r.code, "inspect describes a thin image: %s", r)
+		require.Regexp(t, fmt.Sprintf(`(?m)^  %d  [0-9a-f]{12}  absent `, want.absent[0]), r.stdout, "inspect marks the layer absent")
+	case tree == nil:
 		requireClearError(t, r)
 		b.requireSaid(t, r, "inspect", want.refuse)
-	} else {
+	default:
 		require.Equal(t, 0, r.code, "inspect must succeed where mount did: %s", r)
 		b.requireSaid(t, r, "inspect", want.warn)
 	}
@@ -1206,10 +1214,10 @@ func TestHostileAttacks(t *testing.T) {
 		// loop is an error, not a hang.
 		{"layer-symlink-to-host", legacyEdit(func(t *testing.T, l *imagetest.Layout, e *imagetest.DockerEntry) {
 			l.Put(imagetest.TarFile{Name: e.Layers[0], Link: "/etc/passwd"})
-		}), hostileWant{refuse: []string{"layer 0", "not in the tarball"}}},
+		}), hostileWant{refuse: []string{"layer 0", "not in the tarball"}, absent: []int{0}}},
 		{"layer-hardlink-to-host", legacyEdit(func(t *testing.T, l *imagetest.Layout, e *imagetest.DockerEntry) {
 			l.Put(imagetest.TarFile{Name: e.Layers[0], Hard: "/etc/passwd"})
-		}), hostileWant{refuse: []string{"layer 0", "not in the tarball"}}},
+		}), hostileWant{refuse: []string{"layer 0", "not in the tarball"}, absent: []int{0}}},
 		{"layer-hardlink-dotdot", legacyEdit(func(t *testing.T, l *imagetest.Layout, e *imagetest.DockerEntry) {
 			l.Put(imagetest.TarFile{Name: e.Layers[0], Hard: "../../etc/passwd"})
 		}), hostileWant{refuse: []string{"../../etc/passwd", "escapes the root|unsafe"}}},

@@ -18,8 +18,23 @@ if [ -d /dev/shm ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 # How many inputs a target's corpus directory holds (none yet is 0).
 count_inputs() { { ls "$1" 2>/dev/null || true; } | wc -l; }
 
+# The packages with fuzz targets: those whose _test.go files hold a
+# "func Fuzz". Only they are asked for their targets (go test -list runs a
+# package's TestMain, and the integration tests' builds the test images).
+fuzz_packages() {
+	go list -f '{{.ImportPath}} {{.Dir}}{{range .TestGoFiles}} {{.}}{{end}}{{range .XTestGoFiles}} {{.}}{{end}}' ./... |
+		while read -r pkg dir files; do
+			for f in $files; do
+				if grep -q '^func Fuzz' "$dir/$f"; then
+					echo "$pkg"
+					break
+				fi
+			done
+		done
+}
+
 ran=0
-for pkg in $(go list ./...); do
+for pkg in $(fuzz_packages); do
 	for target in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
 		[ -n "$only" ] && [ "$target" != "$only" ] && continue
 		echo "== $target ($pkg, $fuzztime)"

@@ -1069,3 +1069,23 @@ func TestArchOpenMaxEntriesCountsNames(t *testing.T) {
 	require.ErrorIs(t, err, archive.ErrTooLarge)
 	require.ErrorContains(t, err, "a name longer than 2048 bytes counting as more")
 }
+
+// A whole tarball gzipped (docker save | gzip) that inflates past
+// --max-ratio is refused as a bomb (ErrTooLarge, exit status 7) whether it
+// is read in place or decompressed into the cache (-o materialize), which
+// used to decompress it with no ratio limit at all.
+func TestArchOpenOuterBomb(t *testing.T) {
+	zeros := imagetest.LayerTar(t, []imagetest.Entry{imagetest.File("zeros", strings.Repeat("\x00", 32<<20))})
+	b := imagetest.Build(t, imagetest.Spec{Tags: []string{"bomb:1"}, Layers: []imagetest.LayerSpec{{Tar: zeros}}})
+	dir := t.TempDir()
+	plain := imagetest.Legacy(t, b).Write(t, dir, "bomb.tar")
+	gz := plain + ".gz"
+	out, err := exec.Command("sh", "-c", "gzip -c "+plain+" > "+gz).CombinedOutput()
+	require.NoError(t, err, string(out))
+	for _, mat := range []bool{false, true} {
+		_, err := imagetest.Open(t, gz, archive.OpenOptions{CacheDir: t.TempDir(), Materialize: mat, MaxRatio: 50})
+		require.ErrorIs(t, err, archive.ErrTooLarge, "materialize %v", mat)
+		_, err = imagetest.Open(t, gz, archive.OpenOptions{CacheDir: t.TempDir(), Materialize: mat})
+		require.NoError(t, err, "materialize %v: under the default limit", mat)
+	}
+}

@@ -347,16 +347,33 @@ func (ar *archive) uncompressed(f *os.File, comp tarindex.Compression, cache *ta
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return "", err
 	}
-	mapPath, err := cache.Decompress(ar.ident, "", comp, bufio.NewReaderSize(f, 1<<20))
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	// The stored size goes with the stream so that the cache holds it to
+	// the bomb limit (--max-ratio), as it does a layer.
+	src := sizedReader{Reader: bufio.NewReaderSize(f, 1<<20), size: fi.Size()}
+	mapPath, err := cache.Decompress(ar.ident, "", comp, src)
 	switch {
 	case err == nil:
 		return mapPath, nil
+	case errors.Is(err, tarindex.ErrTooLarge):
+		return "", Errorf(ErrTooLarge, "%s: decompressing: %w", p, err)
 	case isCacheIOError(err):
 		return "", fmt.Errorf("%s: decompressing into the cache: %w", p, err)
 	default:
 		return "", fmt.Errorf("%s: corrupt or truncated %s data: %w", p, comp, err)
 	}
 }
+
+// sizedReader is a stream that says how many bytes it holds.
+type sizedReader struct {
+	io.Reader
+	size int64
+}
+
+func (r sizedReader) Size() int64 { return r.size }
 
 // isCacheIOError tells a failure to write the cache (disk full, permissions)
 // from a failure of the compressed data.

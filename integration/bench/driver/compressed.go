@@ -646,33 +646,19 @@ func rssRead(c *config, img string) (ready, afterRead int64, err error) {
 		return 0, 0, err
 	}
 	defer os.RemoveAll(cache)
-	p, err := startBG(c.bin, "-f", "--cache-dir", cache, img, mnt)
+	p, _, end, err := serveFG(mnt, c.bin, "-f", "--cache-dir", cache, img)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer func() {
-		_ = unmount(mnt)
-		_ = p.stop()
-	}()
-	if err := waitMounted(mnt, 10*time.Minute); err != nil {
-		return 0, 0, fmt.Errorf("%w: %s", err, tail(p.out.String(), 300))
-	}
-	if err := browse(mnt); err != nil {
+	defer end()
+	if ready, err = p.peakRSS(); err != nil {
 		return 0, 0, err
 	}
-	st, err := procStatus(p.cmd.Process.Pid, "VmHWM")
-	if err != nil {
-		return 0, 0, err
-	}
-	ready = st["VmHWM"] << 10
 	if _, err := readAll(mnt); err != nil {
 		return 0, 0, err
 	}
-	st, err = procStatus(p.cmd.Process.Pid, "VmHWM")
-	if err != nil {
-		return 0, 0, err
-	}
-	return ready, st["VmHWM"] << 10, nil
+	afterRead, err = p.peakRSS()
+	return ready, afterRead, err
 }
 
 func rowGzRSS(c *config) result {

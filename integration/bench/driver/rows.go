@@ -549,35 +549,19 @@ func rssMount(c *config, img, cache string) (mountT time.Duration, hwmMount, hwm
 	if err := resetDir(mnt); err != nil {
 		return 0, 0, 0, err
 	}
-	start := time.Now()
-	p, err := startBG(c.bin, "-f", "--cache-dir", cache, img, mnt)
+	p, mountT, end, err := serveFG(mnt, c.bin, "-f", "--cache-dir", cache, img)
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	defer func() {
-		_ = unmount(mnt)
-		_ = p.stop()
-	}()
-	if err := waitMounted(mnt, 10*time.Minute); err != nil {
-		return 0, 0, 0, fmt.Errorf("%w: %s", err, tail(p.out.String(), 300))
-	}
-	if err := browse(mnt); err != nil {
+	defer end()
+	if hwmMount, err = p.peakRSS(); err != nil {
 		return 0, 0, 0, err
 	}
-	mountT = time.Since(start)
-	st, err := procStatus(p.cmd.Process.Pid, "VmHWM")
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	hwmMount = st["VmHWM"] << 10
 	if _, err := sh("find %s -ls > /dev/null", q(mnt)); err != nil {
 		return 0, 0, 0, err
 	}
-	st, err = procStatus(p.cmd.Process.Pid, "VmHWM")
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	return mountT, hwmMount, st["VmHWM"] << 10, nil
+	hwmFind, err = p.peakRSS()
+	return mountT, hwmMount, hwmFind, err
 }
 
 // many300k is the file count of the second small-files row (issue 13).
@@ -619,27 +603,13 @@ func fuseTarRSS(c *config, name string, argv []string) (time.Duration, int64, er
 	if err := resetDir(mnt); err != nil {
 		return 0, 0, err
 	}
-	start := time.Now()
-	p, err := startBG(argv[0], append(append([]string{}, argv[1:]...), mnt)...)
+	p, d, end, err := serveFG(mnt, argv...)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer func() {
-		_ = unmount(mnt)
-		_ = p.stop()
-	}()
-	if err := waitMounted(mnt, 10*time.Minute); err != nil {
-		return 0, 0, fmt.Errorf("%w: %s", err, tail(p.out.String(), 300))
-	}
-	if err := browse(mnt); err != nil {
-		return 0, 0, err
-	}
-	d := time.Since(start)
-	st, err := procStatus(p.cmd.Process.Pid, "VmHWM")
-	if err != nil {
-		return 0, 0, err
-	}
-	return d, st["VmHWM"] << 10, nil
+	defer end()
+	hwm, err := p.peakRSS()
+	return d, hwm, err
 }
 
 // ratarRSS is fuseTarRSS of ratarmount on the layer tar lt, building its

@@ -276,6 +276,40 @@ func startBG(name string, args ...string) (*bg, error) {
 	return b, nil
 }
 
+// serveFG starts a FUSE server in the foreground (argv, the mountpoint mnt
+// appended), waits until mnt is mounted and its root listed, and returns
+// the server and the time that took; end unmounts mnt and stops the
+// server.
+func serveFG(mnt string, argv ...string) (p *bg, took time.Duration, end func(), err error) {
+	start := time.Now()
+	p, err = startBG(argv[0], append(append([]string{}, argv[1:]...), mnt)...)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	end = func() {
+		_ = unmount(mnt)
+		_ = p.stop()
+	}
+	if err := waitMounted(mnt, 10*time.Minute); err != nil {
+		end()
+		return nil, 0, nil, fmt.Errorf("%w: %s", err, tail(p.out.String(), 300))
+	}
+	if err := browse(mnt); err != nil {
+		end()
+		return nil, 0, nil, err
+	}
+	return p, time.Since(start), end, nil
+}
+
+// peakRSS is the process's peak resident memory so far (VmHWM), in bytes.
+func (b *bg) peakRSS() (int64, error) {
+	st, err := procStatus(b.cmd.Process.Pid, "VmHWM")
+	if err != nil {
+		return 0, err
+	}
+	return st["VmHWM"] << 10, nil
+}
+
 // stop waits for the process to exit after its mount went away, and kills
 // it (by pid) if it does not.
 func (b *bg) stop() error {

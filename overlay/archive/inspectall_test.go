@@ -17,14 +17,7 @@ import (
 // which layers they share, in every layout.
 func TestInspectTarball(t *testing.T) {
 	base, app1, app2 := sharedImages(t)
-	for _, layout := range []struct {
-		name string
-		l    *imagetest.Layout
-	}{
-		{"legacy", imagetest.Legacy(t, base, app1, app2)},
-		{"oci", imagetest.OCI(t, false, base, app1, app2)},
-		{"docker-oci", imagetest.OCI(t, true, base, app1, app2)},
-	} {
+	for _, layout := range sharedLayouts(t, base, app1, app2) {
 		t.Run(layout.name, func(t *testing.T) {
 			dir := t.TempDir()
 			p := layout.l.Write(t, dir, "all.tar")

@@ -23,16 +23,25 @@ func sharedImages(t *testing.T) (base, app1, app2 *imagetest.Built) {
 	return base, app1, app2
 }
 
+// namedLayout is one way of writing a tarball of several images.
+type namedLayout struct {
+	name string
+	l    *imagetest.Layout
+}
+
+// sharedLayouts writes the images in every layout docker save and skopeo
+// write.
+func sharedLayouts(t *testing.T, images ...*imagetest.Built) []namedLayout {
+	return []namedLayout{
+		{"legacy", imagetest.Legacy(t, images...)},
+		{"oci", imagetest.OCI(t, false, images...)},
+		{"docker-oci", imagetest.OCI(t, true, images...)},
+	}
+}
+
 func TestListImageLayers(t *testing.T) {
 	base, app1, app2 := sharedImages(t)
-	for _, layout := range []struct {
-		name string
-		l    *imagetest.Layout
-	}{
-		{"legacy", imagetest.Legacy(t, base, app1, app2)},
-		{"oci", imagetest.OCI(t, false, base, app1, app2)},
-		{"docker-oci", imagetest.OCI(t, true, base, app1, app2)},
-	} {
+	for _, layout := range sharedLayouts(t, base, app1, app2) {
 		t.Run(layout.name, func(t *testing.T) {
 			dir := t.TempDir()
 			p := layout.l.Write(t, dir, "all.tar")

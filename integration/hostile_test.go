@@ -15,7 +15,12 @@ package integration
 //     alike), or mounts it, and then the whole mount can be walked (every
 //     directory listed, every regular file read, every symlink read) with no
 //     error, and the export is a tar that GNU tar extracts, into an empty
-//     directory and nowhere else, to the very tree the mount shows.
+//     directory and nowhere else, to the very tree the mount shows;
+//   - and what mounts also mounts writable with a fresh --upper, takes a
+//     small edit (copy-ups, a new file and directory, a removal, a moved
+//     symlink), and commits: the committed tarball and its new layer
+//     extract with GNU tar into empty directories and nowhere else, and
+//     the committed image shows the edited tree (runWritable).
 //
 // TestHostileTarCorpus wraps Go's own archive/tar test files as the single
 // layer of an image; TestHostileAttacks holds the hand-built attacks, each
@@ -320,6 +325,7 @@ func requireSameHTree(t *testing.T, got, want map[string]hnode, gotName, wantNam
 //	root/w/sentinel                                   next to the mountpoint
 //	root/w/image.tar                                  the input
 //	root/w/mnt, root/w/cache-*, root/w/out, root/w/x  the tool's own places
+//	root/w/upper, root/w/commit, root/w/cx, root/w/lx  and the writable pass's
 //
 // Everything under root but the tool's own places is recorded before and
 // must be the same after (nothing changed, nothing new); so must the host's
@@ -327,8 +333,12 @@ func requireSameHTree(t *testing.T, got, want map[string]hnode, gotName, wantNam
 // not appear.
 type hostileBox struct {
 	root, work, image, mnt, out, outTar, x string
-	before                                 map[string]string
-	hostBefore                             map[string]string
+	// The writable pass's own places: the upper directory, the commit's
+	// output directory, and the extractions of the committed tarball and
+	// of its new layer.
+	upper, commit, cx, lx string
+	before                map[string]string
+	hostBefore            map[string]string
 }
 
 // hostileHostPaths are host paths an escape would read, write or create.
@@ -346,7 +356,10 @@ func newHostileBox(t *testing.T, image []byte) *hostileBox {
 	b.out = filepath.Join(b.work, "out")
 	b.outTar = filepath.Join(b.out, "out.tar")
 	b.x = filepath.Join(b.work, "x")
-	for _, d := range []string{filepath.Join(root, "etc"), b.work, b.mnt, b.out, b.x, b.cache("mount"), b.cache("inspect"), b.cache("export")} {
+	b.upper, b.commit = filepath.Join(b.work, "upper"), filepath.Join(b.work, "commit")
+	b.cx, b.lx = filepath.Join(b.work, "cx"), filepath.Join(b.work, "lx")
+	for _, d := range []string{filepath.Join(root, "etc"), b.work, b.mnt, b.out, b.x, b.upper, b.commit, b.cx, b.lx,
+		b.cache("mount"), b.cache("inspect"), b.cache("export"), b.cache("rw"), b.cache("commit"), b.cache("committed")} {
 		require.NoError(t, os.MkdirAll(d, 0o755))
 	}
 	for p, body := range map[string]string{
@@ -365,7 +378,11 @@ func (b *hostileBox) cache(cmd string) string { return filepath.Join(b.work, "ca
 
 // own tells whether p (under root) is one of the tool's own places.
 func (b *hostileBox) own(p string) bool {
-	return p == b.mnt || p == b.out || p == b.x || strings.HasPrefix(p, filepath.Join(b.work, "cache-"))
+	switch p {
+	case b.mnt, b.out, b.x, b.upper, b.commit, b.cx, b.lx:
+		return true
+	}
+	return strings.HasPrefix(p, filepath.Join(b.work, "cache-"))
 }
 
 // snapshot describes every path under root outside the tool's own places
@@ -633,6 +650,165 @@ func runHostile(t *testing.T, image []byte, want hostileWant) {
 		want.checkExport(t, b.outTar, b.x)
 	}
 	b.requireNothingEscaped(t)
+
+	b.runWritable(t, tree, noHostData)
+}
+
+// hostileEditDepth and hostileEditLen bound the paths the writable pass
+// edits: in the image's first levels, short enough for one system call.
+const (
+	hostileEditDepth = 8
+	hostileEditLen   = 1024
+)
+
+// runWritable is the writable pass over an input that mounted as tree:
+// mounted again with a fresh --upper, it takes a small edit (a new file
+// and directory, a copy-up by append, a copy-up of a directory by a
+// new entry in it and a chmod, a removal, a renamed symlink: whatever
+// of these the tree offers), shows exactly the edited tree, and is
+// committed; the committed tarball extracts with GNU tar into an empty
+// directory, so does its new layer (holding the edit), the committed
+// image mounts showing the edited tree, and nothing outside the image,
+// the upper directory and the outputs is read or written.
+func (b *hostileBox) runWritable(t *testing.T, tree map[string]hnode, noHostData func(result)) {
+	t.Helper()
+	r := run(t, hostileTimeout, "--cache-dir", b.cache("rw"), "--upper", b.upper, b.image, b.mnt)
+	noHostData(r)
+	require.Equal(t, 0, r.code, "must mount writable where it mounts read-only: %s", r)
+	require.True(t, isMounted(b.mnt), "imgmount returned 0 but nothing is mounted: %s", r)
+	edited, layer, did := hostileEdit(t, b.mnt, tree)
+	got, err := walkWithin(b.mnt, hostileTimeout)
+	require.NoError(t, err, "walking the writable mount after the edit")
+	requireSameHTree(t, got, edited, "the writable mount", "the edited tree")
+	unmount(t, b.mnt)
+	requireNoMount(t, b.mnt)
+	requireDirNames(t, b.mnt)
+	b.requireNothingEscaped(t)
+
+	commitTar := filepath.Join(b.commit, "commit.tar")
+	r = run(t, hostileTimeout, "commit", "--cache-dir", b.cache("commit"), b.image, "--upper", b.upper, "-o", commitTar)
+	noHostData(r)
+	require.Equal(t, 0, r.code, "commit must succeed where the writable mount did: %s", r)
+	requireDirNames(t, b.commit, "commit.tar")
+	b.requireNothingEscaped(t)
+
+	out, err := exec.Command("tar", "-xf", commitTar, "-C", b.cx).CombinedOutput()
+	require.NoError(t, err, "GNU tar must extract the committed tarball: %s", out)
+	var manifest []struct{ Layers []string }
+	mb, err := os.ReadFile(filepath.Join(b.cx, "manifest.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(mb, &manifest))
+	require.Len(t, manifest, 1)
+	newLayer := manifest[0].Layers[len(manifest[0].Layers)-1]
+	require.True(t, filepath.IsLocal(newLayer), "the committed manifest names %q", newLayer)
+	out, err = exec.Command("tar", "-xf", filepath.Join(b.cx, newLayer), "-C", b.lx).CombinedOutput()
+	require.NoError(t, err, "GNU tar must extract the new layer: %s", out)
+	x, err := hostileTree(b.lx)
+	require.NoError(t, err)
+	for p, n := range layer {
+		require.Equal(t, n, x[p], "%q in the new layer", p)
+	}
+	b.requireNothingEscaped(t)
+
+	r = run(t, hostileTimeout, "--cache-dir", b.cache("committed"), commitTar, b.mnt)
+	noHostData(r)
+	require.Equal(t, 0, r.code, "the committed image must mount: %s", r)
+	got, err = walkWithin(b.mnt, hostileTimeout)
+	require.NoError(t, err, "walking the committed image")
+	requireSameHTree(t, got, edited, "the committed image", "the edited tree")
+	unmount(t, b.mnt)
+	requireNoMount(t, b.mnt)
+	b.requireNothingEscaped(t)
+	t.Logf("writable: %s; committed (%d paths in the new layer), extracted and mounted again", strings.Join(did, ", "), len(x))
+}
+
+// hostileEdit edits the writable mount mnt of tree and returns the tree
+// it must show now, entries the new layer must hold, and what it did. Only
+// paths of the walk are touched, none through a symlink (the kernel would
+// follow it out of the mount): their parents are directories of the mount.
+func hostileEdit(t *testing.T, mnt string, tree map[string]hnode) (edited, layer map[string]hnode, did []string) {
+	t.Helper()
+	edited = map[string]hnode{}
+	for p, n := range tree {
+		edited[p] = n
+	}
+	layer = map[string]hnode{}
+	set := func(p string, n hnode) { edited[p], layer[p] = n, n }
+	paths := make([]string, 0, len(tree))
+	for p := range tree {
+		if strings.Count(p, "/") < hostileEditDepth && len(p) < hostileEditLen {
+			paths = append(paths, p)
+		}
+	}
+	sort.Strings(paths)
+	at := func(p string) string { return filepath.Join(mnt, p) }
+
+	require.NoError(t, os.WriteFile(at("imgmount-edit"), []byte("edited\n"), 0o644))
+	set("imgmount-edit", hostileExpect(map[string]string{"x": "edited\n"})["x"])
+	require.NoError(t, os.MkdirAll(at("imgmount-dir"), 0o755))
+	require.NoError(t, os.WriteFile(at("imgmount-dir/new"), []byte("new\n"), 0o644))
+	set("imgmount-dir", hnode{Type: "dir"})
+	set("imgmount-dir/new", hostileExpect(map[string]string{"x": "new\n"})["x"])
+	did = append(did, "new file and directory")
+
+	used := map[string]bool{"imgmount-edit": true, "imgmount-dir": true}
+	// Copy-up by append: the first small regular file of one link.
+	for _, p := range paths {
+		var st unix.Stat_t
+		if n := tree[p]; n.Type != "reg" || n.Size > 1<<20 || unix.Lstat(at(p), &st) != nil || st.Nlink != 1 {
+			continue
+		}
+		old, err := os.ReadFile(at(p))
+		require.NoError(t, err)
+		f, err := os.OpenFile(at(p), os.O_WRONLY|os.O_APPEND, 0)
+		require.NoError(t, err, "opening %q to append", p)
+		_, err = f.WriteString("appended\n")
+		require.NoError(t, err)
+		require.NoError(t, f.Close())
+		set(p, hostileExpect(map[string]string{"x": string(old) + "appended\n"})["x"])
+		used[p] = true
+		did = append(did, fmt.Sprintf("appended to %.60q", p))
+		break
+	}
+	// A directory copied up: a new file in the first one, and a chmod.
+	for _, p := range paths {
+		if tree[p].Type != "dir" || used[p] {
+			continue
+		}
+		require.NoError(t, os.WriteFile(at(p+"/imgmount-new"), []byte("in a lower dir\n"), 0o644))
+		require.NoError(t, os.Chmod(at(p), 0o700))
+		set(p+"/imgmount-new", hostileExpect(map[string]string{"x": "in a lower dir\n"})["x"])
+		used[p] = true
+		did = append(did, fmt.Sprintf("file added in %.60q, chmod", p))
+		break
+	}
+	// A symlink renamed: the upper directory holds it (to wherever it
+	// points), and a whiteout for its old name.
+	for _, p := range paths {
+		if tree[p].Type != "symlink" || used[p] {
+			continue
+		}
+		require.NoError(t, os.Rename(at(p), at(p+"-moved")))
+		set(p+"-moved", tree[p])
+		delete(edited, p)
+		used[p] = true
+		did = append(did, fmt.Sprintf("symlink %.60q (-> %.30q) moved", p, tree[p].Target))
+		break
+	}
+	// The last entry that is no directory removed: a whiteout.
+	for i := len(paths) - 1; i >= 0; i-- {
+		p := paths[i]
+		if tree[p].Type == "dir" || used[p] {
+			continue
+		}
+		require.NoError(t, os.Remove(at(p)))
+		delete(edited, p)
+		dir, base := filepath.Split(p)
+		layer[dir+".wh."+base] = hostileExpect(map[string]string{"x": ""})["x"]
+		did = append(did, fmt.Sprintf("%s %.60q removed", tree[p].Type, p))
+		break
+	}
+	return edited, layer, did
 }
 
 // exportTree reads an exported tar with archive/tar, for trees GNU tar

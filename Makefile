@@ -46,8 +46,11 @@ unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/integration$$')
 
 # Every parser a hostile image reaches has a fuzz target (scripts/fuzz.sh
-# lists them as it runs); make test gives each 20 seconds (eleven targets), make
-# fuzz a minute or FUZZTIME. Crashers land in the package's testdata/fuzz/.
+# lists them as it runs, from the packages whose tests hold a func Fuzz);
+# make test gives each 20 seconds (twelve targets, about four and a half
+# minutes), make fuzz a minute or FUZZTIME. Each starts from the seeds in
+# its code and the corpus committed in its package's testdata/fuzz/, where
+# crashers land too.
 FUZZTIME ?= 60s
 fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

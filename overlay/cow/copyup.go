@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/imgmount/imgmount/overlay/union"
 	"github.com/imgmount/imgmount/tarindex"
@@ -40,6 +41,9 @@ func (c *View) apply(t target, m meta) error {
 		return err
 	}
 	for _, x := range m.xattrs {
+		if !holdsXattr(m.mode, x.Name) {
+			continue
+		}
 		if err := c.metaStore.setxattr(t, x.Name, []byte(x.Value), 0, isLink); err != nil {
 			return fmt.Errorf("setting xattr %s: %w", x.Name, err)
 		}
@@ -50,6 +54,19 @@ func (c *View) apply(t target, m meta) error {
 		}
 	}
 	return nil
+}
+
+// holdsXattr tells whether Linux lets an entry of the given mode hold the
+// xattr called name: user.* only on regular files and directories. A tar
+// entry may carry one on a symlink, fifo or device; a copy-up leaves it
+// out, as GNU tar's extraction does, rather than fail every change of
+// such an entry (and every rename of its directory) with EPERM.
+func holdsXattr(mode uint32, name string) bool {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR:
+		return true
+	}
+	return !strings.HasPrefix(name, "user.")
 }
 
 // keepTimes runs fn, which adds an entry to the upper directory dirfd as

@@ -390,3 +390,40 @@ func TestCOWKeepRemovedSpecial(t *testing.T) {
 	}
 	noTemps(t, dir)
 }
+
+// A symlink or fifo whose tar entry carries a user.* xattr (which Linux
+// holds only on files and directories) changes and moves like any other:
+// its copy leaves that xattr out, as GNU tar's extraction does; other
+// xattrs and a regular file's user.* ones are copied.
+func TestCOWSpecialWithUserXattr(t *testing.T) {
+	withXattr := func(e imagetest.Entry) imagetest.Entry {
+		return e.With(func(h *tar.Header) {
+			h.PAXRecords = map[string]string{"SCHILY.xattr.user.note": "hi", "SCHILY.xattr.trusted.t": "kept"}
+			h.Format = tar.FormatPAX
+		})
+	}
+	c, dir := newView(t, []imagetest.Entry{
+		imagetest.Dir("run"),
+		withXattr(imagetest.Fifo("run/p")),
+		withXattr(imagetest.Symlink("run/l", "p")),
+		withXattr(imagetest.File("run/f", "file")),
+	})
+	mode := uint32(0o640)
+	_, err := c.Setattr("run/p", nil, SetAttr{Mode: &mode})
+	require.NoError(t, err, "chmod of the fifo")
+	uid := uint32(5)
+	_, err = c.Setattr("run/l", nil, SetAttr{UID: &uid})
+	require.NoError(t, err, "chown of the symlink")
+	require.NoError(t, c.Rename("run", "run2", 0), "mv of their directory")
+	_, err = c.Setattr("run2/f", nil, SetAttr{Mode: &mode})
+	require.NoError(t, err)
+
+	var buf [16]byte
+	n, err := unix.Lgetxattr(filepath.Join(dir, "run2/f"), "user.note", buf[:])
+	require.NoError(t, err, "a regular file keeps its user.* xattr")
+	require.Equal(t, "hi", string(buf[:n]))
+	n, err = unix.Lgetxattr(filepath.Join(dir, "run2/l"), "trusted.t", buf[:])
+	require.NoError(t, err, "other namespaces are copied")
+	require.Equal(t, "kept", string(buf[:n]))
+	noTemps(t, dir)
+}

@@ -287,7 +287,7 @@ type loc struct {
 	// parentLow is the parent's lower directory when its lower children are
 	// visible (nil when the parent is upper-only or opaque).
 	parentLow *union.Node
-	whiteout  bool // the upper parent holds .wh.<name>
+	whiteout  bool // the upper parent holds .wh.<name>, hiding a lower entry of that name
 }
 
 func (l *loc) exists() bool { return l.up != nil || l.low != nil }
@@ -440,6 +440,7 @@ func (c *View) lookupEntry(l *loc) error {
 		// Never visible; creating one is refused by the callers.
 		return nil
 	}
+	low := lowerChild(l.parentLow, l.name)
 	if l.parent >= 0 {
 		var st unix.Stat_t
 		err := unix.Fstatat(l.parent, l.name, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -447,13 +448,16 @@ func (c *View) lookupEntry(l *loc) error {
 		case err == nil:
 			l.up = &st
 		case errors.Is(err, unix.ENOENT):
-			l.whiteout = present(l.parent, union.WhiteoutPrefix+l.name)
+			// A whiteout matters only where it hides a lower entry:
+			// a name new to the view (every name tar creates) costs
+			// one fstatat, not two.
+			l.whiteout = low != nil && present(l.parent, union.WhiteoutPrefix+l.name)
 		default:
 			return fmt.Errorf("upper directory %s: %s: %w", c.dir, l.path, err)
 		}
 	}
 	if !l.whiteout {
-		l.low = lowerChild(l.parentLow, l.name)
+		l.low = low
 	}
 	if l.up != nil && l.low != nil {
 		// An upper entry hides the lower one, but for a directory over a

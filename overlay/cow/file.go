@@ -433,12 +433,14 @@ func (c *View) withTarget(l *loc, fn func(target) error) error {
 }
 
 func (c *View) setattr(t target, a SetAttr) error {
-	st, err := t.stat()
-	if err != nil {
-		return err
-	}
-	if err := c.metaStore.changeOwnerMode(t, &st, a); err != nil {
-		return err
+	if a.Mode != nil || a.UID != nil || a.GID != nil {
+		st, err := t.stat()
+		if err != nil {
+			return err
+		}
+		if err := c.metaStore.changeOwnerMode(t, &st, a); err != nil {
+			return err
+		}
 	}
 	if a.Size != nil {
 		var err error

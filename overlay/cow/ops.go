@@ -106,7 +106,8 @@ func (c *View) Create(path string, flags int, mode uint32, o Owner) (File, Stat,
 	if err != nil {
 		return nil, Stat{}, err
 	}
-	if err := c.apply(fdTarget(fd), meta{mode: mode, uid: o.UID, gid: o.GID}); err != nil {
+	st, err := c.initFile(fd, meta{mode: mode, uid: o.UID, gid: o.GID})
+	if err != nil {
 		unix.Close(fd)
 		unix.Unlinkat(pfd, l.name, 0)
 		return nil, Stat{}, fmt.Errorf("upper directory %s: creating %s: %w", c.dir, path, err)
@@ -115,12 +116,50 @@ func (c *View) Create(path string, flags int, mode uint32, o Owner) (File, Stat,
 		unix.Close(fd)
 		return nil, Stat{}, err
 	}
-	st, err := c.statNew(l)
-	if err != nil {
-		unix.Close(fd)
-		return nil, Stat{}, err
-	}
 	return &upperFile{c: c, fd: fd, rw: rw}, st, nil
+}
+
+// initFile gives fd, a regular file the view has just created, the owner
+// and mode of m, and reports what the view shows of it. Run as root, it
+// asks only for what open(2) did not already give (the caller's file in a
+// directory without setgid is created right, so a file costs one fstat,
+// no chown, chmod or xattr reads: it carries no bookkeeping xattrs yet).
+func (c *View) initFile(fd int, m meta) (Stat, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return Stat{}, err
+	}
+	if _, ok := c.metaStore.(rootMeta); !ok {
+		if err := c.apply(fdTarget(fd), m); err != nil {
+			return Stat{}, err
+		}
+		if err := unix.Fstat(fd, &st); err != nil {
+			return Stat{}, err
+		}
+		applyXattrs(fdTarget(fd), &st)
+		return st, nil
+	}
+	changed := false
+	if st.Uid != m.uid || st.Gid != m.gid {
+		// chown first: it clears setuid and setgid, which chmod sets.
+		if err := unix.Fchown(fd, int(m.uid), int(m.gid)); err != nil {
+			return Stat{}, fmt.Errorf("chown: %w", err)
+		}
+		changed = true
+	}
+	if changed || st.Mode&0o7777 != m.mode&0o7777 {
+		if err := unix.Fchmod(fd, m.mode&0o7777); err != nil {
+			return Stat{}, fmt.Errorf("chmod: %w", err)
+		}
+		changed = true
+	}
+	if changed {
+		if err := unix.Fstat(fd, &st); err != nil {
+			return Stat{}, err
+		}
+	}
+	st.Ino |= upperInoBit
+	return st, nil
 }
 
 // openUpper opens an upper file for reading and writing where it can

@@ -3,6 +3,7 @@ package cow
 import (
 	"errors"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -99,7 +100,14 @@ func (t target) getxattr(name string) ([]byte, error) {
 
 func (t target) utimes(ts []unix.Timespec) error {
 	if t.fd >= 0 {
-		return unix.UtimesNanoAt(unix.AT_FDCWD, t.path(), ts, 0)
+		// utimensat of the descriptor itself (AT_EMPTY_PATH), not of
+		// its /proc/self/fd name, which costs a walk through /proc;
+		// older kernels refuse the flag, and get the name.
+		err := unix.UtimesNanoAt(t.fd, "", ts, unix.AT_EMPTY_PATH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			err = unix.UtimesNanoAt(unix.AT_FDCWD, t.path(), ts, 0)
+		}
+		return err
 	}
 	return unix.UtimesNanoAt(t.dirfd, t.name, ts, unix.AT_SYMLINK_NOFOLLOW)
 }
@@ -126,19 +134,35 @@ func listxattrPath(path string) ([]string, error) {
 	return splitXattrNames(xattrBytes(func(b []byte) (int, error) { return unix.Llistxattr(path, b) }))
 }
 
+// xattrScratch holds the buffers xattrBytes tries first: most answers are
+// none (ENODATA: security.capability, asked by the kernel before every
+// write and chown) or a few bytes, which need no buffer of their own.
+var xattrScratch = sync.Pool{New: func() any { return new([256]byte) }}
+
 // xattrBytes runs call, a getxattr or listxattr, with a buffer large enough
-// for its answer: most fit the first; for the others, call with no buffer
-// tells the size.
+// for its answer: most fit the first, a scratch buffer whose answer is
+// copied out; for the others, call with no buffer tells the size.
 func xattrBytes(call func([]byte) (int, error)) ([]byte, error) {
-	buf := make([]byte, 256)
+	scratch := xattrScratch.Get().(*[256]byte)
+	n, err := call(scratch[:])
+	if err == nil {
+		v := make([]byte, n)
+		copy(v, scratch[:n])
+		xattrScratch.Put(scratch)
+		return v, nil
+	}
+	xattrScratch.Put(scratch)
+	if !errors.Is(err, unix.ERANGE) {
+		return nil, err
+	}
 	for {
+		sz, err := call(nil)
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, sz+64) // room for a little growth meanwhile
 		n, err := call(buf)
 		if errors.Is(err, unix.ERANGE) {
-			sz, err := call(nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+64) // room for a little growth meanwhile
 			continue
 		}
 		if err != nil {

@@ -142,21 +142,42 @@ func (n *rwNode) unlinked() bool {
 }
 
 // openFile is the open file an operation on n goes to, nil to go by its
-// path: the handle the kernel sent (f), else, once n has no name left, any
-// open file of n (cow.View makes them share their attributes).
-func (n *rwNode) openFile(f fs.FileHandle) cow.File {
+// path: the handle the kernel sent (f); else, while n has a name, an upper
+// file of n open for reading and writing (the file at that name: renames
+// and removals move names, never open files; going by its descriptor
+// saves resolving the path, and tar sets a file's attributes while it
+// still has it open); else, once n has no name left, any open file of n
+// (cow.View makes them share their attributes). Call done when the
+// operation is over: a handle the kernel did not send may be released
+// meanwhile, and its Release waits for done before closing the file.
+func (n *rwNode) openFile(f fs.FileHandle) (file cow.File, done func()) {
 	if h, ok := f.(*rwHandle); ok {
-		return h.f
+		return h.f, func() {}
 	}
-	if !n.unlinked() {
-		return nil
-	}
+	unlinked := n.unlinked()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if len(n.handles) == 0 {
-		return n.kept // nil if none
+	borrow := func(h *rwHandle) (cow.File, func()) {
+		h.borrowed.Add(1)
+		return h.f, h.borrowed.Done
 	}
-	return n.handles[0].f
+	if !unlinked {
+		for _, h := range n.handles {
+			if b, ok := h.f.(cow.Backer); ok {
+				if _, rw := b.BackingFD(); rw {
+					return borrow(h)
+				}
+			}
+		}
+		return nil, func() {}
+	}
+	if len(n.handles) == 0 {
+		if n.kept == nil {
+			return nil, func() {}
+		}
+		return n.kept, func() {}
+	}
+	return borrow(n.handles[0])
 }
 
 var (
@@ -187,6 +208,17 @@ var (
 // path is the node's path in the view ("" for the root). A node whose
 // every name is gone gets a path that resolves to nothing.
 func (n *rwNode) path() string { return n.Path(n.Root()) }
+
+// pathFor is the path an operation on n hands cow.View with the open file
+// file: "" for an upper file, which the view changes and reads by its
+// descriptor alone (computing a path walks the tree and allocates it);
+// n's path otherwise (a lower file is copied up by its path).
+func (n *rwNode) pathFor(file cow.File) string {
+	if _, ok := file.(cow.Backer); ok {
+		return ""
+	}
+	return n.path()
+}
 
 // child is the view path of name within n.
 func (n *rwNode) child(name string) string { return union.Join(n.path(), name) }
@@ -263,7 +295,9 @@ func (n *rwNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 	// copy-up shows the copy).
 	var st cow.Stat
 	var err error
-	if file := n.openFile(f); file != nil {
+	file, done := n.openFile(f)
+	defer done()
+	if file != nil {
 		st, err = file.Stat()
 	} else {
 		st, err = n.fsys.cow.Lookup(n.path())
@@ -296,7 +330,9 @@ func (n *rwNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrI
 	}
 	a.Atime = setTime(in.Valid, fuse.FATTR_ATIME, fuse.FATTR_ATIME_NOW, in.Atime, in.Atimensec)
 	a.Mtime = setTime(in.Valid, fuse.FATTR_MTIME, fuse.FATTR_MTIME_NOW, in.Mtime, in.Mtimensec)
-	st, err := n.fsys.cow.Setattr(n.path(), n.openFile(f), a)
+	file, done := n.openFile(f)
+	defer done()
+	st, err := n.fsys.cow.Setattr(n.pathFor(file), file, a)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -493,7 +529,9 @@ func (n *rwNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32
 		v = n.fsys.mountInfo
 	} else {
 		var err error
-		if v, err = n.fsys.cow.Getxattr(n.path(), n.openFile(nil), attr); err != nil {
+		file, done := n.openFile(nil)
+		defer done()
+		if v, err = n.fsys.cow.Getxattr(n.pathFor(file), file, attr); err != nil {
 			return 0, toErrno(err)
 		}
 	}
@@ -508,7 +546,9 @@ func (n *rwNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Er
 		return 0, syscall.EACCES
 	}
 	defer n.fsys.resolving()()
-	names, err := n.fsys.cow.Listxattr(n.path(), n.openFile(nil))
+	file, done := n.openFile(nil)
+	defer done()
+	names, err := n.fsys.cow.Listxattr(n.pathFor(file), file)
 	if err != nil {
 		return 0, toErrno(err)
 	}
@@ -531,7 +571,9 @@ func (n *rwNode) Setxattr(ctx context.Context, attr string, data []byte, flags u
 		return syscall.EACCES
 	}
 	defer n.fsys.resolving()()
-	return toErrno(n.fsys.cow.Setxattr(n.path(), n.openFile(nil), attr, data, int(flags)))
+	file, done := n.openFile(nil)
+	defer done()
+	return toErrno(n.fsys.cow.Setxattr(n.pathFor(file), file, attr, data, int(flags)))
 }
 
 func (n *rwNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
@@ -539,7 +581,9 @@ func (n *rwNode) Removexattr(ctx context.Context, attr string) syscall.Errno {
 		return syscall.EACCES
 	}
 	defer n.fsys.resolving()()
-	return toErrno(n.fsys.cow.Removexattr(n.path(), n.openFile(nil), attr))
+	file, done := n.openFile(nil)
+	defer done()
+	return toErrno(n.fsys.cow.Removexattr(n.pathFor(file), file, attr))
 }
 
 // Fsync makes an entry durable; go-fuse sends directories' fsync here.
@@ -571,6 +615,9 @@ func (n *rwNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno 
 type rwHandle struct {
 	f    cow.File
 	node *rwNode // whose open file it is
+	// borrowed counts the operations on node using f without the kernel
+	// having sent this handle (openFile); Release waits for them.
+	borrowed sync.WaitGroup
 }
 
 var (
@@ -638,7 +685,8 @@ func (h *rwHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 func (h *rwHandle) Flush(ctx context.Context) syscall.Errno { return syscall.ENOSYS }
 
 func (h *rwHandle) Release(ctx context.Context) syscall.Errno {
-	h.node.dropHandle(h)
+	h.node.dropHandle(h) // no operation borrows it from now on
+	h.borrowed.Wait()
 	return toErrno(h.f.Close())
 }
 

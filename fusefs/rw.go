@@ -354,11 +354,7 @@ func (n *rwNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle
 	if n.fsys.denied(ctx) {
 		return nil, 0, syscall.EACCES
 	}
-	list, err := n.listDir()
-	if err != nil {
-		return nil, 0, toErrno(err)
-	}
-	return &rwDirHandle{node: n, ents: list}, 0, 0
+	return &rwDirHandle{node: n}, 0, 0
 }
 
 // listDir lists the directory n as it is now, "." and ".." first.
@@ -702,14 +698,27 @@ func (h *rwHandle) Allocate(ctx context.Context, off uint64, size uint64, mode u
 	return toErrno(h.f.Allocate(int64(off), int64(size), mode))
 }
 
-// rwDirHandle lists a directory as it was when opened, or when last
+// rwDirHandle lists a directory as it was when first read, or when last
 // rewound: a READDIR at offset 0 after others (rewinddir, lseek to 0)
-// reads it again, as ext4 and overlayfs do. Offsets are positions in the
-// list.
+// reads it again, as ext4 and overlayfs do. Listing at the first read,
+// not at opendir, makes a rewinddir before any read show the directory as
+// it is then too (go-fuse asks no Seekdir for it). Offsets are positions
+// in the list.
 type rwDirHandle struct {
-	node *rwNode
-	ents []fuse.DirEntry
-	pos  int
+	node   *rwNode
+	ents   []fuse.DirEntry
+	listed bool
+	pos    int
+}
+
+// list reads the directory (again).
+func (d *rwDirHandle) list() syscall.Errno {
+	list, err := d.node.listDir()
+	if err != nil {
+		return toErrno(err)
+	}
+	d.ents, d.listed = list, true
+	return 0
 }
 
 var (
@@ -719,6 +728,11 @@ var (
 )
 
 func (d *rwDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	if !d.listed {
+		if errno := d.list(); errno != 0 {
+			return nil, errno
+		}
+	}
 	if d.pos >= len(d.ents) {
 		return nil, 0
 	}
@@ -731,12 +745,10 @@ func (d *rwDirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.E
 // Seekdir is asked by go-fuse only for a READDIR at another offset than
 // where the last one ended.
 func (d *rwDirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off == 0 {
-		list, err := d.node.listDir()
-		if err != nil {
-			return toErrno(err)
+	if off == 0 || !d.listed {
+		if errno := d.list(); errno != 0 {
+			return errno
 		}
-		d.ents = list
 	}
 	if off > uint64(len(d.ents)) {
 		return syscall.EINVAL

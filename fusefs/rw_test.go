@@ -189,6 +189,23 @@ func TestWritableRewinddir(t *testing.T) {
 	require.ElementsMatch(t, []string{"added", "hosts"}, names)
 }
 
+// A rewinddir before the first readdir shows the directory as it is then,
+// not as it was at opendir (go-fuse asks no Seekdir for a READDIR at the
+// offset where the stream stands); as a plain directory does.
+func TestWritableRewinddirBeforeFirstRead(t *testing.T) {
+	mnt, _ := mountRW(t, rwImage(t))
+	d, err := os.Open(filepath.Join(mnt, "etc"))
+	require.NoError(t, err)
+	defer d.Close()
+	require.NoError(t, os.WriteFile(filepath.Join(mnt, "etc/added"), nil, 0o644))
+	require.NoError(t, os.Remove(filepath.Join(mnt, "etc/motd")))
+	_, err = d.Seek(0, io.SeekStart)
+	require.NoError(t, err)
+	names, err := d.Readdirnames(-1)
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{"added", "hosts"}, names)
+}
+
 // mv of an image directory in which entries were deleted: the copy is
 // opaque, and keeps no whiteouts, which would hide nothing.
 func TestWritableMoveDirDropsWhiteouts(t *testing.T) {

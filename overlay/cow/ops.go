@@ -308,11 +308,34 @@ func (c *View) whiteout(l *loc) error {
 	if err != nil {
 		return err
 	}
-	fd, err := unix.Openat(pfd, union.WhiteoutPrefix+l.name, unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
+	name := union.WhiteoutPrefix + l.name
+	failed := func(err error) error {
 		return fmt.Errorf("upper directory %s: recording the deletion of %s: %w", c.dir, l.path, err)
 	}
-	return unix.Close(fd)
+	for range 2 {
+		fd, err := unix.Openat(pfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			return unix.Close(fd)
+		}
+		if err != unix.EEXIST {
+			return failed(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return failed(err)
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			return nil // recorded already
+		}
+		// Something else under the whiteout's name (a damaged or hostile
+		// upper directory): opening a fifo for writing would block with
+		// the view locked, a device or link would reach elsewhere. It is
+		// replaced, never opened.
+		if err := unix.Unlinkat(pfd, name, 0); err != nil {
+			return failed(err)
+		}
+	}
+	return failed(unix.EEXIST)
 }
 
 // Unlink removes a non-directory.

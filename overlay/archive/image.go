@@ -89,9 +89,10 @@ type OpenOptions struct {
 }
 
 // BytesPerEntry is about what one tar entry costs in memory once the image
-// is mounted (index, union node, the kernel's inode), as measured on a cold
-// mount of a million-file layer: what turns a memory budget into
-// MaxEntries.
+// is mounted and every path has been looked up, rounded up: the server's
+// 350 B/entry (index and union node) and go-fuse's 450 for the kernel's
+// inode (BENCHMARKS.md, a million-file layer), and the kernel's own inode
+// and dentry for it. It turns a memory budget into MaxEntries.
 const BytesPerEntry = 2048
 
 // ImageRef describes one image found in a tarball.

@@ -233,6 +233,13 @@ func TestOutputRemovesAbandonedScratch(t *testing.T) {
 	require.DirExists(t, o.dir)
 	o.abort()
 	require.NoDirExists(t, o.dir)
+
+	// The lock file appears only locked: a live directory holds exactly
+	// it, never a lock file another run could find free.
+	names, err := os.ReadDir(live)
+	require.NoError(t, err)
+	require.Len(t, names, 1)
+	require.Equal(t, scratchLock, names[0].Name())
 }
 
 // A signal while a run writes cancels its work, which returns through its

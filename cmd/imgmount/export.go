@@ -229,12 +229,21 @@ type output struct {
 const scratchLock = ".imgmount-lock"
 
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, scratchLock), os.O_CREATE|os.O_RDWR, 0o600)
+	// The lock file is locked under another name and only then renamed
+	// into place: another run's removeAbandoned never finds it unlocked
+	// (created but not yet locked) and takes a live directory for dead.
+	f, err := os.CreateTemp(dir, scratchLock+".new-*")
 	if err != nil {
 		return nil, err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	if err := os.Rename(f.Name(), filepath.Join(dir, scratchLock)); err != nil {
+		f.Close()
+		os.Remove(f.Name())
 		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
 	return f, nil

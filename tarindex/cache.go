@@ -148,6 +148,7 @@ func (c *Cache) Index(key string, r io.ReaderAt, base, size int64, maxEntries in
 		}
 		return nil, err
 	}
+	c.sweepOnce()
 	if err := saveIndex(p, ix, base, size, fp); err != nil {
 		c.warn(fmt.Errorf("save index for %s: %w", key, err))
 	} else {
@@ -251,7 +252,7 @@ func (c *Cache) Decompress(key string, want digest.Digest, comp Compression, src
 		c.Touch(dst)
 		return dst, nil
 	}
-	c.swept.Do(func() { sweepTemps(c.Dir, time.Now().Add(-staleAfter)) })
+	c.sweepOnce()
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return "", fmt.Errorf("cache: %w", err)
 	}
@@ -392,6 +393,12 @@ func isRegular(p string) bool {
 // run takes its writer for dead (killed mid-decompression) and removes it.
 // A live writer touches its file continuously.
 const staleAfter = time.Hour
+
+// sweepOnce sweeps the cache's stale temporary files (sweepTemps) the first
+// time this Cache writes anything: a run killed while it wrote leaves one.
+func (c *Cache) sweepOnce() {
+	c.swept.Do(func() { sweepTemps(c.Dir, time.Now().Add(-staleAfter)) })
+}
 
 // sweepTemps removes temporary files of the cache's directories that were
 // last written before cutoff: what interrupted writers left, whose names

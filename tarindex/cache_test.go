@@ -544,6 +544,22 @@ func TestDecompressSweepsOldTemps(t *testing.T) {
 	require.FileExists(t, fresh)
 }
 
+// Saving an index sweeps them too: since compressed layers are read in
+// place, a mount seldom decompresses anything.
+func TestIndexSweepsOldTemps(t *testing.T) {
+	c := &Cache{Dir: t.TempDir()}
+	dir := filepath.Join(c.Dir, "index")
+	require.NoError(t, os.MkdirAll(dir, 0o755))
+	old := filepath.Join(dir, tmpPrefix("abandoned.idx")+"1")
+	require.NoError(t, os.WriteFile(old, []byte("partial"), 0o644))
+	long := time.Now().Add(-2 * time.Hour)
+	require.NoError(t, os.Chtimes(old, long, long))
+	tb := makeTar(t, tar.FormatPAX, file("a", "x"))
+	_, err := c.Index("k", bytes.NewReader(tb), 0, int64(len(tb)), 0)
+	require.NoError(t, err)
+	require.NoFileExists(t, old)
+}
+
 // A decompression bomb (64 MiB of zeros in 64 KiB of gzip) stops at its
 // limit, leaving nothing in the cache.
 func TestDecompressBomb(t *testing.T) {

@@ -81,6 +81,7 @@ func (c *Cache) IndexOuter(key string, blob io.ReaderAt, size int64, comp Compre
 	}
 	out := &Outer{Index: ix, Seek: seek, Members: members}
 	if base != "" {
+		c.sweepOnce()
 		if err := saveOuter(base, out, comp, size, fp); err != nil {
 			c.warn(fmt.Errorf("save the index of %s: %w", key, err))
 		} else {

@@ -63,6 +63,7 @@ func (c *Cache) IndexCompressed(key string, blob io.ReaderAt, size int64, comp C
 		return nil, nil, err
 	}
 	if base != "" {
+		c.sweepOnce()
 		if err := saveCompressed(base, ix, seek, comp, size, fp); err != nil {
 			c.warn(fmt.Errorf("save checkpoints for %s: %w", key, err))
 		} else {

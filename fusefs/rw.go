@@ -128,6 +128,13 @@ func (n *rwNode) addHandle(h *rwHandle) {
 	n.mu.Unlock()
 }
 
+// onlyOpen tells whether h is n's only open file.
+func (n *rwNode) onlyOpen(h *rwHandle) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.handles) == 1 && n.handles[0] == h
+}
+
 // dropHandle forgets an open file of n.
 func (n *rwNode) dropHandle(h *rwHandle) {
 	n.mu.Lock()
@@ -632,11 +639,19 @@ var (
 // PassthroughFd lets the kernel read and write an upper file directly
 // (FUSE passthrough, Linux 6.9+, root only; go-fuse falls back to Read and
 // Write where it cannot register the file).
+//
+// go-fuse asks only while no file of the node is open by passthrough, so
+// any other open file of it is in the kernel's cached mode, which a
+// passthrough open may not join: the kernel fails that open with EIO. So
+// a file opened for writing while the same file is open for reading (a
+// lower file being copied up, or a read whose RELEASE is still on its way
+// behind asynchronous reads) is served through Read and Write instead.
 func (h *rwHandle) PassthroughFd() (int, bool) {
-	if b, ok := h.f.(cow.Backer); ok {
-		return b.BackingFD()
+	b, ok := h.f.(cow.Backer)
+	if !ok || !h.node.onlyOpen(h) {
+		return 0, false
 	}
-	return 0, false
+	return b.BackingFD()
 }
 
 func (h *rwHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

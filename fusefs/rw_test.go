@@ -189,6 +189,44 @@ func TestWritableRewinddir(t *testing.T) {
 	require.ElementsMatch(t, []string{"added", "hosts"}, names)
 }
 
+// A file open for reading while it is opened for writing (the first write
+// copies it up) can be written, and the reader sees the write: the kernel
+// refuses, with EIO, a passthrough open of a file open in its cached mode.
+func TestWritableOpenForWriteWhileRead(t *testing.T) {
+	mnt, _ := mountRW(t, rwImage(t))
+	p := filepath.Join(mnt, "etc/hosts")
+	r, err := os.Open(p)
+	require.NoError(t, err)
+	defer r.Close()
+	before, err := io.ReadAll(r)
+	require.NoError(t, err)
+	w, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err, "opening for append a file open for reading")
+	_, err = w.WriteString("appended\n")
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	got, err := os.ReadFile(p)
+	require.NoError(t, err)
+	require.Equal(t, string(before)+"appended\n", string(got))
+
+	// A new file open for writing, opened again while it is: both write.
+	n := filepath.Join(mnt, "etc/new")
+	a, err := os.OpenFile(n, os.O_CREATE|os.O_WRONLY, 0o644)
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := os.OpenFile(n, os.O_WRONLY|os.O_APPEND, 0)
+	require.NoError(t, err)
+	_, err = a.WriteString("a")
+	require.NoError(t, err)
+	_, err = b.WriteString("b")
+	require.NoError(t, err)
+	require.NoError(t, b.Close())
+	require.NoError(t, a.Close())
+	got, err = os.ReadFile(n)
+	require.NoError(t, err)
+	require.Equal(t, "ab", string(got))
+}
+
 // A rewinddir before the first readdir shows the directory as it is then,
 // not as it was at opendir (go-fuse asks no Seekdir for a READDIR at the
 // offset where the stream stands); as a plain directory does.
